@@ -1,0 +1,50 @@
+//! The piforge card contract: the formats that `piforge` (host), `piforge-firstboot` and
+//! `piforge-node` (on the Pi) exchange, defined once.
+//!
+//! - [`card`]: `piforge/card.toml` on the FAT boot partition (written by the builder, read and
+//!   deleted by firstboot).
+//! - [`node`]: `/etc/piforge/node.toml` (written by firstboot, read by the node agent).
+//! - [`overlay`]: `overlays/<name>/overlay.toml`, the manifest of a role overlay.
+//! - [`cmdline`]: the kernel command line arguments piforge adds and removes.
+//! - [`secret`]: types for secrets whose `Debug` never prints them.
+//!
+//! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
+//! disks, images or the network.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod card;
+pub mod cmdline;
+pub mod node;
+pub mod overlay;
+pub mod secret;
+mod validate;
+
+pub use card::{Card, CardError};
+pub use node::NodeConfig;
+pub use overlay::OverlayManifest;
+pub use secret::{ClusterKey, Secret};
+pub use validate::{valid_hostname, valid_username};
+
+/// Version of the `card.toml` / `node.toml` / `overlay.toml` schema this build reads and writes.
+/// A file with another version is refused, never guessed at.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Directory on the FAT boot partition that holds the card payload.
+pub const CARD_DIR: &str = "piforge";
+
+/// Path of the card config, relative to the root of the FAT boot partition.
+pub const CARD_PATH: &str = "piforge/card.toml";
+
+/// Path of the first-boot log, relative to the root of the FAT boot partition. It stays on the
+/// card after first boot so it can be read from a laptop.
+pub const FIRSTBOOT_LOG_PATH: &str = "piforge/firstboot.log";
+
+/// Where firstboot installs the node config on the Pi.
+pub const NODE_CONFIG_PATH: &str = "/etc/piforge/node.toml";
+
+/// Default UDP port of the gossip protocol.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7946;
+
+/// Default TCP port of the node's HTTP API and dashboard.
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
