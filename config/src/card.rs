@@ -557,7 +557,8 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Card)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Card)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 Box::new(|c| c.identity.hostname = Some("Pi_01".into())),
                 "identity.hostname",
