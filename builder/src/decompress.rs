@@ -1,0 +1,1 @@
+//! decompress: to be written.

@@ -1,0 +1,1 @@
+//! image: to be written.

@@ -1,0 +1,16 @@
+//! piforge: the host-side builder. Turns a stock Raspberry Pi OS image into a cloneable cluster
+//! image plus per-card identities, without root, loop mounts or Docker: every edit goes through
+//! the image *file* (MBR/GPT tables, FAT through a partition window, ext4 read-only).
+//!
+//! The pipeline, one module a stage, each with a pure core:
+//! catalog → fetch → verify → decompress → cache → plan (customize) → apply (image::fat) → outputs.
+#![forbid(unsafe_code)]
+
+pub mod arch;
+pub mod catalog;
+pub mod decompress;
+pub mod fetch;
+pub mod image;
+pub mod payload;
+pub mod progress;
+pub mod verify;

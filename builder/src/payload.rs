@@ -1,0 +1,1 @@
+//! payload: to be written.
