@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod cache;
 pub mod catalog;
 pub mod decompress;
 pub mod fetch;
