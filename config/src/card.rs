@@ -220,7 +220,7 @@ fn yes() -> bool {
     true
 }
 fn default_prefix() -> String {
-    "piforge".into()
+    "pi".into()
 }
 fn default_user() -> String {
     "pi".into()
