@@ -31,6 +31,97 @@ pub struct NodeConfig {
     /// Tags advertised to the cluster.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Address other members reach this node's gossip socket at, `addr:port`; needed when
+    /// `bind` is a wildcard (`0.0.0.0`). Unset: the agent picks the address of the default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Directory for state that survives restarts (the generation counter).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// Failure detection and reaping.
+    #[serde(default)]
+    pub detector: DetectorSettings,
+    /// Executables run on membership events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handlers: Vec<EventHandler>,
+    /// HTTP endpoints that get every event as a JSON POST.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+    /// Publish events and per-node status to an MQTT broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSettings>,
+}
+
+/// `[detector]` of node.toml: SWIM timing, the phi-accrual estimate and reaping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DetectorSettings {
+    /// How often one random member is probed, in milliseconds.
+    #[serde(default = "default_probe_period_ms")]
+    pub probe_period_ms: u64,
+    /// How long to wait for a direct probe reply before asking others, in milliseconds.
+    #[serde(default = "default_probe_rtt_ms")]
+    pub probe_rtt_ms: u64,
+    /// How long a suspect member has to refute before it is declared failed, in milliseconds.
+    #[serde(default = "default_suspect_ms")]
+    pub suspect_to_failed_ms: u64,
+    /// Phi level above which a peer shows as suspect (phi-accrual over packet inter-arrivals).
+    #[serde(default = "default_phi_threshold")]
+    pub phi_threshold: f64,
+    /// How long failed and left members stay listed before they are reaped, in seconds.
+    #[serde(default = "default_reap_after_secs")]
+    pub reap_after_secs: u64,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        DetectorSettings {
+            probe_period_ms: default_probe_period_ms(),
+            probe_rtt_ms: default_probe_rtt_ms(),
+            suspect_to_failed_ms: default_suspect_ms(),
+            phi_threshold: default_phi_threshold(),
+            reap_after_secs: default_reap_after_secs(),
+        }
+    }
+}
+
+/// One `[[handlers]]` entry: an executable run for membership events (Serf-style: event name
+/// and self in `PIFORGE_*` environment variables, one line per member on stdin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct EventHandler {
+    /// Path of the executable (run directly, not through a shell).
+    pub command: String,
+    /// Event names it wants (`member-join`, `member-leave`, `member-failed`, `member-update`,
+    /// `member-reap`); empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+    /// Kill the handler after this many seconds.
+    #[serde(default = "default_handler_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://host:port/path` (plain HTTP).
+    pub url: String,
+    /// Event names it wants; empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<String>,
+}
+
+/// `[mqtt]` of node.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MqttSettings {
+    /// Broker, `host:port`.
+    pub broker: String,
+    /// Topic prefix: events go to `<prefix>/<cluster>/events`, status to
+    /// `<prefix>/<cluster>/nodes/<name>/status` (retained; the last will sets `offline`).
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
 }
 
 /// `[cluster]` of node.toml.
@@ -55,6 +146,30 @@ fn yes() -> bool {
 fn default_bind() -> String {
     format!("0.0.0.0:{}", crate::DEFAULT_GOSSIP_PORT)
 }
+fn default_state_dir() -> String {
+    "/var/lib/piforge".to_string()
+}
+fn default_probe_period_ms() -> u64 {
+    1000
+}
+fn default_probe_rtt_ms() -> u64 {
+    500
+}
+fn default_suspect_ms() -> u64 {
+    5000
+}
+fn default_phi_threshold() -> f64 {
+    8.0
+}
+fn default_reap_after_secs() -> u64 {
+    24 * 3600
+}
+fn default_handler_timeout_secs() -> u64 {
+    30
+}
+fn default_topic_prefix() -> String {
+    "piforge".to_string()
+}
 fn default_http() -> String {
     format!("0.0.0.0:{}", crate::DEFAULT_HTTP_PORT)
 }
@@ -74,6 +189,12 @@ impl NodeConfig {
             bind: format!("0.0.0.0:{}", card.node.gossip_port),
             http: format!("0.0.0.0:{}", card.node.http_port),
             tags: card.node.tags.clone(),
+            advertise: None,
+            state_dir: default_state_dir(),
+            detector: DetectorSettings::default(),
+            handlers: Vec::new(),
+            webhooks: Vec::new(),
+            mqtt: None,
         }
     }
 
@@ -108,5 +229,50 @@ mod tests {
         assert_eq!(n.bind, "0.0.0.0:7000");
         assert_eq!(n.tags["role"], "lb");
         assert_eq!(NodeConfig::parse(&n.render()).unwrap(), n);
+    }
+
+    #[test]
+    fn agent_sections_round_trip_and_default() {
+        let mut n = NodeConfig::from_card(&Card::new("lab", ClusterKey::from_bytes([2; 32])), "a");
+        n.advertise = Some("10.0.0.5:7946".into());
+        n.detector.phi_threshold = 12.5;
+        n.handlers.push(EventHandler {
+            command: "/usr/local/bin/on-event".into(),
+            events: vec!["member-join".into()],
+            timeout_secs: 5,
+        });
+        n.webhooks.push(Webhook {
+            url: "http://127.0.0.1:9000/hook".into(),
+            events: vec![],
+        });
+        n.mqtt = Some(MqttSettings {
+            broker: "127.0.0.1:1883".into(),
+            topic_prefix: "lab".into(),
+        });
+        let text = n.render();
+        assert!(
+            text.contains("[[handlers]]") && text.contains("phi-threshold"),
+            "{text}"
+        );
+        assert_eq!(NodeConfig::parse(&text).unwrap(), n);
+        // A minimal file gets every default.
+        let min = format!(
+            "schema-version = 1\nname = \"a\"\n[cluster]\nname = \"lab\"\nkey = \"{}\"\n",
+            "00".repeat(32)
+        );
+        let m = NodeConfig::parse(&min).unwrap();
+        assert_eq!(m.detector, DetectorSettings::default());
+        assert_eq!(m.state_dir, "/var/lib/piforge");
+        assert!(m.handlers.is_empty() && m.mqtt.is_none());
+    }
+
+    #[test]
+    fn unknown_detector_key_is_refused() {
+        let text = format!(
+            "schema-version = 1\nname = \"a\"\n[cluster]\nname = \"lab\"\nkey = \"{}\"\n\
+             [detector]\nphi = 3.0\n",
+            "00".repeat(32)
+        );
+        assert!(NodeConfig::parse(&text).is_err());
     }
 }
