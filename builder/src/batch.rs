@@ -1,0 +1,196 @@
+//! A batch: the output of `piforge build`. One cloneable image plus N card identities.
+//!
+//! ```text
+//! <out>/batch.toml          what was built, from what, and which cards are flashed
+//! <out>/<name>.img          the cloneable image (sparse)
+//! <out>/cards/<host>.toml   each card's card.toml (0600: it holds the cluster key)
+//! ```
+//! Cards share the image; personalising a card writes only its card.toml (and cloud-init
+//! meta-data) onto a copy's FAT, so a batch costs about one image of disk, not N.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use piforge_config::Card;
+use serde::{Deserialize, Serialize};
+
+use crate::arch::Arch;
+
+/// File name of the batch description inside the output dir.
+pub const BATCH_FILE: &str = "batch.toml";
+
+/// Schema version of `batch.toml`.
+pub const BATCH_SCHEMA: u32 = 1;
+
+/// `batch.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Batch {
+    /// Must equal [`BATCH_SCHEMA`].
+    pub schema_version: u32,
+    /// Random id of this build (part of every cloud-init instance-id).
+    pub id: String,
+    /// File name of the cloneable image inside the batch dir.
+    pub image: String,
+    /// Where the base image came from (catalog name, URL or path).
+    pub source: String,
+    /// sha256 of the base image download, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sha256: Option<String>,
+    /// Architecture of the image.
+    pub arch: Arch,
+    /// Release codename (`bookworm`, `trixie`, ...).
+    pub release: String,
+    /// Where the boot partition is mounted on the Pi.
+    pub boot_mount: String,
+    /// The image runs cloud-init.
+    pub cloud_init: bool,
+    /// Cluster name.
+    pub cluster: String,
+    /// The cards, in order (card 1 first).
+    #[serde(default, rename = "card")]
+    pub cards: Vec<BatchCard>,
+}
+
+/// One card of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BatchCard {
+    /// 1-based position in the batch.
+    pub index: u32,
+    /// The card's hostname.
+    pub hostname: String,
+    /// Role given with `--role K=NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Whether `piforge flash` has written this card.
+    #[serde(default)]
+    pub flashed: bool,
+}
+
+impl Batch {
+    /// Reads `<dir>/batch.toml`.
+    pub fn load(dir: &Path) -> anyhow::Result<Batch> {
+        let path = dir.join(BATCH_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {} (run `piforge build --out {}` first)", path.display(), dir.display())
+        })?;
+        let b: Batch =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if b.schema_version != BATCH_SCHEMA {
+            bail!(
+                "{} has schema-version {}, this piforge reads {BATCH_SCHEMA}; rebuild the batch",
+                path.display(),
+                b.schema_version
+            );
+        }
+        Ok(b)
+    }
+
+    /// Writes `<dir>/batch.toml` (temp file + rename).
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string(self).context("serializing batch.toml")?;
+        write_atomic(&dir.join(BATCH_FILE), text.as_bytes(), 0o644)
+    }
+
+    /// Path of the cloneable image.
+    pub fn image_path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.image)
+    }
+
+    /// The card with 1-based index `k`.
+    pub fn card(&self, k: u32) -> anyhow::Result<&BatchCard> {
+        self.cards.iter().find(|c| c.index == k).with_context(|| {
+            format!("the batch has no card {k} (it has {} cards)", self.cards.len())
+        })
+    }
+
+    /// The cloud-init instance-id of a card.
+    pub fn instance_id(&self, hostname: &str) -> String {
+        format!("piforge-{}-{hostname}", self.id)
+    }
+}
+
+/// Path of a card's card.toml inside the batch dir.
+pub fn card_path(dir: &Path, hostname: &str) -> PathBuf {
+    dir.join("cards").join(format!("{hostname}.toml"))
+}
+
+/// Writes a card's card.toml into the batch dir, mode 0600 in a 0700 dir.
+pub fn save_card(dir: &Path, card: &Card) -> anyhow::Result<()> {
+    let host = card.identity.hostname.as_deref().context("a batch card has a fixed hostname")?;
+    let cards = dir.join("cards");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cards)
+        .with_context(|| format!("creating {}", cards.display()))?;
+    write_atomic(&card_path(dir, host), card.render().as_bytes(), 0o600)
+}
+
+/// Reads a card's card.toml from the batch dir.
+pub fn load_card(dir: &Path, hostname: &str) -> anyhow::Result<Card> {
+    let p = card_path(dir, hostname);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Card::parse(&text).with_context(|| format!("checking {}", p.display()))
+}
+
+/// Writes `bytes` to `path` through `path.part` and a rename, with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piforge_config::ClusterKey;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn batch_and_cards_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let b = Batch {
+            schema_version: BATCH_SCHEMA,
+            id: "abc".into(),
+            image: "lab.img".into(),
+            source: "raspios-trixie-arm64-lite".into(),
+            source_sha256: None,
+            arch: Arch::Arm64,
+            release: "trixie".into(),
+            boot_mount: "/boot/firmware".into(),
+            cloud_init: true,
+            cluster: "lab".into(),
+            cards: vec![BatchCard { index: 1, hostname: "pi-01".into(), role: None, flashed: false }],
+        };
+        b.save(d.path()).unwrap();
+        assert_eq!(Batch::load(d.path()).unwrap(), b);
+        let mut card = Card::new("lab", ClusterKey::from_bytes([2; 32]));
+        card.identity.hostname = Some("pi-01".into());
+        save_card(d.path(), &card).unwrap();
+        assert_eq!(load_card(d.path(), "pi-01").unwrap(), card);
+        let mode = std::fs::metadata(card_path(d.path(), "pi-01")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(b.card(2).unwrap_err().to_string().contains("has 1 cards"));
+    }
+
+    #[test]
+    fn missing_batch_says_what_to_run() {
+        let d = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", Batch::load(d.path()).unwrap_err());
+        assert!(e.contains("run `piforge build"), "{e}");
+    }
+}

@@ -1,0 +1,282 @@
+//! Command-line parsing: clap types in, checked requests out. No logic beyond checking and
+//! defaulting arguments lives here; the library never sees clap.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::arch::Arch;
+use crate::assemble::{BuildRequest, PasswordSpec, WifiSpec};
+use crate::cache::{BaseRequest, Cache};
+use crate::catalog::Catalog;
+use crate::export::ExportRequest;
+use crate::fetch::Source;
+
+/// Catalog entry built when neither --image nor --from is given.
+pub const DEFAULT_IMAGE: &str = "raspios-trixie-arm64-lite";
+
+/// Turn a stock Raspberry Pi OS image into a self-assembling cluster.
+///
+/// `piforge build --cards 4` fetches Raspberry Pi OS (cached, checksummed), puts the piforge
+/// first-boot program, node agent and a card config on its boot partition, and writes a batch:
+/// one cloneable image plus 4 card identities. Every card boots with its own hostname,
+/// machine-id and SSH keys, gets an address by DHCP and joins the cluster by itself.
+#[derive(Debug, Parser)]
+#[command(name = "piforge", version, help_expected = true, max_term_width = 80)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the base images piforge knows (images.toml).
+    Images(ImagesArgs),
+    /// Build a batch: a cloneable image and N card identities.
+    Build(Box<BuildArgs>),
+    /// Write one complete image (card K personalised, or the cloneable one).
+    Export(ExportArgs),
+    /// Show partitions, release, boot mount, cmdline and card (secrets redacted) of an image.
+    Inspect(InspectArgs),
+}
+
+/// `piforge images`
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `piforge build`
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Catalog image to start from (see `piforge images`).
+    #[arg(long, value_name = "NAME", conflicts_with = "from")]
+    pub image: Option<String>,
+    /// Start from this image file or URL (.img, .img.xz, .img.gz, .img.zst, .zip).
+    #[arg(long, value_name = "PATH|URL")]
+    pub from: Option<String>,
+    /// Number of personalised cards (hostnames PREFIX-01...). Without it the image is
+    /// cloneable: each Pi names itself from its hardware serial.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cards: u32,
+    /// Cluster name. The first build of a name makes its key; later builds reuse it.
+    #[arg(long, value_name = "NAME", default_value = "piforge")]
+    pub cluster: String,
+    /// Hostname prefix.
+    #[arg(long, value_name = "P", default_value = "pi")]
+    pub hostname_prefix: String,
+    /// Login user (created, or the image's first user renamed).
+    #[arg(long, value_name = "U", default_value = "pi")]
+    pub user: String,
+    /// File whose first line is the password ('-': stdin). Hashed here; never stored in clear.
+    #[arg(long, value_name = "F", conflicts_with = "password_hash")]
+    pub password_file: Option<PathBuf>,
+    /// A ready crypt(3) password hash ($6$... or $y$...).
+    #[arg(long, value_name = "H")]
+    pub password_hash: Option<String>,
+    /// Refused: a password on the command line ends up in shell history. Use --password-file.
+    #[arg(long, value_name = "P", hide = true)]
+    pub password: Option<String>,
+    /// SSH public key file for the user (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Vec<PathBuf>,
+    /// Wi-Fi network name.
+    #[arg(long, value_name = "S", requires_all = ["wifi_psk_file", "wifi_country"])]
+    pub wifi_ssid: Option<String>,
+    /// File whose first line is the Wi-Fi passphrase.
+    #[arg(long, value_name = "F", requires = "wifi_ssid")]
+    pub wifi_psk_file: Option<PathBuf>,
+    /// Wi-Fi regulatory country (two letters, e.g. DE).
+    #[arg(long, value_name = "CC", requires = "wifi_ssid")]
+    pub wifi_country: Option<String>,
+    /// Overlay every card gets (repeatable; see overlays/).
+    #[arg(long, value_name = "NAME")]
+    pub overlay: Vec<String>,
+    /// Give card K the role (overlay) NAME, e.g. --role 1=lb (repeatable).
+    #[arg(long, value_name = "K=NAME")]
+    pub role: Vec<String>,
+    /// Architecture (default: detected from the image).
+    #[arg(long, value_name = "arm64|armhf")]
+    pub arch: Option<Arch>,
+    /// Seed for reproducible output (same inputs and seed: identical images).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Output directory of the batch.
+    #[arg(long, value_name = "DIR", default_value = "piforge-out")]
+    pub out: PathBuf,
+    /// Directory with the Pi binaries (default: embedded, or payload/ beside piforge).
+    #[arg(long, value_name = "DIR")]
+    pub payload: Option<PathBuf>,
+    /// Directory with overlays (default: ./overlays).
+    #[arg(long, value_name = "DIR")]
+    pub overlays: Option<PathBuf>,
+    /// Download and image cache (default: the user's cache dir).
+    #[arg(long, value_name = "DIR", env = "PIFORGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Use the cluster key in this file (64 hex digits) instead of the key store.
+    #[arg(long, value_name = "F")]
+    pub key_file: Option<PathBuf>,
+    /// Static seed node host:port (repeatable), in addition to mDNS discovery.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Vec<String>,
+    /// Do not use mDNS discovery.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Time zone, e.g. Europe/Berlin.
+    #[arg(long, value_name = "TZ")]
+    pub timezone: Option<String>,
+    /// Keyboard layout, e.g. de.
+    #[arg(long, value_name = "MAP")]
+    pub keymap: Option<String>,
+    /// Locale, e.g. en_GB.UTF-8.
+    #[arg(long, value_name = "LOCALE")]
+    pub locale: Option<String>,
+}
+
+/// `piforge export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Batch directory (as given to `build --out`).
+    #[arg(long, value_name = "DIR", default_value = "piforge-out")]
+    pub out: PathBuf,
+    /// Personalise card K (default: the cloneable image).
+    #[arg(long, value_name = "K")]
+    pub card: Option<u32>,
+    /// Output file; a name ending in .xz is compressed (multi-threaded).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+/// `piforge inspect`
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image file (raw .img).
+    pub image: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BuildArgs {
+    /// Checks the arguments and turns them into a request.
+    pub fn into_request(self, progress: bool) -> anyhow::Result<BuildRequest> {
+        if self.password.is_some() {
+            bail!(
+                "refusing --password: a password on the command line is stored in shell history \
+                 and visible in `ps`; put it in a file and use --password-file FILE (or - for stdin)"
+            );
+        }
+        let (base, base_name) = match (&self.image, &self.from) {
+            (_, Some(from)) => match Source::parse(from) {
+                Source::Http(url) => (BaseRequest::Url(url.clone()), url),
+                Source::File(p) => (BaseRequest::File(p.clone()), p.display().to_string()),
+            },
+            (image, None) => {
+                let name = image.as_deref().unwrap_or(DEFAULT_IMAGE);
+                let entry = Catalog::builtin().get(name)?.clone();
+                (BaseRequest::Catalog(entry), name.to_string())
+            }
+        };
+        let password = match (self.password_file, self.password_hash) {
+            (Some(f), _) => PasswordSpec::File(f),
+            (None, Some(h)) => PasswordSpec::Hash(h),
+            (None, None) => PasswordSpec::None,
+        };
+        let wifi = match (self.wifi_ssid, self.wifi_psk_file, self.wifi_country) {
+            (Some(ssid), Some(psk_file), Some(country)) => {
+                Some(WifiSpec { ssid, psk_file, country: country.to_uppercase() })
+            }
+            _ => None,
+        };
+        let mut roles = vec![];
+        for r in &self.role {
+            let (k, name) = r
+                .split_once('=')
+                .with_context(|| format!("--role {r}: write it as K=NAME, e.g. --role 1=lb"))?;
+            let k: u32 =
+                k.parse().with_context(|| format!("--role {r}: {k:?} is not a card number"))?;
+            roles.push((k, name.to_string()));
+        }
+        Ok(BuildRequest {
+            base,
+            base_name,
+            cards: self.cards,
+            cluster: self.cluster,
+            hostname_prefix: self.hostname_prefix,
+            user: self.user,
+            password,
+            ssh_keys: self.ssh_key,
+            wifi,
+            overlays: self.overlay,
+            roles,
+            arch: self.arch,
+            seed: self.seed,
+            out: self.out,
+            payload: self.payload,
+            overlays_dir: self.overlays,
+            cache_dir: self.cache_dir.unwrap_or_else(Cache::default_root),
+            key_file: self.key_file,
+            join: self.join,
+            mdns: !self.no_mdns,
+            timezone: self.timezone,
+            keymap: self.keymap,
+            locale: self.locale,
+            progress,
+        })
+    }
+}
+
+impl ExportArgs {
+    /// Turns the arguments into a request.
+    pub fn into_request(self, progress: bool) -> ExportRequest {
+        ExportRequest { batch_dir: self.out, card: self.card, output: self.output, progress }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_help_fits_80_columns() {
+        Cli::command().debug_assert();
+        for sub in ["images", "build", "export", "inspect"] {
+            let mut cmd = Cli::command();
+            let help = cmd.find_subcommand_mut(sub).unwrap().render_long_help().to_string();
+            for line in help.lines() {
+                assert!(line.chars().count() <= 80, "{sub}: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn password_in_clear_is_refused() {
+        let cli = Cli::try_parse_from(["piforge", "build", "--password", "hunter2"]).unwrap();
+        let Command::Build(b) = cli.command else { panic!() };
+        let e = b.into_request(false).unwrap_err().to_string();
+        assert!(e.contains("--password-file") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn roles_parse() {
+        let cli = Cli::try_parse_from([
+            "piforge", "build", "--from", "x.img", "--cards", "2", "--role", "1=lb",
+        ])
+        .unwrap();
+        let Command::Build(b) = cli.command else { panic!() };
+        assert_eq!(b.into_request(false).unwrap().roles, [(1, "lb".to_string())]);
+        let cli =
+            Cli::try_parse_from(["piforge", "build", "--from", "x.img", "--role", "lb"]).unwrap();
+        let Command::Build(b) = cli.command else { panic!() };
+        assert!(b.into_request(false).unwrap_err().to_string().contains("K=NAME"));
+    }
+}

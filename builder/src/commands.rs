@@ -1,0 +1,59 @@
+//! The subcommands, `cmd_<name>`: run a request and print its result to `out` (stdout).
+//! Progress and logs go to stderr.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::assemble::{self, BuildRequest};
+use crate::catalog::Catalog;
+use crate::export::{self, ExportRequest};
+use crate::inspect;
+
+/// `piforge images [--json]`
+pub fn cmd_images(json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let cat = Catalog::builtin();
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &cat.images)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", cat.table())?;
+    }
+    Ok(())
+}
+
+/// `piforge build ...`
+pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> {
+    let o = assemble::build(&req)?;
+    if o.new_key {
+        tracing::info!(cluster = %o.batch.cluster, "made a new cluster key (kept in the key store)");
+    }
+    writeln!(out, "image  {}", o.image.display())?;
+    if o.batch.cards.is_empty() {
+        writeln!(out, "cards  none: the image is cloneable (hostnames from the hardware serial)")?;
+    }
+    for c in &o.batch.cards {
+        let role = c.role.as_deref().map(|r| format!("  role {r}")).unwrap_or_default();
+        writeln!(out, "card {:>2} {}{role}", c.index, c.hostname)?;
+    }
+    writeln!(out, "next   piforge export --out {} --card 1 -o card1.img.xz", req.out.display())?;
+    Ok(())
+}
+
+/// `piforge export ...`
+pub fn cmd_export(req: ExportRequest, out: &mut impl Write) -> anyhow::Result<()> {
+    let o = export::export(&req)?;
+    writeln!(out, "{}  {}", o.sha256, o.output.display())?;
+    Ok(())
+}
+
+/// `piforge inspect IMAGE [--json]`
+pub fn cmd_inspect(image: &Path, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let i = inspect::inspect(image)?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &i)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", inspect::render_text(&i))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `piforge export`: one complete image out of a batch — the cloneable one, or card K
+//! personalised — as `.img` or multi-threaded `.img.xz`, with a `.sha256` beside it.
+//!
+//! The output is written to `FILE.part` and renamed when complete; the `.sha256` is written
+//! after the image it describes. xz uses a fixed block size, so the compressed bytes do not
+//! depend on the number of threads (reproducible releases on any machine).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use crate::batch::{self, Batch};
+use crate::customize::{self, ImageFacts};
+use crate::image::{self, fat::BootFs};
+use crate::progress::Progress;
+use crate::sparse;
+
+/// xz block size: independent blocks make multi-threaded compression and decompression
+/// possible, and a fixed size makes the output the same for any thread count.
+pub const XZ_BLOCK_SIZE: u64 = 32 << 20;
+
+/// A checked `piforge export`.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    /// Batch dir.
+    pub batch_dir: PathBuf,
+    /// Card to personalise; `None`: the cloneable image.
+    pub card: Option<u32>,
+    /// Output file; `.xz` compresses.
+    pub output: PathBuf,
+    /// Draw progress.
+    pub progress: bool,
+}
+
+/// Result of an export.
+#[derive(Debug)]
+pub struct ExportOutcome {
+    /// The image written.
+    pub output: PathBuf,
+    /// Its sha256 (of the file as written, compressed or not).
+    pub sha256: String,
+}
+
+/// Runs an export.
+pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
+    let batch = Batch::load(&req.batch_dir)?;
+    let src = batch.image_path(&req.batch_dir);
+    let dir = match req.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let compress = req.output.extension().is_some_and(|e| e == "xz");
+
+    // The personalised raw image, in a temp file beside the output.
+    let mut raw = tempfile::Builder::new()
+        .prefix(".piforge-")
+        .suffix(".img.part")
+        .tempfile_in(&dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let size = std::fs::metadata(&src).with_context(|| format!("reading {}", src.display()))?.len();
+    let bar = Progress::new("copying image", Some(size).filter(|_| req.progress));
+    sparse::copy_sparse(&src, raw.as_file_mut(), |n| bar.set_position(n))?;
+    bar.finish();
+    if let Some(k) = req.card {
+        personalise(raw.as_file_mut(), &batch, &req.batch_dir, k)?;
+    }
+    raw.as_file().sync_all().context("syncing the image")?;
+
+    let sha256 = if compress {
+        let part = part_path(&req.output);
+        let result = compress_xz(raw.path(), &part, req.progress);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&part);
+        }
+        let sha = result?;
+        std::fs::rename(&part, &req.output)
+            .with_context(|| format!("renaming to {}", req.output.display()))?;
+        sha
+    } else {
+        let sha = crate::verify::sha256_file(raw.path())?;
+        raw.persist(&req.output)
+            .map_err(|e| e.error)
+            .with_context(|| format!("renaming to {}", req.output.display()))?;
+        sha
+    };
+    let name = req.output.file_name().expect("an output file has a name").to_string_lossy();
+    batch::write_atomic(&sha_path(&req.output), format!("{sha256}  {name}\n").as_bytes(), 0o644)?;
+    Ok(ExportOutcome { output: req.output.clone(), sha256 })
+}
+
+/// Writes card `k`'s card.toml (and cloud-init meta-data) onto the FAT of `image`.
+pub fn personalise(image: &mut File, batch: &Batch, dir: &Path, k: u32) -> anyhow::Result<()> {
+    let bc = batch.card(k)?;
+    let card = batch::load_card(dir, &bc.hostname)?;
+    let layout = image::read_layout(image).context("reading the image's partition table")?;
+    let boot = layout.boot()?.clone();
+    let facts =
+        ImageFacts { boot_mount: batch.boot_mount.clone(), cloud_init: batch.cloud_init };
+    let files = customize::plan_card(&card, &facts, &batch.instance_id(&bc.hostname));
+    let fs = BootFs::open(image, &boot)?;
+    crate::assemble::check_space(&fs, &files)?;
+    for (path, bytes) in &files {
+        fs.write(path, bytes)?;
+    }
+    fs.flush()?;
+    Ok(())
+}
+
+/// Compresses `src` into `dest` with the multi-threaded xz encoder; returns the sha256 of the
+/// compressed bytes.
+fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let stream = liblzma::stream::MtStreamBuilder::new()
+        .threads(threads)
+        .block_size(XZ_BLOCK_SIZE)
+        .preset(6)
+        .check(liblzma::stream::Check::Crc64)
+        .encoder()
+        .context("setting up the xz encoder")?;
+    let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+    let size = input.metadata().with_context(|| format!("reading {}", src.display()))?.len();
+    let out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let hashing = HashWriter { inner: BufWriter::new(out), hash: Sha256::new() };
+    let mut enc = liblzma::write::XzEncoder::new_stream(hashing, stream);
+    let bar = Progress::new("compressing", Some(size).filter(|_| progress));
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).with_context(|| format!("reading {}", src.display()))?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).with_context(|| format!("writing {}", dest.display()))?;
+        bar.inc(n as u64);
+    }
+    bar.finish();
+    let hashing = enc.finish().with_context(|| format!("finishing {}", dest.display()))?;
+    let HashWriter { inner, hash } = hashing;
+    let file = inner.into_inner().map_err(|e| e.into_error()).context("flushing the output")?;
+    file.sync_all().with_context(|| format!("syncing {}", dest.display()))?;
+    Ok(hex::encode(hash.finalize()))
+}
+
+struct HashWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn part_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// `FILE.sha256` beside `FILE`.
+pub fn sha_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".sha256");
+    PathBuf::from(s)
+}

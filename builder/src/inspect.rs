@@ -1,0 +1,194 @@
+//! `piforge inspect IMAGE`: what is in an image — partitions, release, boot mount, network
+//! stack, the card (secrets redacted) and the kernel command line. Read-only: the image is
+//! opened through [`ReadOnly`], so inspecting can never change it.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::Context;
+use piforge_config::{CARD_DIR, CARD_PATH, Card};
+use serde::Serialize;
+
+use crate::image::{self, ext4, fat::BootFs};
+use crate::readonly::ReadOnly;
+
+/// Everything `inspect` reports.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    /// Image size in bytes.
+    pub size: u64,
+    /// Partition table, e.g. `mbr 0x1a2b3c4d`.
+    pub table: String,
+    /// Partitions.
+    pub partitions: Vec<PartInfo>,
+    /// Release codename, when the root file system could be read.
+    pub release: Option<String>,
+    /// Pretty name of the OS.
+    pub os: Option<String>,
+    /// Where the boot partition is mounted.
+    pub boot_mount: Option<String>,
+    /// Network stack.
+    pub network: Option<String>,
+    /// cloud-init present.
+    pub cloud_init: Option<bool>,
+    /// Architecture.
+    pub arch: Option<String>,
+    /// `cmdline.txt`.
+    pub cmdline: Option<String>,
+    /// Files under `piforge/` on the FAT.
+    pub payload: Vec<String>,
+    /// The card, secrets redacted.
+    pub card: Option<toml::Value>,
+    /// Why the card could not be read, if it is there but broken.
+    pub card_error: Option<String>,
+}
+
+/// One partition.
+#[derive(Debug, Serialize)]
+pub struct PartInfo {
+    /// 1-based number.
+    pub number: u32,
+    /// Start, bytes.
+    pub start: u64,
+    /// Length, bytes.
+    pub len: u64,
+    /// Partition type.
+    pub part_type: String,
+    /// File system.
+    pub fs: String,
+    /// File system label.
+    pub label: Option<String>,
+    /// PARTUUID.
+    pub partuuid: String,
+}
+
+/// Inspects the image at `path`.
+pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let layout = image::read_layout(&mut f)
+        .with_context(|| format!("reading the partition table of {}", path.display()))?;
+    let table = match &layout.table {
+        image::TableKind::Mbr { disk_signature } => format!("mbr 0x{disk_signature:08x}"),
+        image::TableKind::Gpt { disk_guid } => format!("gpt {disk_guid}"),
+    };
+    let partitions = layout
+        .partitions
+        .iter()
+        .map(|p| PartInfo {
+            number: p.number,
+            start: p.start,
+            len: p.len,
+            part_type: match &p.part_type {
+                image::PartType::Mbr(t) => format!("0x{t:02x}"),
+                image::PartType::Gpt(g) => g.clone(),
+            },
+            fs: format!("{:?}", p.fs).to_lowercase(),
+            label: p.label.clone(),
+            partuuid: layout.partuuid(p.number),
+        })
+        .collect();
+    let mut out = Inspection {
+        size,
+        table,
+        partitions,
+        release: None,
+        os: None,
+        boot_mount: None,
+        network: None,
+        cloud_init: None,
+        arch: None,
+        cmdline: None,
+        payload: vec![],
+        card: None,
+        card_error: None,
+    };
+    if let Some(root) = layout.root() {
+        match ext4::root_facts(ReadOnly(&mut f), root) {
+            Ok(facts) => {
+                out.release = Some(facts.version_codename.clone());
+                out.os = Some(facts.pretty_name.clone());
+                out.boot_mount = Some(facts.boot_mount.clone());
+                out.network = Some(format!("{:?}", facts.network));
+                out.cloud_init = Some(facts.cloud_init);
+                out.arch = facts.arch.map(|a| a.to_string());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the root file system"),
+        }
+    }
+    let boot = layout.boot().with_context(|| format!("examining {}", path.display()))?.clone();
+    let fs = BootFs::open(ReadOnly(&mut f), &boot)?;
+    out.cmdline = fs.read("cmdline.txt")?.map(|b| String::from_utf8_lossy(&b).trim_end().to_string());
+    out.payload = list_tree(&fs, CARD_DIR)?;
+    if let Some(bytes) = fs.read(CARD_PATH)? {
+        match Card::parse(&String::from_utf8_lossy(&bytes)) {
+            Ok(card) => out.card = Some(card.redacted().0),
+            Err(e) => out.card_error = Some(e.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+fn list_tree<T: std::io::Read + std::io::Write + std::io::Seek>(
+    fs: &BootFs<T>,
+    dir: &str,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = vec![];
+    let Ok(names) = fs.list(dir) else { return Ok(out) };
+    for n in names {
+        let p = format!("{dir}/{n}");
+        match fs.list(&p) {
+            Ok(_) => out.extend(list_tree(fs, &p)?),
+            Err(_) => out.push(p),
+        }
+    }
+    Ok(out)
+}
+
+/// Human-readable report.
+pub fn render_text(i: &Inspection) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("size        {} bytes\ntable       {}\n", i.size, i.table));
+    for p in &i.partitions {
+        s.push_str(&format!(
+            "  p{}  start {:>12}  len {:>12}  type {:<6} {:<7} {:<10} PARTUUID={}\n",
+            p.number,
+            p.start,
+            p.len,
+            p.part_type,
+            p.fs,
+            p.label.as_deref().unwrap_or("-"),
+            p.partuuid
+        ));
+    }
+    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "unknown".into());
+    s.push_str(&format!("os          {}\n", opt(&i.os)));
+    s.push_str(&format!("release     {}\n", opt(&i.release)));
+    s.push_str(&format!("arch        {}\n", opt(&i.arch)));
+    s.push_str(&format!("boot mount  {}\n", opt(&i.boot_mount)));
+    s.push_str(&format!("network     {}\n", opt(&i.network)));
+    s.push_str(&format!(
+        "cloud-init  {}\n",
+        i.cloud_init.map_or("unknown".into(), |c| if c { "yes" } else { "no" }.to_string())
+    ));
+    s.push_str(&format!("cmdline     {}\n", opt(&i.cmdline)));
+    if i.payload.is_empty() {
+        s.push_str("piforge     not customised (no piforge/ on the boot partition)\n");
+    } else {
+        s.push_str("piforge     \n");
+        for p in &i.payload {
+            s.push_str(&format!("  {p}\n"));
+        }
+    }
+    if let Some(c) = &i.card {
+        s.push_str("card.toml (secrets redacted)\n");
+        let text = toml::to_string(c).unwrap_or_default();
+        for l in text.lines() {
+            s.push_str(&format!("  {l}\n"));
+        }
+    }
+    if let Some(e) = &i.card_error {
+        s.push_str(&format!("card.toml   INVALID: {e}\n"));
+    }
+    s
+}
