@@ -26,11 +26,9 @@ fn is_ours(arg: &str) -> bool {
 pub fn add(cmdline: &str, boot_mount: &str) -> String {
     let clean = remove(cmdline);
     let (line, ending) = split_ending(&clean);
-    let sep = if line.is_empty() || line.ends_with(' ') {
-        ""
-    } else {
-        " "
-    };
+    // Always one space of our own, even after a trailing space, so removal gives back every
+    // byte of the line.
+    let sep = if line.is_empty() { "" } else { " " };
     format!("{line}{sep}{}{ending}", piforge_args(boot_mount))
 }
 
@@ -66,7 +64,10 @@ pub fn remove(cmdline: &str) -> String {
 
 /// True when the line carries our arguments (firstboot has not finished yet).
 pub fn has_ours(cmdline: &str) -> bool {
-    cmdline.split_whitespace().any(is_ours)
+    cmdline
+        .trim_end_matches(['\n', '\r'])
+        .split(' ')
+        .any(is_ours)
 }
 
 fn split_ending(s: &str) -> (&str, &str) {
@@ -115,7 +116,7 @@ mod tests {
     proptest! {
         #[test]
         fn add_remove_is_identity(
-            args in proptest::collection::vec("[a-z0-9=.,/_-]{1,12}", 0..8),
+            args in proptest::collection::vec("[a-z0-9=.,/_ -]{0,12}", 0..8),
             crlf in any::<bool>(),
         ) {
             let line = args.join(" ") + if crlf { "\r\n" } else { "\n" };
