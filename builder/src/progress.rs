@@ -5,7 +5,7 @@
 //! and one closing line. Results never go here: stdout belongs to the command's output.
 //! The line format is a pure function ([`format_line`]) so it is tested without a clock.
 
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,6 +180,16 @@ impl<R: Read> Read for ProgressReader<R> {
         let n = self.inner.read(buf)?;
         self.progress.inc(n as u64);
         Ok(n)
+    }
+}
+
+/// Seeking moves the reported position to the new offset, so reading a zip's central directory
+/// and then its member still shows how far into the file we are.
+impl<R: Seek> Seek for ProgressReader<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let at = self.inner.seek(pos)?;
+        self.progress.set_position(at);
+        Ok(at)
     }
 }
 
