@@ -1,0 +1,13 @@
+//! piforge-node: the cluster agent that makes the cards one cluster.
+//!
+//! Layers, from pure to I/O: [`seal`] (XChaCha20-Poly1305 datagrams) and [`wire`] (what an
+//! opened datagram holds) → [`membership`] (sans-I/O core around foca: views, tags, left vs
+//! failed, phi, reaping) → [`sim`] (in-memory cluster with a test-controlled clock) → the agent
+//! (UDP, HTTP, events). The CLI lives in `cli.rs` of the binary side; this library takes
+//! checked requests, never raw arguments.
+#![forbid(unsafe_code)]
+
+pub mod membership;
+pub mod seal;
+pub mod sim;
+pub mod wire;

@@ -1,0 +1,661 @@
+//! In-process cluster simulation: N [`Membership`] cores on an in-memory transport with a
+//! seeded RNG, a clock the caller controls, seeded packet loss and cut links.
+//!
+//! Scenarios are data ([`Step`]); [`Sim::run`] executes them and fails with a readable message
+//! on the first broken assertion. Addresses are made up (`10.0.0.N:7946`) and never reach a
+//! socket. The harness drives the very cores the agent runs, sealing included; it deliberately
+//! does not model bandwidth or reordering beyond a fixed latency plus seeded jitter.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use piforge_config::ClusterKey;
+use rand_node::rngs::StdRng;
+use rand_node::{RngExt, SeedableRng};
+
+use crate::membership::{Event, EventKind, MemberState, Membership, NodeId, Settings};
+
+/// One step of a scenario.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Starts a node that joins the named seeds (names of nodes already added).
+    AddNode {
+        /// Node name.
+        name: String,
+        /// Names of the nodes to join.
+        seeds: Vec<String>,
+        /// Initial tags.
+        tags: Vec<(String, String)>,
+        /// Use a different key (a stranger).
+        wrong_key: bool,
+    },
+    /// Stops a node without a word (SIGKILL).
+    Kill(String),
+    /// Starts a killed (or running) node again at the same address with a newer generation.
+    Restart(String),
+    /// Graceful leave (SIGTERM).
+    Leave(String),
+    /// Drops every datagram between two nodes, both ways.
+    CutLink(String, String),
+    /// Cuts every link between the two groups.
+    Partition(Vec<String>, Vec<String>),
+    /// Restores every cut link.
+    Heal,
+    /// Sets the loss probability of every datagram (0.0..=1.0).
+    SetLoss(f64),
+    /// Sets a tag at runtime.
+    SetTag(String, String, String),
+    /// Lets time pass.
+    Advance(Duration),
+    /// Every running node (but `member` itself) sees `member` in `state` right now.
+    AssertState {
+        /// Whose state.
+        member: String,
+        /// Expected state.
+        state: MemberState,
+    },
+    /// Advances in small steps until every running node sees `member` in `state`; fails after
+    /// `within`.
+    AwaitState {
+        /// Whose state.
+        member: String,
+        /// Expected state.
+        state: MemberState,
+        /// Give up after this long.
+        within: Duration,
+    },
+    /// No running node lists `member` at all.
+    AssertAbsent(String),
+    /// Every running node sees tag `key` of `member` as `value` (`None`: absent).
+    AwaitTag {
+        /// Whose tag.
+        member: String,
+        /// Tag key.
+        key: String,
+        /// Expected value.
+        value: Option<String>,
+        /// Give up after this long.
+        within: Duration,
+    },
+}
+
+/// Convenience constructors, so scenarios read like tables.
+pub mod steps {
+    use super::*;
+
+    /// [`Step::AddNode`] with the right key and no tags.
+    pub fn add(name: &str, seeds: &[&str]) -> Step {
+        Step::AddNode {
+            name: name.into(),
+            seeds: seeds.iter().map(|s| s.to_string()).collect(),
+            tags: Vec::new(),
+            wrong_key: false,
+        }
+    }
+    /// [`Step::AwaitState`].
+    pub fn await_state(member: &str, state: MemberState, within_secs: u64) -> Step {
+        Step::AwaitState {
+            member: member.into(),
+            state,
+            within: Duration::from_secs(within_secs),
+        }
+    }
+    /// [`Step::Advance`] by seconds.
+    pub fn secs(s: u64) -> Step {
+        Step::Advance(Duration::from_secs(s))
+    }
+}
+
+struct SimNode {
+    addr: SocketAddr,
+    key: ClusterKey,
+    tags: BTreeMap<String, String>,
+    seeds: Vec<SocketAddr>,
+    generation: u64,
+    core: Option<Membership>,
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: Duration,
+    seq: u64,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    now: Duration,
+    rng: StdRng,
+    seed: u64,
+    loss: f64,
+    cut: BTreeSet<(SocketAddr, SocketAddr)>,
+    nodes: BTreeMap<String, SimNode>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    /// Every event, as (time, observer, event).
+    pub log: Vec<(Duration, String, Event)>,
+    /// How long each [`Step::AwaitState`] took, in order.
+    pub waits: Vec<Duration>,
+    /// Template for node settings (timings); id, key, tags and seeds are filled in per node.
+    pub template: fn(&mut Settings),
+    /// Datagrams delivered and dropped (loss or cut).
+    pub delivered: u64,
+    /// Datagrams dropped by loss or cut links.
+    pub dropped: u64,
+}
+
+const LATENCY: Duration = Duration::from_millis(1);
+const STEP: Duration = Duration::from_millis(100);
+
+impl Sim {
+    /// An empty cluster whose randomness all derives from `seed`.
+    pub fn new(seed: u64) -> Sim {
+        Sim {
+            now: Duration::from_secs(1),
+            rng: StdRng::seed_from_u64(seed),
+            seed,
+            loss: 0.0,
+            cut: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            log: Vec::new(),
+            waits: Vec::new(),
+            template: |_| {},
+            delivered: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Current simulated time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// Runs a scenario; the first failed assertion, with the views that broke it.
+    pub fn run(&mut self, steps: &[Step]) -> Result<(), String> {
+        for (i, step) in steps.iter().enumerate() {
+            self.step(step)
+                .map_err(|e| format!("step {i} {step:?} at t={:?}: {e}", self.now))?;
+        }
+        Ok(())
+    }
+
+    /// The member list `observer` currently reports.
+    pub fn view(&self, observer: &str) -> Vec<crate::membership::MemberInfo> {
+        self.nodes
+            .get(observer)
+            .and_then(|n| n.core.as_ref())
+            .map(|c| c.members(self.now))
+            .unwrap_or_default()
+    }
+
+    /// Events of `kind` about `member` seen by `observer`.
+    pub fn count_events(&self, observer: &str, kind: EventKind, member: &str) -> usize {
+        self.log
+            .iter()
+            .filter(|(_, o, e)| o == observer && e.kind == kind && e.member.name == member)
+            .count()
+    }
+
+    /// Packet counters of a running node.
+    pub fn counters(&self, name: &str) -> Option<crate::membership::Counters> {
+        self.nodes.get(name)?.core.as_ref().map(|c| c.counters())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), String> {
+        match step {
+            Step::AddNode {
+                name,
+                seeds,
+                tags,
+                wrong_key,
+            } => {
+                let i = self.nodes.len() as u8 + 1;
+                let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().expect("valid address");
+                let seeds = seeds
+                    .iter()
+                    .map(|s| {
+                        self.nodes
+                            .get(s)
+                            .map(|n| n.addr)
+                            .ok_or(format!("no node {s}"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let key = ClusterKey::from_bytes([if *wrong_key { 2 } else { 1 }; 32]);
+                let node = SimNode {
+                    addr,
+                    key,
+                    tags: tags.iter().cloned().collect(),
+                    seeds,
+                    generation: 1,
+                    core: None,
+                };
+                self.nodes.insert(name.clone(), node);
+                self.start(name)?;
+            }
+            Step::Kill(name) => {
+                self.node_mut(name)?.core = None;
+            }
+            Step::Restart(name) => {
+                self.node_mut(name)?.generation += 1;
+                self.start(name)?;
+            }
+            Step::Leave(name) => {
+                let now = self.now;
+                let core = self
+                    .node_mut(name)?
+                    .core
+                    .as_mut()
+                    .ok_or("node is not running")?;
+                core.leave(now);
+                self.flush(name);
+            }
+            Step::CutLink(a, b) => {
+                let (a, b) = (self.addr(a)?, self.addr(b)?);
+                self.cut.insert((a, b));
+                self.cut.insert((b, a));
+            }
+            Step::Partition(left, right) => {
+                for a in left {
+                    for b in right {
+                        let (a, b) = (self.addr(a)?, self.addr(b)?);
+                        self.cut.insert((a, b));
+                        self.cut.insert((b, a));
+                    }
+                }
+            }
+            Step::Heal => self.cut.clear(),
+            Step::SetLoss(p) => self.loss = *p,
+            Step::SetTag(name, k, v) => {
+                let now = self.now;
+                let core = self
+                    .node_mut(name)?
+                    .core
+                    .as_mut()
+                    .ok_or("node is not running")?;
+                core.set_tag(k, v, now).map_err(|e| e.to_string())?;
+                self.flush(name);
+            }
+            Step::Advance(d) => self.advance(*d),
+            Step::AssertState { member, state } => self.check_state(member, *state)?,
+            Step::AwaitState {
+                member,
+                state,
+                within,
+            } => {
+                let start = self.now;
+                loop {
+                    if self.check_state(member, *state).is_ok() {
+                        self.waits.push(self.now - start);
+                        break;
+                    }
+                    if self.now - start >= *within {
+                        return self.check_state(member, *state);
+                    }
+                    self.advance(STEP);
+                }
+            }
+            Step::AssertAbsent(member) => {
+                for obs in self.running() {
+                    if self.view(&obs).iter().any(|m| &m.name == member) {
+                        return Err(format!("{obs} still lists {member}"));
+                    }
+                }
+            }
+            Step::AwaitTag {
+                member,
+                key,
+                value,
+                within,
+            } => {
+                let start = self.now;
+                loop {
+                    let bad = self.running().into_iter().find(|obs| {
+                        let v = self.view(obs);
+                        let got = v
+                            .iter()
+                            .find(|m| &m.name == member)
+                            .map(|m| m.tags.get(key));
+                        got != Some(value.as_ref())
+                    });
+                    match bad {
+                        None => break,
+                        Some(obs) if self.now - start >= *within => {
+                            return Err(format!("{obs} sees {:?}", self.view(&obs)));
+                        }
+                        Some(_) => self.advance(STEP),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn running(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.core.is_some())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn check_state(&self, member: &str, state: MemberState) -> Result<(), String> {
+        let mut observers = 0;
+        for obs in self.running() {
+            if obs == member {
+                continue;
+            }
+            if self.nodes[&obs].key != self.nodes[member].key {
+                continue; // strangers are checked by dedicated assertions
+            }
+            observers += 1;
+            let view = self.view(&obs);
+            let got = view.iter().find(|m| m.name == member).map(|m| m.state);
+            if got != Some(state) {
+                return Err(format!("{obs} sees {member} as {got:?}; view {view:?}"));
+            }
+        }
+        if observers == 0 {
+            return Err("no running observer".into());
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut SimNode, String> {
+        self.nodes.get_mut(name).ok_or(format!("no node {name}"))
+    }
+
+    fn addr(&self, name: &str) -> Result<SocketAddr, String> {
+        self.nodes
+            .get(name)
+            .map(|n| n.addr)
+            .ok_or(format!("no node {name}"))
+    }
+
+    fn start(&mut self, name: &str) -> Result<(), String> {
+        let now = self.now;
+        let seed = self.seed ^ self.rng.random::<u64>();
+        let template = self.template;
+        let n = self.node_mut(name)?;
+        let id = NodeId {
+            name: name.to_string(),
+            generation: n.generation,
+            addr: n.addr,
+        };
+        let mut s = Settings::new(id, "sim", n.key.clone());
+        template(&mut s);
+        s.tags = n.tags.clone();
+        s.seeds = n.seeds.clone();
+        n.core = Some(Membership::new(s, now, seed).map_err(|e| e.to_string())?);
+        self.flush(name);
+        Ok(())
+    }
+
+    /// Moves a node's outgoing datagrams and events into the network and the log.
+    fn flush(&mut self, name: &str) {
+        let now = self.now;
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let from = node.addr;
+        let Some(core) = node.core.as_mut() else {
+            return;
+        };
+        let out = core.drain_outgoing();
+        for e in core.drain_events() {
+            self.log.push((now, name.to_string(), e));
+        }
+        for (to, bytes) in out {
+            if self.cut.contains(&(from, to)) || self.rng.random_bool(self.loss) {
+                self.dropped += 1;
+                continue;
+            }
+            let jitter = Duration::from_micros(self.rng.random_range(0..500));
+            self.seq += 1;
+            self.queue.push(Reverse(InFlight {
+                at: now + LATENCY + jitter,
+                seq: self.seq,
+                from,
+                to,
+                bytes,
+            }));
+        }
+    }
+
+    /// Runs the cluster until `now + d`.
+    pub fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next_msg = self.queue.peek().map(|Reverse(m)| m.at);
+            let next_tick = self
+                .nodes
+                .values()
+                .filter_map(|n| n.core.as_ref().map(|c| c.next_deadline()))
+                .min();
+            let next = match (next_msg, next_tick) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(end),
+            }
+            .max(self.now);
+            if next > end {
+                break;
+            }
+            self.now = next;
+            while self.queue.peek().is_some_and(|Reverse(m)| m.at <= self.now) {
+                let Reverse(m) = self.queue.pop().expect("peeked");
+                let Some((name, node)) = self.nodes.iter_mut().find(|(_, n)| n.addr == m.to) else {
+                    continue;
+                };
+                let Some(core) = node.core.as_mut() else {
+                    continue;
+                };
+                self.delivered += 1;
+                core.handle_datagram(m.from, &m.bytes, self.now);
+                let name = name.clone();
+                self.flush(&name);
+            }
+            let names: Vec<String> = self.nodes.keys().cloned().collect();
+            for name in names {
+                let now = self.now;
+                if let Some(core) = self.nodes.get_mut(&name).and_then(|n| n.core.as_mut())
+                    && core.next_deadline() <= now
+                {
+                    core.tick(now);
+                }
+                self.flush(&name);
+                // A node that has left exits, like the agent does.
+                if let Some(n) = self.nodes.get_mut(&name)
+                    && n.core.as_ref().is_some_and(|c| c.has_left())
+                {
+                    n.core = None;
+                }
+            }
+        }
+        self.now = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::steps::*;
+    use super::*;
+    use MemberState::*;
+
+    fn three() -> Vec<Step> {
+        vec![
+            add("a", &[]),
+            add("b", &["a"]),
+            add("c", &["a"]),
+            await_state("a", Alive, 10),
+            await_state("b", Alive, 10),
+            await_state("c", Alive, 10),
+        ]
+    }
+
+    #[test]
+    fn three_nodes_join() {
+        let mut sim = Sim::new(1);
+        sim.run(&three()).unwrap();
+        assert_eq!(sim.view("c").len(), 3);
+        assert_eq!(sim.count_events("c", EventKind::MemberJoin, "b"), 1);
+    }
+
+    #[test]
+    fn graceful_leave_is_left_not_failed() {
+        let mut sim = Sim::new(2);
+        sim.run(&three()).unwrap();
+        sim.run(&[Step::Leave("b".into()), await_state("b", Left, 2), secs(30)])
+            .unwrap();
+        sim.run(&[Step::AssertState {
+            member: "b".into(),
+            state: Left,
+        }])
+        .unwrap();
+        for obs in ["a", "c"] {
+            assert_eq!(sim.count_events(obs, EventKind::MemberLeave, "b"), 1);
+            assert_eq!(sim.count_events(obs, EventKind::MemberFailed, "b"), 0);
+        }
+    }
+
+    #[test]
+    fn kill_is_failed_then_reaped() {
+        let mut sim = Sim::new(3);
+        sim.template = |s| s.reap_after = Duration::from_secs(60);
+        sim.run(&three()).unwrap();
+        sim.run(&[
+            Step::Kill("c".into()),
+            await_state("c", Failed, 15),
+            secs(61),
+            Step::AssertAbsent("c".into()),
+        ])
+        .unwrap();
+        assert_eq!(sim.count_events("a", EventKind::MemberFailed, "c"), 1);
+        assert_eq!(sim.count_events("a", EventKind::MemberReap, "c"), 1);
+    }
+
+    #[test]
+    fn restart_is_alive_again_without_ghost() {
+        let mut sim = Sim::new(4);
+        sim.run(&three()).unwrap();
+        sim.run(&[
+            Step::Kill("c".into()),
+            await_state("c", Failed, 15),
+            Step::Restart("c".into()),
+            await_state("c", Alive, 10),
+            secs(5),
+        ])
+        .unwrap();
+        for obs in ["a", "b", "c"] {
+            let v = sim.view(obs);
+            assert_eq!(v.len(), 3, "{obs}: {v:?}");
+            let c = v.iter().find(|m| m.name == "c").unwrap();
+            assert_eq!(c.generation, 2);
+        }
+        // A quick restart (no failure in between) is also one member, the new generation.
+        sim.run(&[
+            Step::Restart("b".into()),
+            secs(5),
+            await_state("b", Alive, 10),
+        ])
+        .unwrap();
+        let v = sim.view("a");
+        assert_eq!(v.iter().filter(|m| m.name == "b").count(), 1);
+        assert_eq!(v.iter().find(|m| m.name == "b").unwrap().generation, 2);
+    }
+
+    #[test]
+    fn partition_and_heal() {
+        let mut sim = Sim::new(5);
+        let mut s = three();
+        s.push(add("d", &["a"]));
+        s.push(await_state("d", Alive, 10));
+        sim.run(&s).unwrap();
+        let ab = vec!["a".to_string(), "b".to_string()];
+        let cd = vec!["c".to_string(), "d".to_string()];
+        sim.run(&[Step::Partition(ab, cd), secs(20)]).unwrap();
+        let a_view = sim.view("a");
+        let c = a_view.iter().find(|m| m.name == "c").unwrap();
+        assert_eq!(c.state, Failed, "{a_view:?}");
+        sim.run(&[
+            Step::Heal,
+            await_state("c", Alive, 90),
+            await_state("a", Alive, 90),
+            await_state("d", Alive, 90),
+            await_state("b", Alive, 90),
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn wrong_key_cannot_join_or_change_views() {
+        let mut sim = Sim::new(6);
+        sim.run(&three()).unwrap();
+        sim.run(&[
+            Step::AddNode {
+                name: "mallory".into(),
+                seeds: vec!["a".into()],
+                tags: vec![],
+                wrong_key: true,
+            },
+            secs(20),
+        ])
+        .unwrap();
+        for obs in ["a", "b", "c"] {
+            assert_eq!(sim.view(obs).len(), 3, "{obs}");
+        }
+        assert_eq!(sim.view("mallory").len(), 1);
+        assert!(sim.counters("a").unwrap().rejected > 0);
+        assert_eq!(sim.counters("a").unwrap().malformed, 0);
+    }
+
+    #[test]
+    fn tags_propagate_and_update_once() {
+        let mut sim = Sim::new(7);
+        sim.run(&[
+            Step::AddNode {
+                name: "a".into(),
+                seeds: vec![],
+                tags: vec![("role".into(), "lb".into())],
+                wrong_key: false,
+            },
+            add("b", &["a"]),
+            add("c", &["b"]),
+            Step::AwaitTag {
+                member: "a".into(),
+                key: "role".into(),
+                value: Some("lb".into()),
+                within: Duration::from_secs(10),
+            },
+            Step::SetTag("c".into(), "svc".into(), "web".into()),
+            Step::AwaitTag {
+                member: "c".into(),
+                key: "svc".into(),
+                value: Some("web".into()),
+                within: Duration::from_secs(2),
+            },
+            secs(10),
+        ])
+        .unwrap();
+        assert_eq!(sim.count_events("a", EventKind::MemberUpdate, "c"), 1);
+    }
+
+    #[test]
+    fn lossy_network_converges_and_detects() {
+        let mut sim = Sim::new(8);
+        let mut s = vec![Step::SetLoss(0.1), add("n0", &[])];
+        for i in 1..10 {
+            s.push(add(&format!("n{i}"), &["n0"]));
+        }
+        for i in 0..10 {
+            s.push(await_state(&format!("n{i}"), Alive, 30));
+        }
+        s.push(Step::Kill("n5".into()));
+        s.push(await_state("n5", Failed, 30));
+        sim.run(&s).unwrap();
+    }
+}

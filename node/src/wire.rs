@@ -1,0 +1,178 @@
+//! What an opened datagram holds: one kind byte, then either a foca (SWIM) packet or one
+//! piforge control message (postcard-encoded [`Control`]).
+//!
+//! This module is pure: bytes in, values out. It does not seal (that is [`crate::seal`]) and
+//! does not decide what a message means for the membership view (that is
+//! [`crate::membership`]). Decoding enforces size limits on names and tags, so an authenticated
+//! but misbehaving member cannot make us keep unbounded data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::membership::NodeId;
+
+/// Kind byte of a datagram carrying a foca packet.
+pub const KIND_SWIM: u8 = 0;
+/// Kind byte of a datagram carrying a [`Control`] message.
+pub const KIND_CONTROL: u8 = 1;
+
+/// Most tags one node may carry.
+pub const MAX_TAGS: usize = 64;
+/// Longest tag key, tag value or node name, in bytes.
+pub const MAX_STR: usize = 256;
+
+/// A piforge message that foca does not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// "This is me and my tags": sent to a member when it comes up, to every member when the
+    /// tags change, and to one random member every sync interval (repairs lost updates).
+    State {
+        /// The sender's identity.
+        id: NodeId,
+        /// Bumped on every tag change of this generation.
+        version: u64,
+        /// The sender's tags.
+        tags: BTreeMap<String, String>,
+    },
+    /// "I am leaving on purpose": sent before foca's leave so receivers record `left`, not
+    /// `failed`; receivers relay it once.
+    Leaving {
+        /// Who is leaving.
+        id: NodeId,
+    },
+}
+
+/// An opened datagram, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A foca packet, handed to foca unparsed.
+    Swim(&'a [u8]),
+    /// A piforge control message.
+    Control(Control),
+}
+
+/// Why an authenticated plaintext was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Zero bytes.
+    #[error("empty datagram")]
+    Empty,
+    /// Kind byte this build does not know.
+    #[error("unknown datagram kind {0}")]
+    Kind(u8),
+    /// Control message that does not decode.
+    #[error("malformed control message: {0}")]
+    Malformed(String),
+    /// Control message over the limits ([`MAX_TAGS`], [`MAX_STR`]).
+    #[error("control message over limits")]
+    TooLarge,
+}
+
+/// Encodes a foca packet as a datagram plaintext.
+pub fn encode_swim(packet: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len() + 1);
+    out.push(KIND_SWIM);
+    out.extend_from_slice(packet);
+    out
+}
+
+/// Encodes a control message as a datagram plaintext.
+pub fn encode_control(msg: &Control) -> Vec<u8> {
+    let mut out = vec![KIND_CONTROL];
+    out.extend(postcard::to_allocvec(msg).expect("a control message always serializes"));
+    out
+}
+
+/// Decodes an opened datagram. Pure; the fuzzing entry point after [`crate::seal::open`].
+pub fn decode(plaintext: &[u8]) -> Result<Frame<'_>, WireError> {
+    let (&kind, rest) = plaintext.split_first().ok_or(WireError::Empty)?;
+    match kind {
+        KIND_SWIM => Ok(Frame::Swim(rest)),
+        KIND_CONTROL => {
+            let msg: Control =
+                postcard::from_bytes(rest).map_err(|e| WireError::Malformed(e.to_string()))?;
+            check_limits(&msg)?;
+            Ok(Frame::Control(msg))
+        }
+        k => Err(WireError::Kind(k)),
+    }
+}
+
+fn check_limits(msg: &Control) -> Result<(), WireError> {
+    let id = match msg {
+        Control::State { id, tags, .. } => {
+            if tags.len() > MAX_TAGS
+                || tags
+                    .iter()
+                    .any(|(k, v)| k.len() > MAX_STR || v.len() > MAX_STR)
+            {
+                return Err(WireError::TooLarge);
+            }
+            id
+        }
+        Control::Leaving { id } => id,
+    };
+    if id.name.len() > MAX_STR {
+        return Err(WireError::TooLarge);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id() -> NodeId {
+        NodeId {
+            name: "pi-01".into(),
+            generation: 42,
+            addr: "10.0.0.1:7946".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn control_round_trips() {
+        let mut tags = BTreeMap::new();
+        tags.insert("role".to_string(), "web".to_string());
+        for msg in [
+            Control::State {
+                id: id(),
+                version: 3,
+                tags,
+            },
+            Control::Leaving { id: id() },
+        ] {
+            assert_eq!(decode(&encode_control(&msg)).unwrap(), Frame::Control(msg));
+        }
+        assert_eq!(decode(&encode_swim(b"xyz")).unwrap(), Frame::Swim(b"xyz"));
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert_eq!(decode(&[]), Err(WireError::Empty));
+        assert_eq!(decode(&[9, 1, 2]), Err(WireError::Kind(9)));
+        assert!(matches!(
+            decode(&[KIND_CONTROL, 0xff]),
+            Err(WireError::Malformed(_))
+        ));
+        let mut tags = BTreeMap::new();
+        for i in 0..=MAX_TAGS {
+            tags.insert(format!("k{i}"), String::new());
+        }
+        let big = encode_control(&Control::State {
+            id: id(),
+            version: 1,
+            tags,
+        });
+        assert_eq!(decode(&big), Err(WireError::TooLarge));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&data);
+        }
+    }
+}
