@@ -1,0 +1,321 @@
+//! piforge-firstboot: turns `piforge/card.toml` on the boot partition into a configured node on
+//! the Pi's first boot, and re-identifies a card that was copied to another Pi on every later
+//! boot.
+//!
+//! Everything works on a root prefix and a boot directory, so tests run it on fake roots
+//! without root privileges. The shape is facts → plan (pure) → apply (idempotent actions):
+//! - [`facts`]: serial, MACs, release, network stack, and the current text of the files;
+//! - [`plan`]: the ordered [`apply::Action`]s, built from [`identity`], [`access`],
+//!   [`network`], [`units`] and [`finish`];
+//! - [`apply`]: converging execution through the small [`apply::System`] trait.
+//!
+//! It deliberately does not reboot (systemd does, via `systemd.run_success_action=reboot`),
+//! does not run `systemctl`, `useradd` or `ssh-keygen`, and never logs a secret.
+#![forbid(unsafe_code)]
+
+pub mod access;
+pub mod apply;
+pub mod facts;
+pub mod finish;
+pub mod identity;
+pub mod network;
+pub mod plan;
+pub mod units;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use piforge_config::{CARD_PATH, Card, FIRSTBOOT_LOG_PATH};
+use tracing::{error, info, warn};
+
+use apply::{Base, Dirs, Loc, Owner, System};
+use plan::{Knobs, Plan};
+
+/// Hooks for tests (a simulated power cut, fixed randomness, small RSA keys). Production
+/// callers use `TestHooks::default()`.
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// Use these bytes instead of the OS RNG for a new identity seed.
+    pub entropy: Option<[u8; 32]>,
+    /// Stop after this many actions, as if the power was cut.
+    pub step_limit: Option<usize>,
+    /// RSA host key size instead of 3072.
+    pub rsa_bits: Option<usize>,
+}
+
+/// A checked request to run first boot.
+#[derive(Debug, Clone)]
+pub struct FirstbootRequest {
+    /// Root prefix (`/` on the Pi).
+    pub root: PathBuf,
+    /// Boot partition directory; `None`: from `<root>/etc/fstab`, else next to the executable.
+    pub boot: Option<PathBuf>,
+    /// Test hooks.
+    pub hooks: TestHooks,
+}
+
+/// A checked request to run the clone check.
+#[derive(Debug, Clone)]
+pub struct ReidentifyRequest {
+    /// Root prefix.
+    pub root: PathBuf,
+    /// Boot partition directory (for cloud-init's meta-data); resolved like first boot.
+    pub boot: Option<PathBuf>,
+    /// Test hooks.
+    pub hooks: TestHooks,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The card was applied (or was already applied); `changed` lists what changed.
+    Configured {
+        /// The node's hostname.
+        hostname: String,
+        /// One line per changed item.
+        changed: Vec<String>,
+        /// A step limit stopped the run (tests only).
+        stopped_early: bool,
+    },
+    /// There was no usable card: the Pi boots normally, the card stays for inspection.
+    NoCard {
+        /// Why (never a secret).
+        reason: String,
+        /// What changed (our `cmdline.txt` arguments removed, clean-up finished).
+        changed: Vec<String>,
+    },
+    /// The clone check ran.
+    Reidentify {
+        /// The hostname now.
+        hostname: Option<String>,
+        /// What changed (empty on the same hardware).
+        changed: Vec<String>,
+    },
+}
+
+/// Finds the boot directory: explicit, else the vfat mount in `<root>/etc/fstab` (if it
+/// exists under the root), else the directory holding the executable's `piforge/`.
+pub fn resolve_boot(root: &Path, explicit: Option<&Path>, exe: Option<&Path>) -> Result<PathBuf> {
+    if let Some(b) = explicit {
+        return Ok(b.to_path_buf());
+    }
+    if let Some(m) = fs::read_to_string(root.join("etc/fstab"))
+        .ok()
+        .and_then(|t| facts::parse_fstab_boot(&t))
+    {
+        let p = root.join(m.trim_start_matches('/'));
+        if p.is_dir() {
+            return Ok(p);
+        }
+    }
+    if let Some(dir) = exe.and_then(Path::parent) {
+        if dir.file_name().is_some_and(|n| n == "piforge") {
+            if let Some(boot) = dir.parent() {
+                return Ok(boot.to_path_buf());
+            }
+        }
+    }
+    anyhow::bail!(
+        "cannot find the boot partition: no vfat /boot mount in {} and the program is not in a \
+         piforge/ directory; pass --boot",
+        root.join("etc/fstab").display()
+    )
+}
+
+fn knobs(hooks: &TestHooks) -> Result<Knobs> {
+    let entropy = match hooks.entropy {
+        Some(e) => e,
+        None => {
+            use rand_chacha::rand_core::{OsRng, RngCore};
+            let mut e = [0u8; 32];
+            OsRng
+                .try_fill_bytes(&mut e)
+                .map_err(|e| anyhow::anyhow!("reading the OS random number generator: {e}"))?;
+            e
+        }
+    };
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
+    Ok(Knobs {
+        entropy,
+        today,
+        rsa_bits: hooks.rsa_bits.unwrap_or(identity::RSA_BITS),
+    })
+}
+
+/// Appends a section to `piforge/firstboot.log` on the boot partition. Best effort: a failure
+/// is logged to the journal and otherwise ignored (the journal has it all).
+fn append_log(dirs: &Dirs, sys: &mut dyn System, headline: &str, lines: &[String]) {
+    let p = dirs.boot.join(FIRSTBOOT_LOG_PATH);
+    let mut text = fs::read_to_string(&p).unwrap_or_default();
+    text.push_str(&finish::log_section(headline, lines));
+    if let Err(e) = apply::write_atomic(&p, text.as_bytes(), 0o644, Owner::ROOT, Base::Boot, sys)
+    {
+        warn!(error = %format!("{e:#}"), "cannot write firstboot.log on the boot partition");
+    }
+}
+
+/// Fails early, before any change, when the root cannot be written (mounted read-only).
+fn check_writable(root: &Path, top_dirs: &[String]) -> Result<()> {
+    for d in top_dirs {
+        let dir = root.join(d);
+        if !dir.is_dir() {
+            continue;
+        }
+        let probe = dir.join(".piforge-write-probe");
+        match fs::File::create(&probe) {
+            Ok(_) => {
+                let _ = fs::remove_file(&probe);
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "the root file system is not writable (creating {}); nothing was changed",
+                        probe.display()
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the card; `Err(reason)` when there is none or it is refused (reason has no secret).
+fn read_card(dirs: &Dirs) -> std::result::Result<Card, String> {
+    let p = dirs.boot.join(CARD_PATH);
+    match fs::read_to_string(&p) {
+        Ok(t) => Card::parse(&t).map_err(|e| format!("{} refused: {e}", p.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(format!("no card at {}", p.display()))
+        }
+        Err(e) => Err(format!("reading {}: {e}", p.display())),
+    }
+}
+
+/// First boot: apply the card, clean the boot partition, log. A missing or refused card is not
+/// an error: the Pi boots normally and the reason is logged.
+pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Outcome> {
+    let exe = std::env::current_exe().ok();
+    let boot = resolve_boot(&req.root, req.boot.as_deref(), exe.as_deref())?;
+    let dirs = Dirs {
+        root: req.root.clone(),
+        boot,
+    };
+    info!(root = %dirs.root.display(), boot = %dirs.boot.display(), "first boot");
+    let facts = facts::gather_facts(&dirs.root)?;
+    info!(serial = ?facts.serial, release = ?facts.release, net = ?facts.net,
+          cloud_init = facts.cloud_init, "facts");
+    let card = match read_card(&dirs) {
+        Ok(c) => c,
+        Err(reason) => {
+            let state = facts::gather_state(&dirs, &plan::wanted(&[]))?;
+            let p = plan::plan_without_card(&state);
+            let done = state.has(&Loc::root(plan::DONE_MARKER));
+            if done {
+                info!("{reason}; an earlier run finished the root: completing the clean-up");
+            } else {
+                error!("{reason}; booting normally, the card stays for inspection");
+            }
+            let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
+            let mut lines = vec![reason.clone()];
+            lines.extend(applied.changed.iter().cloned());
+            let headline = if done {
+                "completed the clean-up of an earlier run"
+            } else {
+                "card not applied; booting normally"
+            };
+            append_log(&dirs, sys, headline, &lines);
+            sys.sync().context("syncing file systems")?;
+            return Ok(Outcome::NoCard {
+                reason,
+                changed: applied.changed,
+            });
+        }
+    };
+    let state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
+    let k = knobs(&req.hooks)?;
+    let p: Plan = match plan::plan_firstboot(&card, &facts, &state, &k) {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("planning first boot: {e}");
+            error!("{msg}");
+            append_log(&dirs, sys, "failed", &[msg.clone()]);
+            anyhow::bail!(msg);
+        }
+    };
+    for n in &p.notes {
+        info!("{n}");
+    }
+    if let Err(e) = check_writable(&dirs.root, &plan::root_dirs_written(&p.actions)) {
+        error!("{e:#}");
+        append_log(&dirs, sys, "failed", &[format!("{e:#}")]);
+        return Err(e);
+    }
+    let applied = match apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit) {
+        Ok(a) => a,
+        Err(e) => {
+            // Log first, so a failing log write cannot hide the real error.
+            error!("{e:#}");
+            append_log(&dirs, sys, "failed; will retry on next boot", &[format!("{e:#}")]);
+            return Err(e);
+        }
+    };
+    let mut lines = p.notes.clone();
+    lines.extend(applied.changed.iter().cloned());
+    lines.push(format!("{} steps already done", applied.unchanged));
+    let headline = if applied.stopped_early {
+        "stopped early (test hook)"
+    } else {
+        "node configured"
+    };
+    append_log(&dirs, sys, headline, &lines);
+    sys.sync().context("syncing file systems")?;
+    Ok(Outcome::Configured {
+        hostname: p.hostname.unwrap_or_default(),
+        changed: applied.changed,
+        stopped_early: applied.stopped_early,
+    })
+}
+
+/// The clone check (every boot, before the network): no-op on the recorded hardware, a new
+/// identity on any other.
+pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<Outcome> {
+    let exe = std::env::current_exe().ok();
+    // Without a boot partition there is simply no meta-data to update.
+    let boot = resolve_boot(&req.root, req.boot.as_deref(), exe.as_deref())
+        .unwrap_or_else(|_| req.root.join("boot/firmware"));
+    let dirs = Dirs {
+        root: req.root.clone(),
+        boot,
+    };
+    let facts = facts::gather_facts(&dirs.root)?;
+    let state = facts::gather_state(&dirs, &plan::wanted(&[]))?;
+    let k = knobs(&req.hooks)?;
+    let p = plan::plan_reidentify(&facts, &state, &k).context("planning re-identification")?;
+    for n in &p.notes {
+        info!("{n}");
+    }
+    if p.actions.is_empty() {
+        info!(hostname = ?p.hostname, "same hardware as recorded; nothing to do");
+        return Ok(Outcome::Reidentify {
+            hostname: p.hostname,
+            changed: vec![],
+        });
+    }
+    check_writable(&dirs.root, &plan::root_dirs_written(&p.actions))?;
+    let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
+    let mut lines = p.notes.clone();
+    lines.extend(applied.changed.iter().cloned());
+    if dirs.boot.join("piforge").is_dir() {
+        append_log(&dirs, sys, "re-identified (card copied to another Pi)", &lines);
+    }
+    sys.sync().context("syncing file systems")?;
+    Ok(Outcome::Reidentify {
+        hostname: p.hostname,
+        changed: applied.changed,
+    })
+}

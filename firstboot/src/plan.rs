@@ -1,0 +1,959 @@
+//! The pure core: (card or none, facts, current state, entropy) → the ordered list of
+//! [`Action`]s that turns the image into this node. It reads nothing and writes nothing; what it
+//! needs to know about the files it declares in [`wanted`], and the shell gathers it.
+//!
+//! Order matters for power-cut safety: the identity record (which holds the seed everything
+//! random derives from) comes first, the marker `firstboot.done` after every root change, then
+//! the boot partition is cleaned: card (secrets) first, our `cmdline.txt` arguments next, and
+//! the running program's own binary last. Each action converges, so a resumed run finishes the
+//! job and a completed one changes nothing.
+
+use std::collections::BTreeMap;
+
+use piforge_config::card::Card;
+use piforge_config::{NodeConfig, OverlayManifest, cmdline};
+
+use crate::access::{self, Accounts};
+use crate::apply::{Action, Base, Loc, Owner};
+use crate::facts::{Facts, NetStack, State, Wanted};
+use crate::finish;
+use crate::identity::{self, IDENTITY_PATH, Identity, IdentityRecord, NamePolicy};
+use crate::network;
+use crate::units;
+
+/// Why no plan could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The root lacks a file every Raspberry Pi OS has.
+    #[error("{0} is missing on the root file system")]
+    Missing(&'static str),
+    /// An overlay named by the card is missing or invalid.
+    #[error("overlay {name}: {reason}")]
+    Overlay {
+        /// Overlay name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// User setup failed.
+    #[error(transparent)]
+    Access(#[from] access::AccessError),
+    /// Identity derivation failed.
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+}
+
+/// A plan and what it decided, for the log.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Ordered actions.
+    pub actions: Vec<Action>,
+    /// The node's hostname (when the plan touches identity).
+    pub hostname: Option<String>,
+    /// Human-readable notes for the log (never secrets).
+    pub notes: Vec<String>,
+}
+
+/// Inputs of a plan besides card, facts and state.
+#[derive(Debug, Clone, Copy)]
+pub struct Knobs {
+    /// 32 random bytes, used only when a new identity seed is needed.
+    pub entropy: [u8; 32],
+    /// Days since 1970 (shadow's last-change field).
+    pub today: u64,
+    /// RSA host key size (3072; tests may use less).
+    pub rsa_bits: usize,
+}
+
+/// Marker written once every root change is done.
+pub const DONE_MARKER: &str = "var/lib/piforge/firstboot.done";
+
+const HOST_KEY_KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
+const NM_FILES: [&str; 3] = ["eth0", "eth0-link-local", "wlan0"];
+const SSH_UNIT: &str = "/lib/systemd/system/ssh.service";
+
+fn r(p: &str) -> Loc {
+    Loc::root(p)
+}
+fn b(p: &str) -> Loc {
+    Loc::boot(p)
+}
+
+fn write(loc: Loc, contents: impl Into<Vec<u8>>, mode: u32) -> Action {
+    Action::Write {
+        loc,
+        contents: contents.into(),
+        mode,
+        owner: Owner::ROOT,
+        create_only: false,
+    }
+}
+
+fn mkdir(p: &str, mode: u32) -> Action {
+    Action::Mkdir {
+        loc: r(p),
+        mode,
+        owner: Owner::ROOT,
+    }
+}
+
+fn link(p: &str, target: &str) -> Action {
+    Action::Symlink {
+        loc: r(p),
+        target: target.to_string(),
+    }
+}
+
+fn nm_path(name: &str) -> String {
+    format!("{}/piforge-{name}.nmconnection", network::NM_DIR)
+}
+
+/// The files and trees the plans read, for a card naming `overlays`.
+pub fn wanted(overlays: &[String]) -> Wanted {
+    let mut files: Vec<Loc> = [
+        "etc/passwd",
+        "etc/shadow",
+        "etc/group",
+        "etc/gshadow",
+        "etc/hosts",
+        "etc/hostname",
+        "etc/machine-id",
+        IDENTITY_PATH,
+        DONE_MARKER,
+        "etc/dhcpcd.conf",
+        "etc/piforge/node.toml",
+        "etc/default/keyboard",
+        "etc/locale.gen",
+        "lib/systemd/system/userconfig.service",
+        "usr/lib/systemd/system/userconfig.service",
+    ]
+    .iter()
+    .map(|p| r(p))
+    .collect();
+    for k in HOST_KEY_KINDS {
+        files.push(r(&format!("etc/ssh/ssh_host_{k}_key")));
+        files.push(r(&format!("etc/ssh/ssh_host_{k}_key.pub")));
+    }
+    for n in NM_FILES {
+        files.push(r(&nm_path(n)));
+    }
+    files.push(b(piforge_config::CARD_PATH));
+    files.push(b("cmdline.txt"));
+    files.push(b("meta-data"));
+    for o in overlays {
+        files.push(b(&format!("piforge/overlays/{o}/overlay.toml")));
+    }
+    let trees = vec![
+        r("etc/skel"),
+        r("var/lib/systemd/rfkill"),
+        r("var/lib/NetworkManager"),
+        r("var/lib/dhcpcd"),
+        b("piforge"),
+    ];
+    Wanted { files, trees }
+}
+
+/// Where the identity stands before planning.
+struct Current {
+    record: Option<IdentityRecord>,
+    seed: [u8; 32],
+    generation: u32,
+    cloned: bool,
+}
+
+fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>) -> Current {
+    let record = state
+        .text(&r(IDENTITY_PATH))
+        .and_then(|t| match IdentityRecord::parse(&t) {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                notes.push(format!("ignoring the identity record: {e}"));
+                None
+            }
+        });
+    match &record {
+        Some(rec) if rec.matches_hardware(facts) => Current {
+            seed: rec.seed_bytes().expect("parse checked the seed"),
+            generation: rec.generation,
+            cloned: false,
+            record,
+        },
+        Some(rec) => Current {
+            seed: knobs.entropy,
+            generation: rec.generation + 1,
+            cloned: true,
+            record,
+        },
+        None => Current {
+            seed: knobs.entropy,
+            generation: 1,
+            cloned: false,
+            record: None,
+        },
+    }
+}
+
+/// The identity actions (record first), shared by first boot and re-identification.
+fn identity_actions(
+    policy: &NamePolicy,
+    facts: &Facts,
+    state: &State,
+    cur: &Current,
+    knobs: &Knobs,
+    out: &mut Vec<Action>,
+) -> Result<Identity, PlanError> {
+    let id = identity::identity(policy, facts, cur.seed, cur.cloned);
+    // Keep the keys on disk when they are the ones this seed made (a re-run); else derive.
+    let same_seed = cur.record.as_ref().and_then(|r| r.seed_bytes()) == Some(cur.seed);
+    let existing: Option<Vec<(String, String, String)>> = HOST_KEY_KINDS
+        .iter()
+        .map(|k| {
+            let private = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key")))?;
+            let public = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key.pub")))?;
+            let fp = identity::public_fingerprint(&public)?;
+            Some((private, public, fp))
+        })
+        .collect();
+    let keys: Vec<identity::HostKey> = match (same_seed, existing) {
+        (true, Some(ex))
+            if cur.record.as_ref().is_some_and(|rec| {
+                rec.ssh_host_keys == ex.iter().map(|e| e.2.clone()).collect::<Vec<_>>()
+                    && rec.hostname == id.hostname
+            }) && ex.iter().all(|(p, _, fp)| identity::private_matches(p, fp)) =>
+        {
+            ex.into_iter()
+                .zip(HOST_KEY_KINDS)
+                .map(|((private, public, fingerprint), kind)| identity::HostKey {
+                    kind,
+                    private,
+                    public,
+                    fingerprint,
+                })
+                .collect()
+        }
+        _ => identity::host_keys(&cur.seed, &id.hostname, knobs.rsa_bits)?,
+    };
+    let record = IdentityRecord {
+        schema_version: 1,
+        generation: cur.generation,
+        serial: facts.serial.clone(),
+        mac: facts.wired_mac.clone(),
+        hostname: id.hostname.clone(),
+        fixed_hostname: policy.fixed.clone(),
+        hostname_prefix: policy.prefix.clone(),
+        keep_hostname_on_clone: policy.keep_on_clone,
+        node_id: id.node_id.clone(),
+        machine_id_sha256: identity::machine_id_hash(&id.machine_id),
+        ssh_host_keys: keys.iter().map(|k| k.fingerprint.clone()).collect(),
+        seed: hex::encode(cur.seed),
+    };
+    out.push(mkdir("var/lib/piforge", 0o755));
+    out.push(write(r(IDENTITY_PATH), record.render(), 0o600));
+    out.push(write(r("etc/machine-id"), format!("{}\n", id.machine_id), 0o444));
+    out.push(write(r("etc/hostname"), format!("{}\n", id.hostname), 0o644));
+    let hosts = state.text(&r("etc/hosts")).unwrap_or_else(|| {
+        "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n".into()
+    });
+    out.push(write(r("etc/hosts"), identity::hosts_with(&hosts, &id.hostname), 0o644));
+    out.push(mkdir("etc/ssh", 0o755));
+    for k in &keys {
+        let p = format!("etc/ssh/ssh_host_{}_key", k.kind);
+        out.push(write(r(&p), k.private.clone(), 0o600));
+        out.push(write(r(&format!("{p}.pub")), k.public.clone(), 0o644));
+    }
+    Ok(id)
+}
+
+fn accounts(state: &State) -> Option<Accounts> {
+    Some(Accounts {
+        passwd: state.text(&r("etc/passwd"))?,
+        shadow: state.text(&r("etc/shadow")).unwrap_or_default(),
+        group: state.text(&r("etc/group")).unwrap_or_default(),
+        gshadow: state.text(&r("etc/gshadow")).unwrap_or_default(),
+    })
+}
+
+fn access_actions(
+    card: &Card,
+    state: &State,
+    knobs: &Knobs,
+    out: &mut Vec<Action>,
+) -> Result<(), PlanError> {
+    let acc = accounts(state).ok_or(PlanError::Missing("/etc/passwd"))?;
+    let hash = card.access.password_hash.as_ref().map(|h| h.expose());
+    let u = access::plan_user(&acc, &card.access.user, hash, knobs.today)?;
+    let shadow_gid = crate::facts::parse_group(&u.accounts.group)
+        .get("shadow")
+        .copied()
+        .unwrap_or(0);
+    let shadow_owner = Owner {
+        uid: 0,
+        gid: shadow_gid,
+    };
+    // Home first (a rename must not be undone by a later mkdir), then the databases.
+    let home = u.home.trim_start_matches('/').to_string();
+    if let Some(old) = &u.old_home {
+        out.push(Action::Rename {
+            from: r(old),
+            to: r(&home),
+        });
+    }
+    let owner = Owner {
+        uid: u.uid,
+        gid: u.gid,
+    };
+    out.push(write(r("etc/passwd"), u.accounts.passwd.clone(), 0o644));
+    out.push(write(r("etc/group"), u.accounts.group.clone(), 0o644));
+    out.push(Action::Write {
+        loc: r("etc/shadow"),
+        contents: u.accounts.shadow.into_bytes(),
+        mode: 0o640,
+        owner: shadow_owner,
+        create_only: false,
+    });
+    out.push(Action::Write {
+        loc: r("etc/gshadow"),
+        contents: u.accounts.gshadow.into_bytes(),
+        mode: 0o640,
+        owner: shadow_owner,
+        create_only: false,
+    });
+    out.push(Action::Mkdir {
+        loc: r(&home),
+        mode: if u.old_home.is_some() { 0o755 } else { 0o700 },
+        owner,
+    });
+    for (rel, mode) in state.tree(&r("etc/skel")) {
+        if let Some(dir) = rel.strip_suffix('/') {
+            out.push(Action::Mkdir {
+                loc: r(&format!("{home}/{dir}")),
+                mode: *mode,
+                owner,
+            });
+        } else {
+            out.push(Action::Copy {
+                from: r(&format!("etc/skel/{rel}")),
+                to: r(&format!("{home}/{rel}")),
+                mode: *mode,
+                owner,
+                create_only: true,
+            });
+        }
+    }
+    if !card.access.ssh_authorized_keys.is_empty() {
+        out.push(Action::Mkdir {
+            loc: r(&format!("{home}/.ssh")),
+            mode: 0o700,
+            owner,
+        });
+        out.push(Action::Write {
+            loc: r(&format!("{home}/.ssh/authorized_keys")),
+            contents: access::authorized_keys(&card.access.ssh_authorized_keys).into_bytes(),
+            mode: 0o600,
+            owner,
+            create_only: false,
+        });
+    }
+    out.push(mkdir("etc/sudoers.d", 0o755));
+    let user = &card.access.user;
+    out.push(write(
+        r(&format!("etc/sudoers.d/010_{user}-nopasswd")),
+        access::sudoers(user),
+        0o440,
+    ));
+    for old in ["pi"].iter().map(|s| s.to_string()).chain(u.renamed_from) {
+        if &old != user {
+            out.push(Action::Remove {
+                loc: r(&format!("etc/sudoers.d/010_{old}-nopasswd")),
+            });
+        }
+    }
+    if card.access.ssh {
+        out.push(link(
+            "etc/systemd/system/multi-user.target.wants/ssh.service",
+            SSH_UNIT,
+        ));
+        out.push(link("etc/systemd/system/sshd.service", SSH_UNIT));
+    }
+    // Raspberry Pi OS's console wizard would ask for a user again: do what userconf does
+    // after a rename (disable the wizard, give tty1 its getty back).
+    if state.has(&r("lib/systemd/system/userconfig.service"))
+        || state.has(&r("usr/lib/systemd/system/userconfig.service"))
+    {
+        out.push(Action::Remove {
+            loc: r("etc/systemd/system/multi-user.target.wants/userconfig.service"),
+        });
+        out.push(link(
+            "etc/systemd/system/getty.target.wants/getty@tty1.service",
+            "/lib/systemd/system/getty@.service",
+        ));
+    }
+    Ok(())
+}
+
+/// `/etc/default/keyboard` with `XKBLAYOUT` set (other lines kept).
+pub fn keyboard_with(text: Option<&str>, layout: &str) -> String {
+    let base = text.unwrap_or(
+        "XKBMODEL=\"pc105\"\nXKBLAYOUT=\"us\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"\"\n\nBACKSPACE=\"guess\"\n",
+    );
+    let mut found = false;
+    let mut out: String = base
+        .lines()
+        .map(|l| {
+            if l.starts_with("XKBLAYOUT=") {
+                found = true;
+                format!("XKBLAYOUT=\"{layout}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    if !found {
+        out.push_str(&format!("XKBLAYOUT=\"{layout}\"\n"));
+    }
+    out
+}
+
+/// `/etc/locale.gen` with `locale` uncommented (added if absent).
+pub fn locale_gen_with(text: &str, locale: &str) -> String {
+    let charset = locale.split('.').nth(1).unwrap_or("UTF-8");
+    let want = format!("{locale} {charset}");
+    let mut found = false;
+    let mut out: String = text
+        .lines()
+        .map(|l| {
+            let bare = l.trim_start_matches('#').trim();
+            if bare == want {
+                found = true;
+                format!("{want}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    if !found {
+        out.push_str(&format!("{want}\n"));
+    }
+    out
+}
+
+fn locale_actions(card: &Card, state: &State, out: &mut Vec<Action>) {
+    let l = &card.locale;
+    if let Some(tz) = &l.timezone {
+        out.push(write(r("etc/timezone"), format!("{tz}\n"), 0o644));
+        out.push(link("etc/localtime", &format!("/usr/share/zoneinfo/{tz}")));
+    }
+    if let Some(k) = &l.keymap {
+        let cur = state.text(&r("etc/default/keyboard"));
+        out.push(write(
+            r("etc/default/keyboard"),
+            keyboard_with(cur.as_deref(), k),
+            0o644,
+        ));
+    }
+    if let Some(loc) = &l.locale {
+        out.push(write(r("etc/default/locale"), format!("LANG={loc}\n"), 0o644));
+        if let Some(g) = state.text(&r("etc/locale.gen")) {
+            out.push(write(r("etc/locale.gen"), locale_gen_with(&g, loc), 0o644));
+        }
+    }
+}
+
+fn network_actions(
+    card: &Card,
+    facts: &Facts,
+    state: &State,
+    id: &Identity,
+    out: &mut Vec<Action>,
+) {
+    let net = &card.network;
+    let cid = |iface: &str| identity::dhcp_client_id(&id.machine_id, iface);
+    let st_for = |iface: &str| net.static_ip.as_ref().filter(|s| s.interface == iface);
+    match facts.net {
+        NetStack::NetworkManager => {
+            out.push(mkdir(network::NM_DIR, 0o755));
+            out.push(write(
+                r(&nm_path("eth0")),
+                network::nm_ethernet(
+                    "eth0",
+                    &id.hostname,
+                    &cid("eth0"),
+                    st_for("eth0"),
+                    net.link_local_fallback,
+                ),
+                0o600,
+            ));
+            if net.link_local_fallback {
+                out.push(write(
+                    r(&nm_path("eth0-link-local")),
+                    network::nm_link_local("eth0"),
+                    0o600,
+                ));
+            } else {
+                out.push(Action::Remove {
+                    loc: r(&nm_path("eth0-link-local")),
+                });
+            }
+            if let Some(w) = &net.wifi {
+                out.push(write(
+                    r(&nm_path("wlan0")),
+                    network::nm_wifi(w, &id.hostname, &cid("wlan0"), st_for("wlan0")),
+                    0o600,
+                ));
+            }
+        }
+        NetStack::Dhcpcd => {
+            let mut ids = vec![("eth0".to_string(), cid("eth0"))];
+            if net.wifi.is_some() {
+                ids.push(("wlan0".to_string(), cid("wlan0")));
+            }
+            let block = network::dhcpcd_block(&ids, net.static_ip.as_ref());
+            let stock = state.text(&r("etc/dhcpcd.conf")).unwrap_or_default();
+            out.push(write(
+                r("etc/dhcpcd.conf"),
+                network::dhcpcd_conf(&stock, &block),
+                0o644,
+            ));
+            if let Some(w) = &net.wifi {
+                out.push(mkdir("etc/wpa_supplicant", 0o755));
+                out.push(write(
+                    r("etc/wpa_supplicant/wpa_supplicant.conf"),
+                    network::wpa_supplicant_conf(w),
+                    0o600,
+                ));
+            }
+        }
+        NetStack::Networkd => {
+            out.push(mkdir("etc/systemd/network", 0o755));
+            out.push(write(
+                r("etc/systemd/network/10-piforge-eth0.network"),
+                network::networkd_network("eth0", st_for("eth0"), net.link_local_fallback),
+                0o644,
+            ));
+            out.push(link(
+                "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+                "/lib/systemd/system/systemd-networkd.service",
+            ));
+            if let Some(w) = &net.wifi {
+                out.push(write(
+                    r("etc/systemd/network/10-piforge-wlan0.network"),
+                    network::networkd_network("wlan0", st_for("wlan0"), false),
+                    0o644,
+                ));
+                out.push(mkdir("etc/wpa_supplicant", 0o755));
+                out.push(write(
+                    r("etc/wpa_supplicant/wpa_supplicant-wlan0.conf"),
+                    network::wpa_supplicant_conf(w),
+                    0o600,
+                ));
+                out.push(link(
+                    "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service",
+                    "/lib/systemd/system/wpa_supplicant@.service",
+                ));
+            }
+        }
+    }
+    if let Some(w) = &net.wifi {
+        out.push(mkdir("etc/modprobe.d", 0o755));
+        out.push(write(
+            r("etc/modprobe.d/piforge-wifi-country.conf"),
+            network::regdom_modprobe(&w.country),
+            0o644,
+        ));
+        // Raspberry Pi OS keeps Wi-Fi soft-blocked until a country is set; unblock as
+        // raspi-config does.
+        for (rel, _) in state.tree(&r("var/lib/systemd/rfkill")) {
+            if rel.ends_with(":wlan") {
+                out.push(write(
+                    r(&format!("var/lib/systemd/rfkill/{rel}")),
+                    "0\n",
+                    0o644,
+                ));
+            }
+        }
+    }
+}
+
+struct OverlayPlan {
+    tags: BTreeMap<String, String>,
+    packages: Vec<String>,
+}
+
+fn overlay_actions(
+    card: &Card,
+    state: &State,
+    out: &mut Vec<Action>,
+    notes: &mut Vec<String>,
+) -> Result<OverlayPlan, PlanError> {
+    let mut tags = BTreeMap::new();
+    let mut packages: Vec<String> = vec![];
+    let payload = state.tree(&b("piforge"));
+    for name in &card.overlays {
+        let dir = format!("piforge/overlays/{name}");
+        let err = |reason: String| PlanError::Overlay {
+            name: name.clone(),
+            reason,
+        };
+        let Some(text) = state.text(&b(&format!("{dir}/overlay.toml"))) else {
+            // Already applied and cleaned up by an interrupted earlier run? Then the files
+            // are in place; otherwise the card is inconsistent.
+            if state.has(&r(DONE_MARKER)) || !payload.is_empty() {
+                notes.push(format!("overlay {name}: no overlay.toml on the card, skipped"));
+                continue;
+            }
+            return Err(err("overlay.toml is missing on the card".into()));
+        };
+        let m = OverlayManifest::parse(&text).map_err(|e| err(e.to_string()))?;
+        let files_prefix = "overlays/".to_string() + name + "/files/";
+        let tmpl_prefix = "overlays/".to_string() + name + "/templates/";
+        let mut shipped_units = vec![];
+        for (rel, _) in payload {
+            if let Some(f) = rel.strip_prefix(&files_prefix) {
+                if let Some(d) = f.strip_suffix('/') {
+                    out.push(mkdir(d, 0o755));
+                } else {
+                    // The FAT has no modes: executables are recognised by where they live.
+                    let exec = ["usr/local/bin/", "usr/local/sbin/", "usr/bin/", "usr/sbin/"]
+                        .iter()
+                        .any(|p| f.starts_with(p))
+                        || f.ends_with(".sh");
+                    if f.starts_with("etc/systemd/system/") {
+                        shipped_units.push(f.rsplit('/').next().unwrap_or(f).to_string());
+                    }
+                    out.push(Action::Copy {
+                        from: b(&format!("piforge/{rel}")),
+                        to: r(f),
+                        mode: if exec { 0o755 } else { 0o644 },
+                        owner: Owner::ROOT,
+                        create_only: false,
+                    });
+                }
+            } else if let Some(t) = rel.strip_prefix(&tmpl_prefix) {
+                // Templates are rendered by the node agent (`piforge-node render`), which knows
+                // the membership; firstboot only installs them.
+                let dest = format!("etc/piforge/templates/{name}/{t}");
+                if let Some(d) = dest.strip_suffix('/') {
+                    out.push(mkdir(d, 0o755));
+                } else {
+                    out.push(Action::Copy {
+                        from: b(&format!("piforge/{rel}")),
+                        to: r(&dest),
+                        mode: 0o644,
+                        owner: Owner::ROOT,
+                        create_only: false,
+                    });
+                }
+            }
+        }
+        if !m.templates.is_empty() {
+            out.push(write(
+                r(&format!("etc/piforge/templates/{name}/overlay.toml")),
+                text.clone(),
+                0o644,
+            ));
+        }
+        for unit in &m.enable {
+            let target = if shipped_units.contains(unit) {
+                format!("/etc/systemd/system/{unit}")
+            } else {
+                format!("/lib/systemd/system/{unit}")
+            };
+            out.push(link(
+                &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
+                &target,
+            ));
+        }
+        for (k, v) in m.tags {
+            tags.entry(k).or_insert(v);
+        }
+        for p in m.packages {
+            if !packages.contains(&p) {
+                packages.push(p);
+            }
+        }
+        notes.push(format!("overlay {name} applied"));
+    }
+    Ok(OverlayPlan { tags, packages })
+}
+
+fn install_actions(
+    card: &Card,
+    state: &State,
+    id: &Identity,
+    ov: OverlayPlan,
+    out: &mut Vec<Action>,
+    notes: &mut Vec<String>,
+) {
+    let payload = state.tree(&b("piforge"));
+    let shipped = |f: &str| payload.iter().any(|(p, _)| p == f);
+    if shipped("node") {
+        out.push(Action::Copy {
+            from: b("piforge/node"),
+            to: r(units::NODE_BIN),
+            mode: 0o755,
+            owner: Owner::ROOT,
+            create_only: false,
+        });
+    } else {
+        notes.push("no piforge/node binary on the card; the node agent is not installed".into());
+    }
+    if shipped("firstboot") {
+        out.push(Action::Copy {
+            from: b("piforge/firstboot"),
+            to: r(units::FIRSTBOOT_BIN),
+            mode: 0o755,
+            owner: Owner::ROOT,
+            create_only: false,
+        });
+    }
+    out.push(mkdir("etc/piforge", 0o755));
+    let mut node = NodeConfig::from_card(card, &id.hostname);
+    for (k, v) in ov.tags {
+        // The card's own tags win over an overlay's.
+        node.tags.entry(k).or_insert(v);
+    }
+    out.push(write(r(piforge_config::NODE_CONFIG_PATH), node.render(), 0o600));
+    let unit = |name: &str, text: String, out: &mut Vec<Action>| {
+        let path = format!("/{}/{name}", units::UNIT_DIR);
+        out.push(write(r(&path), text.clone(), 0o644));
+        for t in units::wanted_by(&text) {
+            let (l, target) = units::enable_link(name, &path, &t);
+            out.push(link(&l, &target));
+        }
+    };
+    unit("piforge-reidentify.service", units::reidentify_service(), out);
+    unit("piforge-node.service", units::node_service(), out);
+    if !ov.packages.is_empty() {
+        let list: String = ov.packages.iter().map(|p| format!("{p}\n")).collect();
+        out.push(write(r(units::PACKAGES_LIST), list, 0o644));
+        unit("piforge-packages.service", units::packages_service(), out);
+    }
+}
+
+fn cloud_init_actions(facts: &Facts, state: &State, id: &Identity, out: &mut Vec<Action>) {
+    if !facts.cloud_init {
+        return;
+    }
+    out.push(mkdir("etc/cloud/cloud.cfg.d", 0o755));
+    out.push(write(
+        r("etc/cloud/cloud.cfg.d/99_piforge.cfg"),
+        finish::cloud_init_cfg(),
+        0o644,
+    ));
+    let stock = state.text(&b("meta-data")).unwrap_or_default();
+    out.push(write(
+        b("meta-data"),
+        finish::meta_data_with(&stock, &finish::instance_id(&id.machine_id), &id.hostname),
+        0o644,
+    ));
+}
+
+/// Boot partition clean-up. With `remove_card`, the card and the payload go (secrets first);
+/// our `cmdline.txt` arguments always go, so the Pi never loops through firstboot.
+pub fn cleanup_actions(state: &State, remove_card: bool) -> Vec<Action> {
+    let mut out = vec![];
+    if remove_card {
+        out.push(Action::Remove {
+            loc: b(piforge_config::CARD_PATH),
+        });
+        out.push(Action::Remove {
+            loc: b("piforge/overlays"),
+        });
+        out.push(Action::Remove {
+            loc: b("piforge/node"),
+        });
+    }
+    if let Some(c) = state.text(&b("cmdline.txt")) {
+        let restored = cmdline::remove(&c);
+        out.push(write(b("cmdline.txt"), restored, 0o644));
+    }
+    if remove_card {
+        // Last: the program that is running right now (Linux keeps it until we exit).
+        out.push(Action::Remove {
+            loc: b("piforge/firstboot"),
+        });
+    }
+    out
+}
+
+/// The first-boot plan for a valid card.
+pub fn plan_firstboot(
+    card: &Card,
+    facts: &Facts,
+    state: &State,
+    knobs: &Knobs,
+) -> Result<Plan, PlanError> {
+    let mut notes = vec![];
+    let mut out = vec![];
+    let cur = current(facts, state, knobs, &mut notes);
+    if cur.cloned {
+        notes.push("identity record belongs to other hardware: new identity".into());
+    }
+    let policy = NamePolicy {
+        fixed: card.identity.hostname.clone(),
+        prefix: card.identity.hostname_prefix.clone(),
+        keep_on_clone: card.identity.keep_hostname_on_clone,
+    };
+    let id = identity_actions(&policy, facts, state, &cur, knobs, &mut out)?;
+    notes.push(format!("hostname {}", id.hostname));
+    access_actions(card, state, knobs, &mut out)?;
+    locale_actions(card, state, &mut out);
+    network_actions(card, facts, state, &id, &mut out);
+    let ov = overlay_actions(card, state, &mut out, &mut notes)?;
+    install_actions(card, state, &id, ov, &mut out, &mut notes);
+    cloud_init_actions(facts, state, &id, &mut out);
+    out.push(write(r(DONE_MARKER), "piforge-firstboot completed\n", 0o644));
+    out.extend(cleanup_actions(state, true));
+    Ok(Plan {
+        actions: out,
+        hostname: Some(id.hostname),
+        notes,
+    })
+}
+
+/// The plan when the card is missing or refused: if a previous run already finished every root
+/// change (the marker exists), finish the clean-up; otherwise leave the card for inspection and
+/// only take our arguments out of `cmdline.txt`, so the Pi boots normally instead of looping.
+pub fn plan_without_card(state: &State) -> Plan {
+    let done = state.has(&r(DONE_MARKER));
+    Plan {
+        actions: cleanup_actions(state, done),
+        hostname: None,
+        notes: vec![],
+    }
+}
+
+/// Re-identification on every boot: a no-op unless the recorded hardware differs from this
+/// one, then a new identity (hostname per the recorded policy, machine-id, SSH host keys, node
+/// id) and everything that carries it: node.toml's name, DHCP client ids, cloud-init's
+/// instance-id, and the per-machine state of DHCP clients and the node agent.
+pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Plan, PlanError> {
+    let mut notes = vec![];
+    let cur = current(facts, state, knobs, &mut notes);
+    let Some(rec) = cur.record.clone() else {
+        notes.push("no identity record: first boot has not run; nothing to do".into());
+        return Ok(Plan {
+            actions: vec![],
+            hostname: None,
+            notes,
+        });
+    };
+    if !cur.cloned {
+        return Ok(Plan {
+            actions: vec![],
+            hostname: Some(rec.hostname),
+            notes,
+        });
+    }
+    notes.push(format!(
+        "hardware changed (recorded serial {:?}, this board {:?}): re-identifying",
+        rec.serial, facts.serial
+    ));
+    let policy = NamePolicy {
+        fixed: rec.fixed_hostname.clone(),
+        prefix: rec.hostname_prefix.clone(),
+        keep_on_clone: rec.keep_hostname_on_clone,
+    };
+    let mut out = vec![];
+    let id = identity_actions(&policy, facts, state, &cur, knobs, &mut out)?;
+    notes.push(format!("new hostname {}", id.hostname));
+    if let Some(t) = state.text(&r(piforge_config::NODE_CONFIG_PATH)) {
+        match NodeConfig::parse(&t) {
+            Ok(mut n) => {
+                n.name = id.hostname.clone();
+                out.push(write(r(piforge_config::NODE_CONFIG_PATH), n.render(), 0o600));
+            }
+            Err(e) => notes.push(format!("node.toml not updated: {e}")),
+        }
+    }
+    for n in NM_FILES {
+        if let Some(t) = state.text(&r(&nm_path(n))) {
+            let iface = if n == "wlan0" { "wlan0" } else { "eth0" };
+            let cid = identity::dhcp_client_id(&id.machine_id, iface);
+            out.push(write(
+                r(&nm_path(n)),
+                network::nm_retarget(&t, &id.hostname, &cid),
+                0o600,
+            ));
+        }
+    }
+    if let Some(t) = state.text(&r("etc/dhcpcd.conf")) {
+        let text = network::dhcpcd_retarget(&t, |iface| {
+            identity::dhcp_client_id(&id.machine_id, iface)
+        });
+        out.push(write(r("etc/dhcpcd.conf"), text, 0o644));
+    }
+    // Per-machine state a clone must not share: NetworkManager's secret key (stable IPv6
+    // addresses), DHCP leases and DUIDs, the node agent's state.
+    for dir in ["var/lib/NetworkManager", "var/lib/dhcpcd"] {
+        for (rel, _) in state.tree(&r(dir)) {
+            if rel == "secret_key" || rel == "duid" || rel == "secret" || rel.ends_with(".lease")
+            {
+                out.push(Action::Remove {
+                    loc: r(&format!("{dir}/{rel}")),
+                });
+            }
+        }
+    }
+    out.push(Action::Remove {
+        loc: r("var/lib/piforge-node"),
+    });
+    if state.has(&b("meta-data")) {
+        let stock = state.text(&b("meta-data")).unwrap_or_default();
+        out.push(write(
+            b("meta-data"),
+            finish::meta_data_with(&stock, &finish::instance_id(&id.machine_id), &id.hostname),
+            0o644,
+        ));
+    }
+    out.push(Action::SetHostname(id.hostname.clone()));
+    Ok(Plan {
+        actions: out,
+        hostname: Some(id.hostname),
+        notes,
+    })
+}
+
+/// Only the root paths this plan writes (for a read-only check before anything changes).
+pub fn root_dirs_written(actions: &[Action]) -> Vec<String> {
+    let mut dirs: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Write { loc, .. } | Action::Mkdir { loc, .. } if loc.base == Base::Root => {
+                Some(loc.rel.split('/').next().unwrap_or("").to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyboard_and_locale_edits_converge() {
+        let k = keyboard_with(None, "de");
+        assert!(k.contains("XKBLAYOUT=\"de\"\n") && !k.contains("\"us\""));
+        assert_eq!(keyboard_with(Some(&k), "de"), k);
+        let g = locale_gen_with("# en_GB.UTF-8 UTF-8\n# de_DE.UTF-8 UTF-8\n", "de_DE.UTF-8");
+        assert_eq!(g, "# en_GB.UTF-8 UTF-8\nde_DE.UTF-8 UTF-8\n");
+        assert_eq!(locale_gen_with(&g, "de_DE.UTF-8"), g);
+    }
+
+    #[test]
+    fn without_card_only_cmdline_changes_until_done() {
+        let mut st = State::default();
+        let line = cmdline::add("console=tty1 rootwait\n", "/boot/firmware");
+        st.files.insert(b("cmdline.txt"), line.into_bytes());
+        let p = plan_without_card(&st);
+        assert_eq!(p.actions.len(), 1);
+        assert!(matches!(&p.actions[0], Action::Write { contents, .. } if contents == b"console=tty1 rootwait\n"));
+        st.files.insert(r(DONE_MARKER), b"x".to_vec());
+        let p = plan_without_card(&st);
+        assert!(p.actions.iter().any(|a| matches!(a, Action::Remove { loc } if loc.rel == "piforge/card.toml")));
+    }
+}
