@@ -7,7 +7,14 @@
 //! checked requests, never raw arguments.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod dashboard;
+pub mod events;
+pub mod http;
 pub mod membership;
+pub mod report;
 pub mod seal;
 pub mod sim;
 pub mod wire;

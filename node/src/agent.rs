@@ -1,0 +1,278 @@
+//! The agent: the membership core on a real UDP socket, a real clock and signals.
+//!
+//! [`run`] binds the gossip socket, starts the HTTP server ([`crate::http`]) and the event
+//! sinks ([`crate::events`]), then loops: receive, tick at the core's deadline, flush what the
+//! core wants sent, publish events. SIGTERM/SIGINT (or `POST /api/leave`) start a graceful leave;
+//! the agent exits once foca has announced it. It deliberately holds no membership logic of its
+//! own: that is [`crate::membership`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use piforge_config::ClusterKey;
+use piforge_config::node::{DetectorSettings, EventHandler, MqttSettings, Webhook};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, broadcast};
+
+use crate::membership::{Event, Membership, NodeId, Settings};
+
+/// Everything the agent needs, checked (built by the CLI from node.toml and flags).
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    /// Member name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Cluster key.
+    pub key: ClusterKey,
+    /// Gossip socket to bind.
+    pub bind: SocketAddr,
+    /// Address to advertise (default: the bound one; for a wildcard bind, the address of the
+    /// interface of the default route).
+    pub advertise: Option<SocketAddr>,
+    /// HTTP socket to bind.
+    pub http: SocketAddr,
+    /// Seeds, `host:port`.
+    pub seeds: Vec<String>,
+    /// mDNS discovery.
+    pub mdns: bool,
+    /// Initial tags.
+    pub tags: BTreeMap<String, String>,
+    /// Timing.
+    pub detector: DetectorSettings,
+    /// Event handlers.
+    pub handlers: Vec<EventHandler>,
+    /// Webhooks.
+    pub webhooks: Vec<Webhook>,
+    /// MQTT.
+    pub mqtt: Option<MqttSettings>,
+    /// Where the generation counter lives.
+    pub state_dir: PathBuf,
+}
+
+/// How many past events `GET /api/events` can replay.
+const EVENT_HISTORY: usize = 1024;
+
+/// State shared by the gossip loop and the HTTP handlers. Locks are never held across `.await`.
+pub struct Shared {
+    core: Mutex<Membership>,
+    clock: Instant,
+    /// Wakes the gossip loop after a command changed the core (so it flushes at once).
+    pub wake: Notify,
+    history: Mutex<VecDeque<(u64, Event)>>,
+    next_seq: Mutex<u64>,
+    /// Every event with its sequence number.
+    pub events: broadcast::Sender<(u64, Event)>,
+    /// Cluster name.
+    pub cluster: String,
+}
+
+impl Shared {
+    /// Monotonic time since the agent started: the core's clock.
+    pub fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    /// Locks the core.
+    pub fn core(&self) -> MutexGuard<'_, Membership> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events with a sequence number greater than `after`, and the next sequence number.
+    pub fn events_after(&self, after: u64) -> (Vec<(u64, Event)>, u64) {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let next = *self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            h.iter().filter(|(s, _)| *s > after).cloned().collect(),
+            next,
+        )
+    }
+
+    fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seq = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        for e in events {
+            *seq += 1;
+            if h.len() == EVENT_HISTORY {
+                h.pop_front();
+            }
+            h.push_back((*seq, e.clone()));
+            let _ = self.events.send((*seq, e)); // no subscriber is fine
+        }
+    }
+}
+
+/// Picks this process's generation: larger than any before it on this node (persisted in
+/// `state_dir/generation`) and than the wall clock in milliseconds, so it also grows when the
+/// state directory is lost.
+pub fn next_generation(state_dir: &std::path::Path, now_ms: u64) -> u64 {
+    let path = state_dir.join("generation");
+    let stored = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let generation = now_ms.max(stored + 1);
+    let write = std::fs::create_dir_all(state_dir)
+        .and_then(|()| std::fs::write(&path, format!("{generation}\n")));
+    if let Err(e) = write {
+        tracing::warn!(path = %path.display(), error = %e, "cannot persist the generation");
+    }
+    generation
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The address others reach us at when bound to a wildcard: the source address the kernel
+/// would use for the default route (a `connect` on UDP sends nothing).
+fn default_route_ip() -> IpAddr {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for s in seeds {
+        match tokio::net::lookup_host(s.as_str()).await {
+            Ok(mut addrs) => out.extend(addrs.next()),
+            Err(e) => tracing::warn!(seed = %s, error = %e, "cannot resolve seed"),
+        }
+    }
+    out
+}
+
+/// Runs the agent until it has left the cluster (signal or `POST /api/leave`).
+pub async fn run(req: AgentRequest) -> Result<()> {
+    let sock = UdpSocket::bind(req.bind)
+        .await
+        .with_context(|| format!("binding gossip socket {}", req.bind))?;
+    let bound = sock
+        .local_addr()
+        .context("reading the gossip socket address")?;
+    let advertise = match req.advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => SocketAddr::new(default_route_ip(), bound.port()),
+        None => bound,
+    };
+    let generation = next_generation(&req.state_dir, unix_ms());
+    let id = NodeId {
+        name: req.name.clone(),
+        generation,
+        addr: advertise,
+    };
+    let mut settings = Settings::new(id, &req.cluster, req.key.clone());
+    settings.tags = req.tags.clone();
+    settings.seeds = resolve(&req.seeds).await;
+    settings.probe_period = Duration::from_millis(req.detector.probe_period_ms);
+    settings.probe_rtt = Duration::from_millis(req.detector.probe_rtt_ms);
+    settings.suspect_to_failed = Duration::from_millis(req.detector.suspect_to_failed_ms);
+    settings.phi_threshold = req.detector.phi_threshold;
+    settings.reap_after = Duration::from_secs(req.detector.reap_after_secs);
+    let clock = Instant::now();
+    let core = Membership::new(settings, Duration::ZERO, {
+        use rand_node::RngExt;
+        rand_node::make_rng::<rand_node::rngs::StdRng>().random::<u64>()
+    })
+    .context("starting the membership core")?;
+    let (events, _) = broadcast::channel(256);
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        clock,
+        wake: Notify::new(),
+        history: Mutex::new(VecDeque::new()),
+        next_seq: Mutex::new(0),
+        events,
+        cluster: req.cluster.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(req.http)
+        .await
+        .with_context(|| format!("binding HTTP socket {}", req.http))?;
+    let http_addr = listener
+        .local_addr()
+        .context("reading the HTTP socket address")?;
+    tracing::info!(name = %req.name, generation, gossip = %bound, advertise = %advertise,
+        http = %http_addr, "agent started");
+    tokio::spawn(crate::http::serve(listener, shared.clone()));
+    crate::events::spawn_sinks(&req, &shared);
+
+    gossip_loop(&sock, &shared).await
+}
+
+async fn gossip_loop(sock: &UdpSocket, shared: &Arc<Shared>) -> Result<()> {
+    let mut buf = vec![0u8; 65536];
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    loop {
+        let deadline = shared.core().next_deadline();
+        let sleep = deadline.saturating_sub(shared.now());
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok((n, from)) => {
+                    let now = shared.now();
+                    shared.core().handle_datagram(from, &buf[..n], now);
+                }
+                Err(e) => tracing::debug!(error = %e, "receive failed"),
+            },
+            () = tokio::time::sleep(sleep) => {
+                let now = shared.now();
+                shared.core().tick(now);
+            }
+            () = shared.wake.notified() => {}
+            _ = sigterm.recv() => start_leave(shared, "SIGTERM"),
+            _ = tokio::signal::ctrl_c() => start_leave(shared, "SIGINT"),
+        }
+        let (out, events, left) = {
+            let mut core = shared.core();
+            (core.drain_outgoing(), core.drain_events(), core.has_left())
+        };
+        for (to, bytes) in out {
+            if let Err(e) = sock.send_to(&bytes, to).await {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+        }
+        shared.publish(events);
+        if left {
+            tracing::info!("left the cluster");
+            return Ok(());
+        }
+    }
+}
+
+/// Starts a graceful leave (signal or API).
+pub fn start_leave(shared: &Shared, why: &str) {
+    tracing::info!(reason = why, "leaving the cluster");
+    let now = shared.now();
+    shared.core().leave(now);
+    shared.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_grows_across_restarts_even_with_a_clock_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let g1 = next_generation(dir.path(), 1000);
+        assert_eq!(g1, 1000);
+        assert_eq!(next_generation(dir.path(), 5), 1001);
+        assert_eq!(next_generation(dir.path(), 5000), 5000);
+    }
+}

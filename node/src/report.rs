@@ -1,0 +1,190 @@
+//! Pure renderings of a member list for the CLI: filtering, the `members` table (like
+//! `serf members`), and Ansible inventories (static INI and dynamic JSON). Values in, strings
+//! out; the CLI does the HTTP call and the printing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::api::ApiMember;
+use crate::membership::MemberState;
+
+/// Keeps members in `status` (if given) that carry every `k=v` of `tags`.
+pub fn filter_members(
+    members: Vec<ApiMember>,
+    status: Option<MemberState>,
+    tags: &[(String, String)],
+) -> Vec<ApiMember> {
+    members
+        .into_iter()
+        .filter(|m| status.is_none_or(|s| m.state == s))
+        .filter(|m| tags.iter().all(|(k, v)| m.tags.get(k) == Some(v)))
+        .collect()
+}
+
+/// The `members` table: name, address, state, phi/threshold, tags; columns padded.
+pub fn members_table(members: &[ApiMember]) -> String {
+    let rows: Vec<[String; 4]> = members
+        .iter()
+        .map(|m| {
+            let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            [
+                m.name.clone(),
+                m.addr.clone(),
+                m.state.as_str().to_string(),
+                format!("phi={:.2}/{} {}", m.phi, m.threshold, tags.join(",")),
+            ]
+        })
+        .collect();
+    let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r[1].len()).max().unwrap_or(0);
+    let w2 = rows.iter().map(|r| r[2].len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for r in rows {
+        let line = format!("{:w0$}  {:w1$}  {:w2$}  {}", r[0], r[1], r[2], r[3]);
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    s
+}
+
+fn group_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Groups: `role_<v>` per `role` tag value, `<k>_<v>` for every other tag, and `alive` members
+/// only (an inventory is for running things). Group → sorted host names.
+fn groups(members: &[ApiMember]) -> BTreeMap<String, Vec<String>> {
+    let mut g: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in members.iter().filter(|m| m.state == MemberState::Alive) {
+        for (k, v) in &m.tags {
+            g.entry(group_name(&format!("{k}_{v}")))
+                .or_default()
+                .push(m.name.clone());
+        }
+    }
+    for hosts in g.values_mut() {
+        hosts.sort();
+        hosts.dedup();
+    }
+    g
+}
+
+/// Static INI inventory: `[all]` with `ansible_host=`, then one group per tag.
+pub fn inventory_ini(members: &[ApiMember]) -> String {
+    let mut s = String::from("[all]\n");
+    for m in members.iter().filter(|m| m.state == MemberState::Alive) {
+        let _ = writeln!(s, "{} ansible_host={}", m.name, m.ip);
+    }
+    for (group, hosts) in groups(members) {
+        let _ = write!(s, "\n[{group}]\n");
+        for h in hosts {
+            let _ = writeln!(s, "{h}");
+        }
+    }
+    s
+}
+
+/// Ansible dynamic-inventory JSON (`--list`): groups with `hosts`, `all`, and
+/// `_meta.hostvars` with `ansible_host`, gossip port and tags.
+pub fn inventory_json(members: &[ApiMember]) -> serde_json::Value {
+    let alive: Vec<&ApiMember> = members
+        .iter()
+        .filter(|m| m.state == MemberState::Alive)
+        .collect();
+    let mut root = serde_json::Map::new();
+    let mut hostvars = serde_json::Map::new();
+    for m in &alive {
+        hostvars.insert(
+            m.name.clone(),
+            serde_json::json!({
+                "ansible_host": m.ip,
+                "piforge_gossip_port": m.port,
+                "piforge_tags": m.tags,
+            }),
+        );
+    }
+    let all: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
+    root.insert("all".into(), serde_json::json!({ "hosts": all }));
+    for (group, hosts) in groups(members) {
+        root.insert(group, serde_json::json!({ "hosts": hosts }));
+    }
+    root.insert("_meta".into(), serde_json::json!({ "hostvars": hostvars }));
+    serde_json::Value::Object(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, ip: &str, state: MemberState, tags: &[(&str, &str)]) -> ApiMember {
+        ApiMember {
+            name: name.into(),
+            addr: format!("{ip}:7946"),
+            ip: ip.into(),
+            port: 7946,
+            generation: 1,
+            state,
+            phi: 0.5,
+            threshold: 8.0,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            uptime: 1,
+            last_seen: Some(0.1),
+        }
+    }
+
+    fn sample() -> Vec<ApiMember> {
+        vec![
+            m("pi-1", "10.0.0.1", MemberState::Alive, &[("role", "lb")]),
+            m(
+                "pi-2",
+                "10.0.0.2",
+                MemberState::Alive,
+                &[("role", "web"), ("arch", "arm64")],
+            ),
+            m("pi-3", "10.0.0.3", MemberState::Failed, &[("role", "web")]),
+        ]
+    }
+
+    #[test]
+    fn filters_by_status_and_tag() {
+        let web = vec![("role".to_string(), "web".to_string())];
+        assert_eq!(filter_members(sample(), None, &web).len(), 2);
+        let f = filter_members(sample(), Some(MemberState::Alive), &web);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].name, "pi-2");
+    }
+
+    #[test]
+    fn table_is_aligned() {
+        let t = members_table(&sample());
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[0].starts_with("pi-1  10.0.0.1:7946  alive   phi=0.50/8 role=lb"),
+            "{t}"
+        );
+        assert!(lines[2].contains("failed"));
+    }
+
+    #[test]
+    fn inventories() {
+        let ini = inventory_ini(&sample());
+        assert!(ini.starts_with("[all]\npi-1 ansible_host=10.0.0.1\npi-2 ansible_host=10.0.0.2\n"));
+        assert!(ini.contains("[role_web]\npi-2\n"), "{ini}");
+        assert!(!ini.contains("pi-3"));
+        let j = inventory_json(&sample());
+        assert_eq!(j["_meta"]["hostvars"]["pi-2"]["ansible_host"], "10.0.0.2");
+        assert_eq!(j["role_lb"]["hosts"][0], "pi-1");
+        assert_eq!(j["all"]["hosts"].as_array().unwrap().len(), 2);
+    }
+}
