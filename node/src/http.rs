@@ -77,15 +77,28 @@ async fn events(
     Json(EventsPage::new(found, next))
 }
 
-fn local_only(peer: SocketAddr) -> Result<(), Response> {
-    if peer.ip().is_loopback() {
-        Ok(())
+/// Whether a peer may call mutating endpoints: loopback only (IPv4-mapped included).
+pub fn may_mutate(peer: SocketAddr) -> bool {
+    match peer.ip() {
+        std::net::IpAddr::V6(v6) => {
+            v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()) || v6.is_loopback()
+        }
+        ip => ip.is_loopback(),
+    }
+}
+
+fn local_only(peer: SocketAddr) -> Option<Response> {
+    if may_mutate(peer) {
+        None
     } else {
-        Err((
-            StatusCode::FORBIDDEN,
-            "mutating calls are only accepted from localhost\n",
+        tracing::warn!(%peer, "refusing a mutating call from a non-local peer");
+        Some(
+            (
+                StatusCode::FORBIDDEN,
+                "mutating calls are only accepted from localhost\n",
+            )
+                .into_response(),
         )
-            .into_response())
     }
 }
 
@@ -94,7 +107,7 @@ async fn join(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<JoinRequest>,
 ) -> Response {
-    if let Err(r) = local_only(peer) {
+    if let Some(r) = local_only(peer) {
         return r;
     }
     let addr = match tokio::net::lookup_host(req.addr.as_str())
@@ -124,7 +137,7 @@ async fn leave(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
 ) -> Response {
-    if let Err(r) = local_only(peer) {
+    if let Some(r) = local_only(peer) {
         return r;
     }
     start_leave(&shared, "API request");
@@ -136,7 +149,7 @@ async fn tags(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<TagsRequest>,
 ) -> Response {
-    if let Err(r) = local_only(peer) {
+    if let Some(r) = local_only(peer) {
         return r;
     }
     let now = shared.now();
@@ -244,4 +257,48 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_may_mutate() {
+        assert!(may_mutate("127.0.0.1:5".parse().unwrap()));
+        assert!(may_mutate("127.3.0.1:5".parse().unwrap()));
+        assert!(may_mutate("[::1]:5".parse().unwrap()));
+        assert!(may_mutate("[::ffff:127.0.0.1]:5".parse().unwrap()));
+        assert!(!may_mutate("192.168.1.5:5".parse().unwrap()));
+        assert!(!may_mutate("[::ffff:10.0.0.1]:5".parse().unwrap()));
+        assert!(!may_mutate("[fe80::1]:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_text() {
+        let m = crate::membership::MemberInfo {
+            name: "b\"x".into(),
+            addr: "10.0.0.2:7946".parse().unwrap(),
+            generation: 1,
+            state: MemberState::Suspect,
+            phi: 9.5,
+            threshold: 8.0,
+            tags: Default::default(),
+            uptime_secs: 0,
+            last_seen_secs: None,
+        };
+        let mut me = m.clone();
+        me.state = MemberState::Alive;
+        let c = crate::membership::Counters {
+            rejected: 7,
+            ..Default::default()
+        };
+        let t = render_metrics(&[me, m], &c);
+        assert!(t.contains("piforge_members{state=\"suspect\"} 1\n"), "{t}");
+        assert!(t.contains("piforge_packets_rejected_total 7\n"));
+        assert!(
+            t.contains("piforge_peer_phi{peer=\"b\\\"x\"} 9.500\n"),
+            "{t}"
+        );
+    }
 }

@@ -280,6 +280,9 @@ struct Peer {
     tags: BTreeMap<String, String>,
     tags_version: u64,
     arrivals: Arrivals,
+    /// A `member-join` waits (until this time at most) for the member's tags, so handlers and
+    /// webhooks see a join with tags rather than a join then an update.
+    join_pending: Option<Duration>,
 }
 
 type Swim = Foca<NodeId, PostcardCodec, StdRng, NoCustomBroadcast>;
@@ -328,6 +331,9 @@ pub struct Membership {
 /// Time between the `Leaving` messages and foca's own leave, so members hear "leaving" before
 /// they hear "down" and report `left`, never `failed`.
 pub const LEAVE_GRACE: Duration = Duration::from_millis(200);
+
+/// Longest a `member-join` event waits for the member's tags.
+pub const JOIN_TAGS_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest pause between two join attempts while alone.
 const MAX_JOIN_BACKOFF: Duration = Duration::from_secs(30);
@@ -487,6 +493,18 @@ impl Membership {
             self.join_backoff = FIRST_JOIN_BACKOFF;
             self.next_join = now + FIRST_JOIN_BACKOFF;
         }
+        let expired: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.join_pending.is_some_and(|t| now >= t))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in expired {
+            if let Some(p) = self.peers.get_mut(&name) {
+                p.join_pending = None;
+            }
+            self.emit(EventKind::MemberJoin, &name, now);
+        }
         self.reap(now);
     }
 
@@ -501,6 +519,9 @@ impl Membership {
         }
         if self.swim.num_members() == 0 && !self.settings.seeds.is_empty() {
             d = d.min(self.next_join);
+        }
+        if let Some(j) = self.peers.values().filter_map(|p| p.join_pending).min() {
+            d = d.min(j);
         }
         if let Some(r) = self.peers.values().filter_map(|p| p.down_since).min() {
             d = d.min(r + self.settings.reap_after);
@@ -736,6 +757,7 @@ impl Membership {
             tags: BTreeMap::new(),
             tags_version: 0,
             arrivals: Arrivals::default(),
+            join_pending: None,
         });
         if id.generation < peer.id.generation {
             return; // an older generation: hidden
@@ -755,7 +777,11 @@ impl Membership {
         peer.left = false;
         peer.down_since = None;
         if !was_up || newer {
-            self.emit(EventKind::MemberJoin, &id.name, now);
+            if peer.tags_version > 0 {
+                self.emit(EventKind::MemberJoin, &id.name, now);
+            } else {
+                peer.join_pending = Some(now + JOIN_TAGS_WAIT);
+            }
         }
         let msg = self.own_state();
         self.send_control(id.addr, &msg);
@@ -768,6 +794,12 @@ impl Membership {
         if peer.id != *id || peer.down_since.is_some() {
             return;
         }
+        if peer.join_pending.take().is_some() {
+            self.emit(EventKind::MemberJoin, &id.name, now);
+        }
+        let Some(peer) = self.peers.get_mut(&id.name) else {
+            return;
+        };
         peer.down_since = Some(now);
         let kind = if peer.left {
             EventKind::MemberLeave
@@ -791,7 +823,10 @@ impl Membership {
                     return;
                 }
                 peer.tags_version = version;
-                if peer.tags != tags {
+                if peer.join_pending.take().is_some() {
+                    peer.tags = tags;
+                    self.emit(EventKind::MemberJoin, &id.name, now);
+                } else if peer.tags != tags {
                     peer.tags = tags;
                     if peer.seen_up && peer.down_since.is_none() && !peer.left {
                         self.emit(EventKind::MemberUpdate, &id.name, now);
@@ -806,8 +841,12 @@ impl Membership {
                     return;
                 }
                 peer.left = true;
+                let pending_join = peer.join_pending.take().is_some();
                 let already_down = peer.down_since.is_some();
                 peer.down_since.get_or_insert(now);
+                if pending_join {
+                    self.emit(EventKind::MemberJoin, &id.name, now);
+                }
                 if !already_down {
                     self.emit(EventKind::MemberLeave, &id.name, now);
                 }

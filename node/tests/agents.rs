@@ -1,0 +1,381 @@
+//! Real agent processes on 127.0.0.1: join, tags at runtime, SIGKILL → failed, restart →
+//! alive with no ghost, SIGTERM → left, wrong key rejected, handlers and webhooks fire once.
+//!
+//! Ports come from the OS (bind :0, read, release); timings are shortened in the config so
+//! the whole file runs in well under a minute.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use piforge_node::api::ApiMember;
+use piforge_node::client;
+use piforge_node::membership::MemberState;
+
+const BIN: &str = env!("CARGO_BIN_EXE_piforge-node");
+const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct Agent {
+    name: String,
+    gossip: SocketAddr,
+    http: String,
+    dir: PathBuf,
+    child: Option<Child>,
+    seeds: Vec<SocketAddr>,
+}
+
+impl Agent {
+    fn config(&self, key: &str, extra: &str) {
+        let text = format!(
+            "schema-version = 1\nname = \"{}\"\nstate-dir = \"{}\"\n\
+             [cluster]\nname = \"test\"\nkey = \"{key}\"\nmdns = false\n\
+             [tags]\nrole = \"r-{}\"\n\
+             [detector]\nprobe-period-ms = 300\nprobe-rtt-ms = 100\nsuspect-to-failed-ms = 1200\n\
+             {extra}",
+            self.name,
+            self.dir.join("state").display(),
+            self.name
+        );
+        std::fs::write(self.dir.join("node.toml"), text).unwrap();
+    }
+
+    fn new(root: &Path, name: &str, seeds: &[&Agent], key: &str, extra: &str) -> Agent {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut a = Agent {
+            name: name.into(),
+            gossip: free_udp(),
+            http: free_tcp().to_string(),
+            dir,
+            child: None,
+            seeds: seeds.iter().map(|s| s.gossip).collect(),
+        };
+        a.config(key, extra);
+        a.start();
+        a
+    }
+
+    fn start(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(self.dir.join("node.toml"))
+            .arg("--bind")
+            .arg(self.gossip.to_string())
+            .arg("--http")
+            .arg(&self.http);
+        for s in &self.seeds {
+            cmd.arg("--seed").arg(s.to_string());
+        }
+        let log = std::fs::File::create(self.dir.join("agent.log")).unwrap();
+        cmd.stdout(Stdio::null()).stderr(log);
+        self.child = Some(cmd.spawn().unwrap());
+        wait_for(&format!("{} HTTP up", self.name), 10, || {
+            client::members(&self.http).is_ok()
+        });
+    }
+
+    fn members(&self) -> Vec<ApiMember> {
+        client::members(&self.http).unwrap_or_default()
+    }
+
+    fn state_of(&self, name: &str) -> Option<MemberState> {
+        self.members()
+            .into_iter()
+            .find(|m| m.name == name)
+            .map(|m| m.state)
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-s", sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{} did not exit",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn all_see(observers: &[&Agent], name: &str, state: MemberState, secs: u64) -> Duration {
+    wait_for(&format!("everyone to see {name} {state:?}"), secs, || {
+        observers.iter().all(|o| o.state_of(name) == Some(state))
+    })
+}
+
+#[test]
+fn cluster_lifecycle_with_real_processes() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::new(root.path(), "a", &[], KEY, "");
+    let b = Agent::new(root.path(), "b", &[&a], KEY, "");
+    let mut c = Agent::new(root.path(), "c", &[&a], KEY, "");
+    let mut d = Agent::new(root.path(), "d", &[&b], KEY, "");
+    let t = all_see(&[&a, &b, &c], "d", MemberState::Alive, 10);
+    eprintln!("join visible everywhere after {t:?}");
+    for o in [&a, &b, &c, &d] {
+        wait_for("full view", 10, || {
+            let ms = o.members();
+            ms.len() == 4 && ms.iter().all(|m| m.state == MemberState::Alive)
+        });
+    }
+    // Static tags from node.toml and runtime tags.
+    assert_eq!(
+        a.members().iter().find(|m| m.name == "c").unwrap().tags["role"],
+        "r-c"
+    );
+    let out = Command::new(BIN)
+        .args(["tags", "--http", &c.http, "set", "svc=web", "tier=1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = wait_for("tag propagation", 5, || {
+        [&a, &b, &d].iter().all(|o| {
+            o.members()
+                .iter()
+                .any(|m| m.name == "c" && m.tags.get("svc").map(String::as_str) == Some("web"))
+        })
+    });
+    eprintln!("tag visible everywhere after {t:?}");
+    let out = Command::new(BIN)
+        .args([
+            "members", "--http", &a.http, "--tag", "svc=web", "--status", "alive",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(table.lines().count(), 1, "{table}");
+    assert!(
+        table.starts_with("c ") && table.contains("svc=web"),
+        "{table}"
+    );
+
+    // SIGKILL → failed everywhere; restart → alive again, one entry, newer generation.
+    let old_gen = a
+        .members()
+        .iter()
+        .find(|m| m.name == "d")
+        .unwrap()
+        .generation;
+    d.signal("KILL");
+    d.wait_exit(5);
+    let t = all_see(&[&a, &b, &c], "d", MemberState::Failed, 15);
+    eprintln!("SIGKILL detected everywhere after {t:?}");
+    d.start();
+    all_see(&[&a, &b, &c], "d", MemberState::Alive, 15);
+    for o in [&a, &b, &c] {
+        let ms = o.members();
+        let ds: Vec<&ApiMember> = ms.iter().filter(|m| m.name == "d").collect();
+        assert_eq!(ds.len(), 1, "ghost of d: {ms:?}");
+        assert!(ds[0].generation > old_gen);
+    }
+
+    // SIGTERM → left (not failed), and the process exits 0.
+    c.signal("TERM");
+    assert!(c.wait_exit(5).success());
+    all_see(&[&a, &b, &d], "c", MemberState::Left, 5);
+    std::thread::sleep(Duration::from_secs(3));
+    for o in [&a, &b, &d] {
+        assert_eq!(
+            o.state_of("c"),
+            Some(MemberState::Left),
+            "c flipped to failed on {}",
+            o.name
+        );
+    }
+
+    // A stranger with the wrong key can neither join nor change anyone's view.
+    let e = Agent::new(root.path(), "e", &[&a], OTHER_KEY, "");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(e.members().len(), 1);
+    for o in [&a, &b, &d] {
+        assert!(o.state_of("e").is_none());
+    }
+    let metrics =
+        client::request(&a.http, "GET", "/metrics", None, Duration::from_secs(5)).unwrap();
+    let metrics = String::from_utf8(metrics.body).unwrap();
+    let rejected: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("piforge_packets_rejected_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rejected > 0, "{metrics}");
+    assert!(
+        metrics.contains("piforge_members{state=\"left\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("piforge_peer_phi{peer=\"b\"}"),
+        "{metrics}"
+    );
+
+    // The dashboard is served.
+    let page = client::request(&a.http, "GET", "/", None, Duration::from_secs(5)).unwrap();
+    assert_eq!(page.status, 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("/api/members"));
+}
+
+/// Collects webhook POST bodies on 127.0.0.1:0.
+fn webhook_sink() -> (SocketAddr, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            g.lock()
+                .unwrap()
+                .push(serde_json::from_slice(&body).unwrap());
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+#[test]
+fn handlers_and_webhooks_fire_once_per_event() {
+    let root = tempfile::tempdir().unwrap();
+    let (hook, got) = webhook_sink();
+    let script = root.path().join("handler.sh");
+    let out = root.path().join("handler.out");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nwhile IFS=\"$(printf '\\t')\" read -r name ip port state tags; do\n\
+             echo \"$PIFORGE_EVENT $PIFORGE_SELF_NAME $name $state $tags\" >> {}\ndone\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let extra = format!(
+        "[[handlers]]\ncommand = \"{}\"\ntimeout-secs = 5\n[[webhooks]]\nurl = \"http://{hook}/hook\"\n",
+        script.display()
+    );
+    let a = Agent::new(root.path(), "a", &[], KEY, &extra);
+    let mut b = Agent::new(root.path(), "b", &[&a], KEY, "");
+    let mut c = Agent::new(root.path(), "c", &[&a], KEY, "");
+    all_see(&[&a, &b], "c", MemberState::Alive, 10);
+    b.signal("KILL");
+    b.wait_exit(5);
+    all_see(&[&a, &c], "b", MemberState::Failed, 15);
+    c.signal("TERM");
+    c.wait_exit(5);
+    all_see(&[&a], "c", MemberState::Left, 5);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let lines = std::fs::read_to_string(&out).unwrap();
+    let count = |ev: &str, who: &str| {
+        lines
+            .lines()
+            .filter(|l| l.starts_with(&format!("{ev} a {who} ")))
+            .count()
+    };
+    assert_eq!(count("member-join", "b"), 1, "{lines}");
+    assert_eq!(count("member-join", "c"), 1, "{lines}");
+    assert_eq!(count("member-failed", "b"), 1, "{lines}");
+    assert_eq!(count("member-leave", "c"), 1, "{lines}");
+    assert_eq!(count("member-failed", "c"), 0, "{lines}");
+    assert!(lines.contains("member-join a b alive role=r-b"), "{lines}");
+
+    let hooks = got.lock().unwrap().clone();
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for h in &hooks {
+        let k = (
+            h["event"].as_str().unwrap().to_string(),
+            h["member"]["name"].as_str().unwrap().to_string(),
+        );
+        *seen.entry(k).or_default() += 1;
+    }
+    for k in [
+        ("member-join", "b"),
+        ("member-join", "c"),
+        ("member-failed", "b"),
+        ("member-leave", "c"),
+    ] {
+        assert_eq!(
+            seen.get(&(k.0.to_string(), k.1.to_string())),
+            Some(&1),
+            "{k:?}: {hooks:?}"
+        );
+    }
+}
