@@ -115,7 +115,13 @@ pub fn plan_user(
         .iter()
         .find(|f| f[2] == "1000" && f[0] != user && existing.is_none());
     let mut a = acc.clone();
-    let (uid, gid, home, old_home, renamed_from): (u32, u32, String, Option<String>, Option<String>);
+    let (uid, gid, home, old_home, renamed_from): (
+        u32,
+        u32,
+        String,
+        Option<String>,
+        Option<String>,
+    );
     if let Some(f) = existing {
         uid = f[2].parse().map_err(|_| malformed("passwd", user))?;
         gid = f[3].parse().map_err(|_| malformed("passwd", user))?;
@@ -179,7 +185,10 @@ pub fn plan_user(
         home = format!("/home/{user}");
         old_home = None;
         renamed_from = None;
-        push_line(&mut a.passwd, &format!("{user}:x:{uid}:{gid}:,,,:{home}:/bin/bash"));
+        push_line(
+            &mut a.passwd,
+            &format!("{user}:x:{uid}:{gid}:,,,:{home}:/bin/bash"),
+        );
         if !a.group.lines().any(|l| fields(l)[0] == user) {
             push_line(&mut a.group, &format!("{user}:x:{gid}:"));
         }
@@ -205,7 +214,10 @@ pub fn plan_user(
         Some(p)
     });
     if !found {
-        push_line(&mut a.shadow, &format!("{user}:{want}:{today}:0:99999:7:::"));
+        push_line(
+            &mut a.shadow,
+            &format!("{user}:{want}:{today}:0:99999:7:::"),
+        );
     }
     // First-user groups (those the image has).
     a.group = edit_lines(&a.group, |mut p| {
@@ -262,7 +274,8 @@ mod tests {
 
     fn stock() -> Accounts {
         Accounts {
-            passwd: "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n".into(),
+            passwd: "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n"
+                .into(),
             shadow: "root:*:19000:0:99999:7:::\npi:*:19000:0:99999:7:::\n".into(),
             group: "root:x:0:\nsudo:x:27:pi\nvideo:x:44:pi\nshadow:x:42:\npi:x:1000:\n".into(),
             gshadow: "root:*::\nsudo:*::pi\nvideo:*::pi\nshadow:*::\npi:!::\n".into(),
@@ -276,9 +289,15 @@ mod tests {
         assert_eq!(p.old_home.as_deref(), Some("/home/pi"));
         assert_eq!((p.uid, p.gid, p.home.as_str()), (1000, 1000, "/home/alice"));
         let a = &p.accounts;
-        assert!(a.passwd.contains("alice:x:1000:1000:,,,:/home/alice:/bin/bash\n"));
+        assert!(
+            a.passwd
+                .contains("alice:x:1000:1000:,,,:/home/alice:/bin/bash\n")
+        );
         assert!(!a.passwd.contains("pi:"));
-        assert!(a.shadow.contains("alice:$y$j9T$salt$hash:20000:0:99999:7:::\n"));
+        assert!(
+            a.shadow
+                .contains("alice:$y$j9T$salt$hash:20000:0:99999:7:::\n")
+        );
         assert!(a.shadow.starts_with("root:*:19000:"), "root stays locked");
         assert!(a.group.contains("sudo:x:27:alice\n") && a.group.contains("alice:x:1000:\n"));
         assert!(a.gshadow.contains("sudo:*::alice\n") && a.gshadow.contains("alice:!::\n"));
@@ -297,10 +316,17 @@ mod tests {
         acc.gshadow = "root:*::\nsudo:*::\n".into();
         let p = plan_user(&acc, "bob", None, 20000).unwrap();
         assert_eq!((p.uid, p.gid), (1000, 1000));
-        assert!(p.accounts.passwd.ends_with("bob:x:1000:1000:,,,:/home/bob:/bin/bash\n"));
+        assert!(
+            p.accounts
+                .passwd
+                .ends_with("bob:x:1000:1000:,,,:/home/bob:/bin/bash\n")
+        );
         assert!(p.accounts.shadow.ends_with("bob:*:20000:0:99999:7:::\n"));
         assert!(p.accounts.group.contains("sudo:x:27:bob\n"));
-        assert_eq!(plan_user(&p.accounts, "bob", None, 1).unwrap().accounts, p.accounts);
+        assert_eq!(
+            plan_user(&p.accounts, "bob", None, 1).unwrap().accounts,
+            p.accounts
+        );
     }
 
     #[test]
@@ -308,7 +334,11 @@ mod tests {
         let p = plan_user(&stock(), "pi", None, 20000).unwrap();
         assert_eq!(p.renamed_from, None);
         assert_eq!(p.accounts.passwd, stock().passwd);
-        assert_eq!(p.accounts.shadow, stock().shadow, "same hash keeps the date");
+        assert_eq!(
+            p.accounts.shadow,
+            stock().shadow,
+            "same hash keeps the date"
+        );
     }
 
     proptest! {

@@ -166,7 +166,11 @@ impl fmt::Display for Action {
         match self {
             Action::Write {
                 loc, mode, owner, ..
-            } => write!(f, "write {loc} mode {mode:04o} owner {}:{}", owner.uid, owner.gid),
+            } => write!(
+                f,
+                "write {loc} mode {mode:04o} owner {}:{}",
+                owner.uid, owner.gid
+            ),
             Action::Copy { from, to, mode, .. } => write!(f, "copy {from} to {to} mode {mode:04o}"),
             Action::Mkdir { loc, mode, .. } => write!(f, "mkdir {loc} mode {mode:04o}"),
             Action::Symlink { loc, target } => write!(f, "link {loc} -> {target}"),
@@ -441,7 +445,8 @@ fn apply_one(a: &Action, dirs: &Dirs, sys: &mut dyn System) -> Result<bool> {
             if sys.hostname().as_deref() == Some(h.as_str()) {
                 return Ok(false);
             }
-            sys.set_hostname(h).context("setting the running hostname")?;
+            sys.set_hostname(h)
+                .context("setting the running hostname")?;
             Ok(true)
         }
     }
@@ -467,7 +472,13 @@ fn ensure_file(
 
 /// Fixes mode and owner of an existing path; returns whether it changed them. The FAT has
 /// neither modes nor owners, so boot paths are left alone.
-fn ensure_meta(p: &Path, mode: u32, owner: Owner, base: Base, sys: &mut dyn System) -> Result<bool> {
+fn ensure_meta(
+    p: &Path,
+    mode: u32,
+    owner: Owner,
+    base: Base,
+    sys: &mut dyn System,
+) -> Result<bool> {
     if base == Base::Boot {
         return Ok(false);
     }
@@ -582,15 +593,27 @@ mod tests {
             loc: Loc::root("etc/x/y"),
             contents: b"hello\n".to_vec(),
             mode: 0o600,
-            owner: Owner { uid: 1000, gid: 1000 },
+            owner: Owner {
+                uid: 1000,
+                gid: 1000,
+            },
             create_only: false,
         }];
         let r = apply(&a, &d, &mut sys, None).unwrap();
         assert_eq!(r.changed.len(), 1);
         let p = d.root.join("etc/x/y");
         assert_eq!(fs::read(&p).unwrap(), b"hello\n");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o600);
-        assert_eq!(sys.owner(&p).unwrap(), Owner { uid: 1000, gid: 1000 });
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(
+            sys.owner(&p).unwrap(),
+            Owner {
+                uid: 1000,
+                gid: 1000
+            }
+        );
         let r = apply(&a, &d, &mut sys, None).unwrap();
         assert!(r.changed.is_empty(), "{r:?}");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();

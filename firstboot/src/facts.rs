@@ -249,7 +249,8 @@ pub fn gather_state(dirs: &Dirs, wanted: &Wanted) -> Result<State> {
         match fs::metadata(&p) {
             Ok(m) if m.is_file() => {
                 let b = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-                st.modes.insert(loc.clone(), m.permissions().mode() & 0o7777);
+                st.modes
+                    .insert(loc.clone(), m.permissions().mode() & 0o7777);
                 st.files.insert(loc.clone(), b);
             }
             _ => {}
@@ -345,13 +346,19 @@ mod tests {
         assert_eq!(parse_dt_serial(b"0000000000000000\0"), None);
         let cpuinfo = "processor\t: 0\nHardware\t: BCM2835\nRevision\t: c03111\n\
                        Serial\t\t: 100000002a3f9a2c\nModel\t\t: Raspberry Pi 4\n";
-        assert_eq!(parse_cpuinfo_serial(cpuinfo), Some("100000002a3f9a2c".into()));
+        assert_eq!(
+            parse_cpuinfo_serial(cpuinfo),
+            Some("100000002a3f9a2c".into())
+        );
         assert_eq!(parse_cpuinfo_serial("Serial : zz\n"), None);
     }
 
     #[test]
     fn macs_and_wired() {
-        assert_eq!(parse_mac("DC:A6:32:01:02:03\n"), Some("dc:a6:32:01:02:03".into()));
+        assert_eq!(
+            parse_mac("DC:A6:32:01:02:03\n"),
+            Some("dc:a6:32:01:02:03".into())
+        );
         assert_eq!(parse_mac("00:00:00:00:00:00"), None);
         let mut m = BTreeMap::new();
         m.insert("wlan0".to_string(), "b".to_string());
@@ -377,7 +384,9 @@ mod tests {
 
     #[test]
     fn passwd_and_group() {
-        let p = parse_passwd("root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\nbad\n");
+        let p = parse_passwd(
+            "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\nbad\n",
+        );
         assert_eq!(p[1], ("pi".into(), 1000, 1000, "/home/pi".into()));
         assert_eq!(p.len(), 2);
         assert_eq!(parse_group("shadow:x:42:\nsudo:x:27:pi\n")["shadow"], 42);

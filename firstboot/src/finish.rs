@@ -31,19 +31,27 @@ pub fn meta_data_with(stock: &str, instance_id: &str, hostname: &str) -> String 
     let mut out = String::new();
     for l in stock.lines() {
         let key = l.split(':').next().unwrap_or("").trim();
-        if matches!(key, "instance-id" | "instance_id" | "local-hostname" | "local_hostname") {
+        if matches!(
+            key,
+            "instance-id" | "instance_id" | "local-hostname" | "local_hostname"
+        ) {
             continue;
         }
         out.push_str(l);
         out.push('\n');
     }
-    out.push_str(&format!("instance-id: {instance_id}\nlocal-hostname: {hostname}\n"));
+    out.push_str(&format!(
+        "instance-id: {instance_id}\nlocal-hostname: {hostname}\n"
+    ));
     out
 }
 
 /// One run's section of `firstboot.log`.
 pub fn log_section(headline: &str, lines: &[String]) -> String {
-    let mut s = format!("== piforge-firstboot {}: {headline}\n", env!("CARGO_PKG_VERSION"));
+    let mut s = format!(
+        "== piforge-firstboot {}: {headline}\n",
+        env!("CARGO_PKG_VERSION")
+    );
     for l in lines {
         s.push_str("  ");
         s.push_str(&l.replace('\n', " "));

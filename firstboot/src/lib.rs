@@ -153,8 +153,7 @@ fn append_log(dirs: &Dirs, sys: &mut dyn System, headline: &str, lines: &[String
     let p = dirs.boot.join(FIRSTBOOT_LOG_PATH);
     let mut text = fs::read_to_string(&p).unwrap_or_default();
     text.push_str(&finish::log_section(headline, lines));
-    if let Err(e) = apply::write_atomic(&p, text.as_bytes(), 0o644, Owner::ROOT, Base::Boot, sys)
-    {
+    if let Err(e) = apply::write_atomic(&p, text.as_bytes(), 0o644, Owner::ROOT, Base::Boot, sys) {
         warn!(error = %format!("{e:#}"), "cannot write firstboot.log on the boot partition");
     }
 }
@@ -189,9 +188,7 @@ fn read_card(dirs: &Dirs) -> std::result::Result<Card, String> {
     let p = dirs.boot.join(CARD_PATH);
     match fs::read_to_string(&p) {
         Ok(t) => Card::parse(&t).map_err(|e| format!("{} refused: {e}", p.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(format!("no card at {}", p.display()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(format!("no card at {}", p.display())),
         Err(e) => Err(format!("reading {}: {e}", p.display())),
     }
 }
@@ -260,7 +257,12 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         Err(e) => {
             // Log first, so a failing log write cannot hide the real error.
             error!("{e:#}");
-            append_log(&dirs, sys, "failed; will retry on next boot", &[format!("{e:#}")]);
+            append_log(
+                &dirs,
+                sys,
+                "failed; will retry on next boot",
+                &[format!("{e:#}")],
+            );
             return Err(e);
         }
     };
@@ -311,7 +313,12 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
     if dirs.boot.join("piforge").is_dir() {
-        append_log(&dirs, sys, "re-identified (card copied to another Pi)", &lines);
+        append_log(
+            &dirs,
+            sys,
+            "re-identified (card copied to another Pi)",
+            &lines,
+        );
     }
     sys.sync().context("syncing file systems")?;
     Ok(Outcome::Reidentify {

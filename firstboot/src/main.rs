@@ -31,7 +31,9 @@ fn main() {
         cli::Request::Reidentify(r) => run_reidentify(&r, &mut sys),
     };
     match result {
-        Ok(Outcome::Configured { hostname, changed, .. }) => {
+        Ok(Outcome::Configured {
+            hostname, changed, ..
+        }) => {
             println!("configured {hostname}: {} changes", changed.len());
         }
         Ok(Outcome::NoCard { reason, .. }) => println!("card not applied: {reason}"),

@@ -174,7 +174,10 @@ pub fn dhcpcd_block(client_ids: &[(String, String)], st: Option<&StaticIp>) -> S
                 s.push_str(&format!("static routers={g}\n"));
             }
             if !st.dns.is_empty() {
-                s.push_str(&format!("static domain_name_servers={}\n", st.dns.join(" ")));
+                s.push_str(&format!(
+                    "static domain_name_servers={}\n",
+                    st.dns.join(" ")
+                ));
             }
         }
     }
@@ -244,7 +247,11 @@ pub fn dhcpcd_retarget(text: &str, client_id_for: impl Fn(&str) -> String) -> St
 
 /// `wpa_supplicant.conf` for dhcpcd or networkd (holds the PSK: mode 0600).
 pub fn wpa_supplicant_conf(w: &Wifi) -> String {
-    let ssid = if w.ssid.bytes().all(|c| (0x20..0x7f).contains(&c) && c != b'"') {
+    let ssid = if w
+        .ssid
+        .bytes()
+        .all(|c| (0x20..0x7f).contains(&c) && c != b'"')
+    {
         format!("\"{}\"", w.ssid)
     } else {
         hex::encode(w.ssid.as_bytes())
@@ -291,7 +298,9 @@ pub fn networkd_network(iface: &str, st: Option<&StaticIp>, link_local: bool) ->
 /// `/etc/modprobe.d` line setting the Wi-Fi regulatory domain when cfg80211 loads (works on
 /// every release without touching `cmdline.txt`).
 pub fn regdom_modprobe(country: &str) -> String {
-    format!("# Written by piforge-firstboot: Wi-Fi regulatory country.\noptions cfg80211 ieee80211_regdom={country}\n")
+    format!(
+        "# Written by piforge-firstboot: Wi-Fi regulatory country.\noptions cfg80211 ieee80211_regdom={country}\n"
+    )
 }
 
 #[cfg(test)]
@@ -338,7 +347,9 @@ mod tests {
             dns: vec!["1.1.1.1".into(), "9.9.9.9".into()],
         };
         let k = nm_ethernet("eth0", "h", "ff", Some(&st), false);
-        assert!(k.contains("method=manual\naddress1=192.168.1.50/24,192.168.1.1\ndns=1.1.1.1;9.9.9.9;\n"));
+        assert!(k.contains(
+            "method=manual\naddress1=192.168.1.50/24,192.168.1.1\ndns=1.1.1.1;9.9.9.9;\n"
+        ));
         let b = dhcpcd_block(&[("eth0".into(), "ff:01".into())], Some(&st));
         assert!(b.contains("static ip_address=192.168.1.50/24\nstatic routers=192.168.1.1\n"));
         let n = networkd_network("eth0", Some(&st), false);
@@ -354,7 +365,10 @@ mod tests {
         assert!(odd.contains("ssid=97;59;98;\n"), "{odd}");
         let w = wpa_supplicant_conf(&wifi("lab", &"ab".repeat(32)));
         assert!(w.contains("country=DE\n") && w.contains("\tssid=\"lab\"\n"));
-        assert!(w.contains(&format!("\tpsk={}\n", "ab".repeat(32))), "raw PSK unquoted");
+        assert!(
+            w.contains(&format!("\tpsk={}\n", "ab".repeat(32))),
+            "raw PSK unquoted"
+        );
         assert!(w.contains("scan_ssid=1"));
         assert!(wpa_supplicant_conf(&wifi("a\"b", "12345678")).contains("ssid=612262\n"));
     }

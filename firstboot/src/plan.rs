@@ -205,7 +205,12 @@ fn identity_actions(
     let id = identity::identity(policy, facts, cur.seed, cur.cloned);
     // Keep the keys on disk when they are the ones this seed made (a re-run); else derive.
     let same_seed = cur.record.as_ref().and_then(|r| r.seed_bytes()) == Some(cur.seed);
-    let existing: Option<Vec<(String, String, String)>> = HOST_KEY_KINDS
+    let kinds: &[&str] = if knobs.rsa_bits == 0 {
+        &HOST_KEY_KINDS[..2]
+    } else {
+        &HOST_KEY_KINDS
+    };
+    let existing: Option<Vec<(String, String, String)>> = kinds
         .iter()
         .map(|k| {
             let private = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key")))?;
@@ -222,7 +227,7 @@ fn identity_actions(
             }) && ex.iter().all(|(p, _, fp)| identity::private_matches(p, fp)) =>
         {
             ex.into_iter()
-                .zip(HOST_KEY_KINDS)
+                .zip(kinds.iter().copied())
                 .map(|((private, public, fingerprint), kind)| identity::HostKey {
                     kind,
                     private,
@@ -249,12 +254,24 @@ fn identity_actions(
     };
     out.push(mkdir("var/lib/piforge", 0o755));
     out.push(write(r(IDENTITY_PATH), record.render(), 0o600));
-    out.push(write(r("etc/machine-id"), format!("{}\n", id.machine_id), 0o444));
-    out.push(write(r("etc/hostname"), format!("{}\n", id.hostname), 0o644));
+    out.push(write(
+        r("etc/machine-id"),
+        format!("{}\n", id.machine_id),
+        0o444,
+    ));
+    out.push(write(
+        r("etc/hostname"),
+        format!("{}\n", id.hostname),
+        0o644,
+    ));
     let hosts = state.text(&r("etc/hosts")).unwrap_or_else(|| {
         "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n".into()
     });
-    out.push(write(r("etc/hosts"), identity::hosts_with(&hosts, &id.hostname), 0o644));
+    out.push(write(
+        r("etc/hosts"),
+        identity::hosts_with(&hosts, &id.hostname),
+        0o644,
+    ));
     out.push(mkdir("etc/ssh", 0o755));
     for k in &keys {
         let p = format!("etc/ssh/ssh_host_{}_key", k.kind);
@@ -320,7 +337,9 @@ fn access_actions(
     });
     out.push(Action::Mkdir {
         loc: r(&home),
-        mode: if u.old_home.is_some() { 0o755 } else { 0o700 },
+        // Private, as Debian 12's adduser makes homes; the same on a re-run, where a rename
+        // is no longer visible.
+        mode: 0o700,
         owner,
     });
     for (rel, mode) in state.tree(&r("etc/skel")) {
@@ -452,7 +471,11 @@ fn locale_actions(card: &Card, state: &State, out: &mut Vec<Action>) {
         ));
     }
     if let Some(loc) = &l.locale {
-        out.push(write(r("etc/default/locale"), format!("LANG={loc}\n"), 0o644));
+        out.push(write(
+            r("etc/default/locale"),
+            format!("LANG={loc}\n"),
+            0o644,
+        ));
         if let Some(g) = state.text(&r("etc/locale.gen")) {
             out.push(write(r("etc/locale.gen"), locale_gen_with(&g, loc), 0o644));
         }
@@ -598,7 +621,9 @@ fn overlay_actions(
             // Already applied and cleaned up by an interrupted earlier run? Then the files
             // are in place; otherwise the card is inconsistent.
             if state.has(&r(DONE_MARKER)) || !payload.is_empty() {
-                notes.push(format!("overlay {name}: no overlay.toml on the card, skipped"));
+                notes.push(format!(
+                    "overlay {name}: no overlay.toml on the card, skipped"
+                ));
                 continue;
             }
             return Err(err("overlay.toml is missing on the card".into()));
@@ -608,6 +633,9 @@ fn overlay_actions(
         let tmpl_prefix = "overlays/".to_string() + name + "/templates/";
         let mut shipped_units = vec![];
         for (rel, _) in payload {
+            if rel == &files_prefix || rel == &tmpl_prefix {
+                continue;
+            }
             if let Some(f) = rel.strip_prefix(&files_prefix) {
                 if let Some(d) = f.strip_suffix('/') {
                     out.push(mkdir(d, 0o755));
@@ -712,7 +740,11 @@ fn install_actions(
         // The card's own tags win over an overlay's.
         node.tags.entry(k).or_insert(v);
     }
-    out.push(write(r(piforge_config::NODE_CONFIG_PATH), node.render(), 0o600));
+    out.push(write(
+        r(piforge_config::NODE_CONFIG_PATH),
+        node.render(),
+        0o600,
+    ));
     let unit = |name: &str, text: String, out: &mut Vec<Action>| {
         let path = format!("/{}/{name}", units::UNIT_DIR);
         out.push(write(r(&path), text.clone(), 0o644));
@@ -721,7 +753,11 @@ fn install_actions(
             out.push(link(&l, &target));
         }
     };
-    unit("piforge-reidentify.service", units::reidentify_service(), out);
+    unit(
+        "piforge-reidentify.service",
+        units::reidentify_service(),
+        out,
+    );
     unit("piforge-node.service", units::node_service(), out);
     if !ov.packages.is_empty() {
         let list: String = ov.packages.iter().map(|p| format!("{p}\n")).collect();
@@ -802,7 +838,11 @@ pub fn plan_firstboot(
     let ov = overlay_actions(card, state, &mut out, &mut notes)?;
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
-    out.push(write(r(DONE_MARKER), "piforge-firstboot completed\n", 0o644));
+    out.push(write(
+        r(DONE_MARKER),
+        "piforge-firstboot completed\n",
+        0o644,
+    ));
     out.extend(cleanup_actions(state, true));
     Ok(Plan {
         actions: out,
@@ -861,7 +901,11 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         match NodeConfig::parse(&t) {
             Ok(mut n) => {
                 n.name = id.hostname.clone();
-                out.push(write(r(piforge_config::NODE_CONFIG_PATH), n.render(), 0o600));
+                out.push(write(
+                    r(piforge_config::NODE_CONFIG_PATH),
+                    n.render(),
+                    0o600,
+                ));
             }
             Err(e) => notes.push(format!("node.toml not updated: {e}")),
         }
@@ -878,17 +922,15 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         }
     }
     if let Some(t) = state.text(&r("etc/dhcpcd.conf")) {
-        let text = network::dhcpcd_retarget(&t, |iface| {
-            identity::dhcp_client_id(&id.machine_id, iface)
-        });
+        let text =
+            network::dhcpcd_retarget(&t, |iface| identity::dhcp_client_id(&id.machine_id, iface));
         out.push(write(r("etc/dhcpcd.conf"), text, 0o644));
     }
     // Per-machine state a clone must not share: NetworkManager's secret key (stable IPv6
     // addresses), DHCP leases and DUIDs, the node agent's state.
     for dir in ["var/lib/NetworkManager", "var/lib/dhcpcd"] {
         for (rel, _) in state.tree(&r(dir)) {
-            if rel == "secret_key" || rel == "duid" || rel == "secret" || rel.ends_with(".lease")
-            {
+            if rel == "secret_key" || rel == "duid" || rel == "secret" || rel.ends_with(".lease") {
                 out.push(Action::Remove {
                     loc: r(&format!("{dir}/{rel}")),
                 });
@@ -951,9 +993,15 @@ mod tests {
         st.files.insert(b("cmdline.txt"), line.into_bytes());
         let p = plan_without_card(&st);
         assert_eq!(p.actions.len(), 1);
-        assert!(matches!(&p.actions[0], Action::Write { contents, .. } if contents == b"console=tty1 rootwait\n"));
+        assert!(
+            matches!(&p.actions[0], Action::Write { contents, .. } if contents == b"console=tty1 rootwait\n")
+        );
         st.files.insert(r(DONE_MARKER), b"x".to_vec());
         let p = plan_without_card(&st);
-        assert!(p.actions.iter().any(|a| matches!(a, Action::Remove { loc } if loc.rel == "piforge/card.toml")));
+        assert!(
+            p.actions
+                .iter()
+                .any(|a| matches!(a, Action::Remove { loc } if loc.rel == "piforge/card.toml"))
+        );
     }
 }

@@ -131,7 +131,10 @@ pub fn wanted_by(unit_text: &str) -> Vec<String> {
 /// The enable symlink for `unit` (installed at `unit_path`) wanted by `target`:
 /// (link path relative to the root, link target).
 pub fn enable_link(unit: &str, unit_path: &str, target: &str) -> (String, String) {
-    (format!("{UNIT_DIR}/{target}.wants/{unit}"), unit_path.to_string())
+    (
+        format!("{UNIT_DIR}/{target}.wants/{unit}"),
+        unit_path.to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +180,12 @@ mod tests {
         let u = "[Unit]\nWantedBy=nope\n[Install]\nWantedBy=a.target b.target\n";
         assert_eq!(wanted_by(u), ["a.target", "b.target"]);
         assert_eq!(
-            enable_link("x.service", "/etc/systemd/system/x.service", "multi-user.target").0,
+            enable_link(
+                "x.service",
+                "/etc/systemd/system/x.service",
+                "multi-user.target"
+            )
+            .0,
             "etc/systemd/system/multi-user.target.wants/x.service"
         );
     }
