@@ -140,12 +140,12 @@ impl Entry {
                 self.sha256
             ));
         }
-        if let Some(x) = &self.extracted_sha256 {
-            if normalize_sha256(x).as_deref() != Some(x.as_str()) {
-                return Err(format!(
-                    "extracted-sha256 {x:?} is not 64 lowercase hex digits"
-                ));
-            }
+        if let Some(x) = &self.extracted_sha256
+            && normalize_sha256(x).as_deref() != Some(x.as_str())
+        {
+            return Err(format!(
+                "extracted-sha256 {x:?} is not 64 lowercase hex digits"
+            ));
         }
         if !self.url.starts_with("https://") {
             return Err(format!("url {:?} must be https", self.url));

@@ -189,14 +189,14 @@ pub fn decompress_to_checked(
     let part = part_path(dest);
     let result = decompress_part(src, &part, progress).and_then(|mut stats| {
         stats.elapsed = start.elapsed();
-        if let Some(expected) = expected_sha256 {
-            if !stats.sha256.eq_ignore_ascii_case(expected) {
-                return Err(DecompressError::ExtractedMismatch {
-                    path: src.to_owned(),
-                    expected: expected.to_ascii_lowercase(),
-                    actual: stats.sha256.clone(),
-                });
-            }
+        if let Some(expected) = expected_sha256
+            && !stats.sha256.eq_ignore_ascii_case(expected)
+        {
+            return Err(DecompressError::ExtractedMismatch {
+                path: src.to_owned(),
+                expected: expected.to_ascii_lowercase(),
+                actual: stats.sha256.clone(),
+            });
         }
         fs::rename(&part, dest).map_err(io_err("renaming the extracted image to", dest))?;
         Ok(stats)
@@ -216,10 +216,10 @@ pub fn decompress_to_checked(
         Err(e) => {
             // Log the real error first: a failing cleanup must not hide it.
             warn!(src = %src.display(), error = %e, "extraction failed, removing the partial output");
-            if let Err(rm) = fs::remove_file(&part) {
-                if rm.kind() != io::ErrorKind::NotFound {
-                    warn!(part = %part.display(), error = %rm, "could not remove the partial output");
-                }
+            if let Err(rm) = fs::remove_file(&part)
+                && rm.kind() != io::ErrorKind::NotFound
+            {
+                warn!(part = %part.display(), error = %rm, "could not remove the partial output");
             }
             Err(e)
         }

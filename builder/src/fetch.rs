@@ -260,19 +260,19 @@ pub fn download(
         }
         Err(Failed(e)) => return Err(e),
     };
-    if let Some(expected) = expected_sha256 {
-        if !actual.eq_ignore_ascii_case(expected) {
-            // Log first so a failing cleanup cannot hide the real problem.
-            warn!(url, expected, actual = %actual, "checksum mismatch, deleting the download");
-            if let Err(e) = fs::remove_file(&part) {
-                warn!(part = %part.display(), error = %e, "could not delete the bad download");
-            }
-            return Err(FetchError::ChecksumMismatch {
-                url: url.to_owned(),
-                expected: expected.to_ascii_lowercase(),
-                actual,
-            });
+    if let Some(expected) = expected_sha256
+        && !actual.eq_ignore_ascii_case(expected)
+    {
+        // Log first so a failing cleanup cannot hide the real problem.
+        warn!(url, expected, actual = %actual, "checksum mismatch, deleting the download");
+        if let Err(e) = fs::remove_file(&part) {
+            warn!(part = %part.display(), error = %e, "could not delete the bad download");
         }
+        return Err(FetchError::ChecksumMismatch {
+            url: url.to_owned(),
+            expected: expected.to_ascii_lowercase(),
+            actual,
+        });
     }
     fs::rename(&part, dest).map_err(io_err("renaming the download to", dest))?;
     debug!(url, dest = %dest.display(), sha256 = %actual, "download complete");
@@ -416,18 +416,18 @@ fn download_part(url: &str, part: &Path, progress: bool) -> Result<String, PartE
             source,
         }));
     }
-    if let Some(total) = total {
-        if got != total {
-            return Err(Failed(FetchError::Interrupted {
-                url: url.to_owned(),
-                part: part.to_owned(),
-                got,
-                source: io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("expected {total} bytes"),
-                ),
-            }));
-        }
+    if let Some(total) = total
+        && got != total
+    {
+        return Err(Failed(FetchError::Interrupted {
+            url: url.to_owned(),
+            part: part.to_owned(),
+            got,
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("expected {total} bytes"),
+            ),
+        }));
     }
     Ok(actual)
 }

@@ -197,10 +197,10 @@ fn handle(conn: TcpStream, shared: &Shared) -> std::io::Result<()> {
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
-        if let Some((name, value)) = h.split_once(':') {
-            if name.trim().eq_ignore_ascii_case("range") {
-                range = Some(value.trim().to_owned());
-            }
+        if let Some((name, value)) = h.split_once(':')
+            && name.trim().eq_ignore_ascii_case("range")
+        {
+            range = Some(value.trim().to_owned());
         }
     }
     shared.log.lock().expect("request log lock").push(Request {
