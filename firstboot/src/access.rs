@@ -177,10 +177,16 @@ pub fn plan_user(
             .collect();
         let free = |used: &BTreeSet<u32>| (1000..60000).find(|i| !used.contains(i));
         uid = free(&used_uids).ok_or(AccessError::NoFreeId)?;
-        gid = if used_gids.contains(&uid) {
-            free(&used_gids).ok_or(AccessError::NoFreeId)?
-        } else {
-            uid
+        // A group of the user's name may exist already (a run resumed after a power cut
+        // wrote /etc/group but not yet /etc/passwd): reuse it.
+        let own_group = acc.group.lines().find_map(|l| {
+            let f = fields(l);
+            (f.len() >= 3 && f[0] == user).then(|| f[2].parse::<u32>().ok())?
+        });
+        gid = match own_group {
+            Some(g) => g,
+            None if used_gids.contains(&uid) => free(&used_gids).ok_or(AccessError::NoFreeId)?,
+            None => uid,
         };
         home = format!("/home/{user}");
         old_home = None;
@@ -339,6 +345,33 @@ mod tests {
             stock().shadow,
             "same hash keeps the date"
         );
+    }
+
+    #[test]
+    fn resumes_after_any_prefix_of_the_write_order() {
+        let mut none = stock();
+        none.passwd = "root:x:0:0:root:/root:/bin/bash\n".into();
+        none.group = "root:x:0:\nsudo:x:27:\n".into();
+        for start in [stock(), none] {
+            let done = plan_user(&start, "alice", Some("$6$a$b"), 7)
+                .unwrap()
+                .accounts;
+            // The plan writes shadow, gshadow, group, then passwd.
+            for k in 0..4 {
+                let mut mid = start.clone();
+                if k > 0 {
+                    mid.shadow = done.shadow.clone();
+                }
+                if k > 1 {
+                    mid.gshadow = done.gshadow.clone();
+                }
+                if k > 2 {
+                    mid.group = done.group.clone();
+                }
+                let again = plan_user(&mid, "alice", Some("$6$a$b"), 7).unwrap();
+                assert_eq!(again.accounts, done, "cut after {k} files");
+            }
+        }
     }
 
     proptest! {

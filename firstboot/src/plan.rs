@@ -319,8 +319,8 @@ fn access_actions(
         uid: u.uid,
         gid: u.gid,
     };
-    out.push(write(r("etc/passwd"), u.accounts.passwd.clone(), 0o644));
-    out.push(write(r("etc/group"), u.accounts.group.clone(), 0o644));
+    // /etc/passwd last: until it names the user, a resumed run redoes the rename or creation,
+    // and the edits of the other three converge on what is already there.
     out.push(Action::Write {
         loc: r("etc/shadow"),
         contents: u.accounts.shadow.into_bytes(),
@@ -335,6 +335,8 @@ fn access_actions(
         owner: shadow_owner,
         create_only: false,
     });
+    out.push(write(r("etc/group"), u.accounts.group.clone(), 0o644));
+    out.push(write(r("etc/passwd"), u.accounts.passwd.clone(), 0o644));
     out.push(Action::Mkdir {
         loc: r(&home),
         // Private, as Debian 12's adduser makes homes; the same on a re-run, where a rename
@@ -620,7 +622,7 @@ fn overlay_actions(
         let Some(text) = state.text(&b(&format!("{dir}/overlay.toml"))) else {
             // Already applied and cleaned up by an interrupted earlier run? Then the files
             // are in place; otherwise the card is inconsistent.
-            if state.has(&r(DONE_MARKER)) || !payload.is_empty() {
+            if state.has(&r(DONE_MARKER)) {
                 notes.push(format!(
                     "overlay {name}: no overlay.toml on the card, skipped"
                 ));

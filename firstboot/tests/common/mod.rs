@@ -54,6 +54,21 @@ pub struct Fake {
     pub stock_cmdline: String,
 }
 
+/// A temporary directory, on tmpfs when there is one: firstboot fsyncs every file it writes,
+/// which on a disk-backed /tmp makes the power-cut test (~150 runs) crawl.
+pub fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(t) = tempfile::Builder::new()
+            .prefix("piforge-fb-")
+            .tempdir_in(shm)
+        {
+            return t;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     for e in fs::read_dir(from).unwrap() {
@@ -107,7 +122,7 @@ pub fn static_card() -> Card {
 impl Fake {
     /// A fresh root of `rel` with a uid-1000 `pi` user (or none) and hardware `serial`.
     pub fn new(rel: Rel, with_pi: bool, serial: &str) -> Fake {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempdir();
         let root = tmp.path().join("root");
         copy_tree(&Path::new(FIX).join(rel.name()).join("rootfs"), &root);
         let boot = root.join(rel.mount().trim_start_matches('/'));
@@ -315,7 +330,7 @@ impl Fake {
 
     /// A copy of the whole tree (a card copied with `dd` to another SD card).
     pub fn clone_to_new_dir(&self) -> Fake {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempdir();
         let root = tmp.path().join("root");
         let st = std::process::Command::new("cp")
             .arg("-a")

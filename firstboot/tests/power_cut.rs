@@ -1,0 +1,59 @@
+//! Power-cut safety: stop first boot after each action k, boot again (a new run, with other
+//! randomness), and the end state (every file, mode, link and recorded owner) equals an
+//! uninterrupted run — with the identity of the interrupted run once its record was written.
+
+mod common;
+
+use common::*;
+use piforge_firstboot::apply::RecordingSystem;
+use piforge_firstboot::{Outcome, TestHooks, run_firstboot};
+
+fn quick(entropy: u8, step_limit: Option<usize>) -> TestHooks {
+    TestHooks {
+        entropy: Some([entropy; 32]),
+        step_limit,
+        // RSA generation would dominate ~150 runs; the identity logic is the same without it.
+        rsa_bits: Some(0),
+    }
+}
+
+fn reference(rel: Rel, entropy: u8) -> (Snapshot, usize) {
+    let f = Fake::new(rel, true, "10000000aaaaaa01");
+    let mut sys = RecordingSystem::default();
+    let out = run_firstboot(&f.request(quick(entropy, None)), &mut sys).unwrap();
+    let Outcome::Configured { changed, .. } = out else {
+        panic!("{out:?}")
+    };
+    (without_log(snapshot(&f.root, Some(&sys))), changed.len())
+}
+
+fn without_log(mut s: Snapshot) -> Snapshot {
+    s.retain(|k, _| !k.ends_with("firstboot.log"));
+    s
+}
+
+#[test]
+fn interrupted_after_every_step_converges_to_the_same_end_state() {
+    for rel in [Rel::Bookworm, Rel::Bullseye] {
+        let (ref1, n) = reference(rel, 1);
+        let (ref2, _) = reference(rel, 2);
+        assert_ne!(ref1, ref2, "different randomness, different identity");
+        assert!(n > 40, "{n} actions");
+        // One more than the number of changes: the plan also has steps that were no-ops.
+        for k in 0..=n + 8 {
+            let f = Fake::new(rel, true, "10000000aaaaaa01");
+            let mut sys = RecordingSystem::default();
+            let out = run_firstboot(&f.request(quick(1, Some(k))), &mut sys).unwrap();
+            let record_written = f.root.join("var/lib/piforge/identity").exists();
+            // Next boot: a fresh run, with different randomness.
+            run_firstboot(&f.request(quick(2, None)), &mut sys).unwrap();
+            let end = without_log(snapshot(&f.root, Some(&sys)));
+            let want = if record_written { &ref1 } else { &ref2 };
+            assert_eq!(
+                diff(want, &end),
+                Vec::<String>::new(),
+                "{rel:?}: cut after {k} steps ({out:?})"
+            );
+        }
+    }
+}
