@@ -69,6 +69,8 @@ pub struct Shared {
     pub events: broadcast::Sender<(u64, Event)>,
     /// Cluster name.
     pub cluster: String,
+    /// Becomes true once the node has left; sinks say goodbye and stop.
+    pub leaving: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -199,6 +201,7 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         next_seq: Mutex::new(0),
         events,
         cluster: req.cluster.clone(),
+        leaving: tokio::sync::watch::channel(false).0,
     });
 
     let listener = tokio::net::TcpListener::bind(req.http)
@@ -210,9 +213,15 @@ pub async fn run(req: AgentRequest) -> Result<()> {
     tracing::info!(name = %req.name, generation, gossip = %bound, advertise = %advertise,
         http = %http_addr, "agent started");
     tokio::spawn(crate::http::serve(listener, shared.clone()));
-    crate::events::spawn_sinks(&req, &shared);
+    let sinks = crate::events::spawn_sinks(&req, &shared);
 
-    gossip_loop(&sock, &shared).await
+    let result = gossip_loop(&sock, &shared).await;
+    shared.leaving.send_replace(true);
+    // Give sinks that say goodbye (MQTT `left`) a moment, but never hang the exit.
+    for s in sinks {
+        let _ = tokio::time::timeout(Duration::from_secs(3), s).await;
+    }
+    result
 }
 
 async fn gossip_loop(sock: &UdpSocket, shared: &Arc<Shared>) -> Result<()> {

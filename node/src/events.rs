@@ -60,8 +60,10 @@ fn wants(filter: &[String], event: &Event) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == event.kind.as_str())
 }
 
-/// Starts one task per handler and per webhook.
-pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) {
+/// Starts one task per handler and per webhook, and the MQTT task; returns the tasks worth
+/// waiting for at exit (MQTT publishes `left`).
+pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut wait = Vec::new();
     for h in &req.handlers {
         let rx = shared.events.subscribe();
         tokio::spawn(run_handler(h.clone(), rx, shared.clone()));
@@ -70,9 +72,14 @@ pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) {
         let rx = shared.events.subscribe();
         tokio::spawn(run_webhook(w.clone(), rx));
     }
-    if req.mqtt.is_some() {
-        tracing::warn!("mqtt is configured but this build does not publish to MQTT yet");
+    if let Some(m) = &req.mqtt {
+        wait.extend(crate::mqtt::spawn(
+            m.clone(),
+            req.name.clone(),
+            shared.clone(),
+        ));
     }
+    wait
 }
 
 async fn next(rx: &mut broadcast::Receiver<(u64, Event)>, sink: &str) -> Option<(u64, Event)> {

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod events;
 pub mod http;
 pub mod membership;
+pub mod mqtt;
 pub mod report;
 pub mod seal;
 pub mod sim;

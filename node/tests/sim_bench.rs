@@ -1,0 +1,74 @@
+//! In-process benchmark on the simulated transport (seeded, deterministic): join convergence,
+//! failure detection, and false `failed` events at 10 % loss, for 10 and 100 nodes.
+//! Slow at 100 nodes, so ignored by default; run with
+//! `cargo test -p piforge-node --release --test sim_bench -- --ignored --nocapture`.
+
+use std::time::{Duration, Instant};
+
+use piforge_node::membership::{EventKind, MemberState};
+use piforge_node::sim::{Sim, Step, steps::*};
+
+fn name(i: usize) -> String {
+    format!("n{i:03}")
+}
+
+fn bench(n: usize, loss: f64, quiet_minutes: u64) -> (Duration, Duration, usize, f64) {
+    let mut sim = Sim::new(42 + n as u64);
+    sim.template = |s| s.cluster_size_hint = 100;
+    let mut s = vec![Step::SetLoss(loss), add(&name(0), &[])];
+    for i in 1..n {
+        let (prev, first) = (name(i - 1), name(0));
+        s.push(add(&name(i), &[prev.as_str(), first.as_str()]));
+    }
+    sim.run(&s).expect("nodes start");
+    // Join convergence: time until every node sees every node alive.
+    let start = sim.now();
+    for i in 0..n {
+        sim.run(&[await_state(&name(i), MemberState::Alive, 120)])
+            .expect("converges");
+    }
+    let joined = sim.now() - start;
+    // Quiet period under loss: count false failures.
+    let t0 = sim.now();
+    sim.run(&[Step::Advance(Duration::from_secs(60 * quiet_minutes))])
+        .unwrap();
+    let false_failed = sim
+        .log
+        .iter()
+        .filter(|(t, _, e)| *t >= t0 && e.kind == EventKind::MemberFailed)
+        .count();
+    let bytes: u64 = (0..n)
+        .filter_map(|i| sim.counters(&name(i)))
+        .map(|c| c.bytes_out)
+        .sum();
+    let per_node_bps = bytes as f64 / n as f64 / sim.now().as_secs_f64();
+    // Failure detection.
+    let victim = name(n / 2);
+    let t1 = sim.now();
+    sim.run(&[
+        Step::Kill(victim.clone()),
+        await_state(&victim, MemberState::Failed, 120),
+    ])
+    .expect("detects");
+    (joined, sim.now() - t1, false_failed, per_node_bps)
+}
+
+#[test]
+#[ignore = "slow: 100 simulated nodes for minutes of simulated time; run by hand or by the bench script"]
+fn sim_benchmark_table() {
+    println!(
+        "| nodes | loss | join converged | kill detected everywhere | false failed (10 min) | bytes/s/node | wall |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (n, loss) in [(10, 0.0), (10, 0.1), (100, 0.0), (100, 0.1)] {
+        let wall = Instant::now();
+        let (j, d, f, bps) = bench(n, loss, 10);
+        println!(
+            "| {n} | {:.0} % | {:.1} s | {:.1} s | {f} | {bps:.0} | {:.1} s |",
+            loss * 100.0,
+            j.as_secs_f64(),
+            d.as_secs_f64(),
+            wall.elapsed().as_secs_f64()
+        );
+    }
+}
