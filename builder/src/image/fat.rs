@@ -17,6 +17,12 @@
 //!   later `fatfs` path might allocate, without relying on `fatfs` internals such as its
 //!   allocation hint. Cost: one read of each newly allocated cluster, and a write of zeros where
 //!   the free space held old data. Test: `tests/image.rs` `fatfs_root_growth_*`.
+//! - **Misplaced `.`/`..` in new directories.** `fatfs` 0.3.6 `create_dir` writes a long-name
+//!   entry in front of `.` and of `..` (so slots 0 and 1 are not `.` and `..`, which `fsck.fat`
+//!   rejects) and gives a top-level directory a `..` pointing at the root cluster instead of 0.
+//!   [`BootFs::write`] rewrites the new directory's first cluster right after creating it (it
+//!   learns the cluster from the allocation log of [`ZeroOnAllocWriter`]), and only if it looks
+//!   exactly like that. Test: `tests/image.rs` `fatfs_create_dir_*`.
 //! - **Reproducible timestamps.** Every entry created or modified gets [`FAT_TIMESTAMP`]
 //!   (1980-01-01 00:00:00, the FAT epoch, as reproducible zip tools use), and access dates are
 //!   not updated.
@@ -170,7 +176,12 @@ pub struct ZeroOnAllocWriter<W> {
     pos: u64,
     /// Clusters zeroed since they were last seen free (so FAT mirrors don't zero twice).
     zeroed: HashSet<u32>,
+    /// Every cluster allocated, in order, for whoever holds a clone ([`Self::alloc_log`]).
+    log: AllocLog,
 }
+
+/// The clusters a [`ZeroOnAllocWriter`] saw allocated, oldest first; shared with its owner.
+pub type AllocLog = Rc<RefCell<Vec<u32>>>;
 
 /// FAT32 entries use the low 28 bits.
 const FAT32_MASK: u32 = 0x0FFF_FFFF;
@@ -184,7 +195,14 @@ impl<W: Read + Write + Seek> ZeroOnAllocWriter<W> {
             geo,
             pos,
             zeroed: HashSet::new(),
+            log: AllocLog::default(),
         })
+    }
+
+    /// A handle on the log of allocated clusters (FAT32 only); clear it before an operation and
+    /// read it after to learn which clusters the operation allocated.
+    pub fn alloc_log(&self) -> AllocLog {
+        Rc::clone(&self.log)
     }
 
     /// Gives the inner stream back.
@@ -275,6 +293,7 @@ impl<W: Read + Write + Seek> Write for ZeroOnAllocWriter<W> {
                 if v & FAT32_MASK == 0 {
                     self.zeroed.remove(&cluster);
                 } else if o & FAT32_MASK == 0 && valid && self.zeroed.insert(cluster) {
+                    self.log.borrow_mut().push(cluster);
                     self.zero_cluster(cluster)?;
                 }
             }
@@ -331,6 +350,9 @@ pub struct BootFs<T: Read + Write + Seek> {
     file: Rc<RefCell<T>>,
     geo: FatGeometry,
     number: u32,
+    /// Partition byte range, for the raw directory fix-ups.
+    range: (u64, u64),
+    log: AllocLog,
 }
 
 impl<T: Read + Write + Seek> std::fmt::Debug for BootFs<T> {
@@ -366,6 +388,7 @@ impl<T: Read + Write + Seek> BootFs<T> {
             .map_err(|e| not_fat(e.to_string()))?;
         let volume =
             ZeroOnAllocWriter::new(window, geo.clone()).map_err(|e| not_fat(e.to_string()))?;
+        let log = volume.alloc_log();
         let options = FsOptions::new()
             .time_provider(&FIXED_TIME)
             .update_accessed_date(false);
@@ -376,6 +399,8 @@ impl<T: Read + Write + Seek> BootFs<T> {
             file,
             geo,
             number: part.number,
+            range: (part.start, part.len),
+            log,
         })
     }
 
@@ -484,10 +509,17 @@ impl<T: Read + Write + Seek> BootFs<T> {
 
     fn write_unchecked(&self, p: &str, dirs: &[&str], bytes: &[u8]) -> Result<(), ImageError> {
         let mut dir = self.fs.root_dir();
-        for d in dirs {
+        for (i, d) in dirs.iter().enumerate() {
+            let existed = dir.open_dir(d).is_ok();
+            self.log.borrow_mut().clear();
             dir = dir
                 .create_dir(d)
                 .map_err(|e| fat_err("creating directory", d, e))?;
+            let first = self.log.borrow().first().copied();
+            if let (false, Some(cluster)) = (existed, first) {
+                self.fix_dot_entries(cluster, i == 0)
+                    .map_err(|e| fat_err("fixing the . and .. entries of", d, e))?;
+            }
         }
         let name = p.rsplit('/').next().unwrap_or(p);
         let mut f = dir
@@ -496,6 +528,48 @@ impl<T: Read + Write + Seek> BootFs<T> {
         f.truncate().map_err(|e| fat_err("truncating", p, e))?;
         f.write_all(bytes).map_err(|e| fat_err("writing", p, e))?;
         f.flush().map_err(|e| fat_err("writing", p, e))?;
+        Ok(())
+    }
+
+    /// Repairs a directory `fatfs` 0.3.6 just created in `cluster`: it writes a long-name entry
+    /// before `.` and before `..`, so `.`/`..` are not in slots 0/1 where FAT requires them, and
+    /// it points `..` of a top-level directory at the FAT32 root cluster instead of 0. The new
+    /// cluster is rewritten as `.`, `..`, end of directory. Anything else is left alone.
+    fn fix_dot_entries(&self, cluster: u32, parent_is_root: bool) -> io::Result<()> {
+        const LFN: u8 = 0x0F;
+        let mut w =
+            PartitionWindow::new(Shared(Rc::clone(&self.file)), self.range.0, self.range.1)?;
+        let off = self.geo.cluster_offset(u64::from(cluster));
+        let mut slots = [0u8; 128];
+        w.seek(SeekFrom::Start(off))?;
+        w.read_exact(&mut slots)?;
+        let (dot, dotdot) = if slots[11] == LFN
+            && slots[32..43] == *b".          "
+            && slots[64 + 11] == LFN
+            && slots[96..107] == *b"..         "
+        {
+            (&slots[32..64], &slots[96..128])
+        } else if slots[..11] == *b".          " && slots[32..43] == *b"..         " {
+            (&slots[..32], &slots[32..64])
+        } else {
+            warn!(
+                cluster,
+                "new directory does not look as expected; leaving it alone"
+            );
+            return Ok(());
+        };
+        let mut fixed = [0u8; 128];
+        fixed[..32].copy_from_slice(dot);
+        fixed[32..64].copy_from_slice(dotdot);
+        if parent_is_root {
+            fixed[32 + 20..32 + 22].fill(0);
+            fixed[32 + 26..32 + 28].fill(0);
+        }
+        if fixed != slots {
+            debug!(cluster, "rewriting . and .. of a new directory");
+            w.seek(SeekFrom::Start(off))?;
+            w.write_all(&fixed)?;
+        }
         Ok(())
     }
 
