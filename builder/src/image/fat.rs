@@ -43,6 +43,7 @@ use std::rc::Rc;
 use fatfs::{Date, DateTime, FileSystem, FsOptions, Time, TimeProvider};
 use tracing::{debug, warn};
 
+use super::blockcache::BlockCache;
 use super::window::PartitionWindow;
 use super::{FsKind, ImageError, Partition};
 
@@ -319,15 +320,15 @@ impl<W: Read + Write + Seek> Seek for ZeroOnAllocWriter<W> {
 /// A handle on the image file that [`BootFs`] can hand to `fatfs` and still take back after
 /// unmounting (`fatfs` 0.3.6 has no `into_inner`).
 #[derive(Debug)]
-struct Shared<T>(Rc<RefCell<T>>);
+struct Shared<T>(Rc<RefCell<BlockCache<T>>>);
 
-impl<T: Read> Read for Shared<T> {
+impl<T: Read + Write + Seek> Read for Shared<T> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.borrow_mut().read(buf)
     }
 }
 
-impl<T: Write> Write for Shared<T> {
+impl<T: Read + Write + Seek> Write for Shared<T> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.borrow_mut().write(buf)
     }
@@ -336,7 +337,7 @@ impl<T: Write> Write for Shared<T> {
     }
 }
 
-impl<T: Seek> Seek for Shared<T> {
+impl<T: Read + Write + Seek> Seek for Shared<T> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         self.0.borrow_mut().seek(to)
     }
@@ -347,7 +348,7 @@ type Volume<T> = ZeroOnAllocWriter<PartitionWindow<Shared<T>>>;
 /// The FAT boot partition of an image, open read-write through a partition window.
 pub struct BootFs<T: Read + Write + Seek> {
     fs: FileSystem<Volume<T>>,
-    file: Rc<RefCell<T>>,
+    file: Rc<RefCell<BlockCache<T>>>,
     geo: FatGeometry,
     number: u32,
     /// Partition byte range, for the raw directory fix-ups.
@@ -371,7 +372,7 @@ impl<T: Read + Write + Seek> BootFs<T> {
             number: part.number,
             reason,
         };
-        let file = Rc::new(RefCell::new(inner));
+        let file = Rc::new(RefCell::new(BlockCache::new(inner)));
         let mut window = PartitionWindow::new(Shared(Rc::clone(&file)), part.start, part.len)
             .map_err(|e| not_fat(e.to_string()))?;
         let mut boot = vec![0u8; 512];
@@ -641,7 +642,7 @@ impl<T: Read + Write + Seek> BootFs<T> {
                 io::Error::other("the image file is still shared"),
             )
         })?;
-        let mut inner = cell.into_inner();
+        let mut inner = cell.into_inner().into_inner();
         inner
             .flush()
             .map_err(|e| ImageError::io("flushing the image file", e))?;

@@ -10,6 +10,7 @@
 //! an extended partition is listed with [`FsKind::Unknown`] and its contents are not followed),
 //! GPT on 4096-byte sectors, and writing partition tables (the builder keeps the table as it is).
 
+pub mod blockcache;
 pub mod ext4;
 pub mod fat;
 pub mod window;

@@ -708,11 +708,12 @@ pub fn extract_range(path: &Path, start: u64, len: u64) -> NamedTempFile {
     let out = NamedTempFile::new().unwrap();
     let mut dst = out.as_file();
     let mut buf = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
         let n = left.min(buf.len() as u64) as usize;
         src.read_exact(&mut buf[..n]).unwrap();
-        if buf[..n].iter().all(|&b| b == 0) {
+        if buf[..n] == zeros[..n] {
             dst.seek(SeekFrom::Current(n as i64)).unwrap();
         } else {
             dst.write_all(&buf[..n]).unwrap();
