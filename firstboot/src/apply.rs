@@ -552,10 +552,10 @@ fn tmp_path(p: &Path) -> PathBuf {
 }
 
 fn create_parent(p: &Path) -> Result<()> {
-    if let Some(dir) = p.parent() {
-        if !dir.is_dir() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
+    if let Some(dir) = p.parent()
+        && !dir.is_dir()
+    {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())
 }
@@ -563,10 +563,10 @@ fn create_parent(p: &Path) -> Result<()> {
 /// fsyncs the directory holding `p`, so a rename or removal survives a power cut. Best effort:
 /// some file systems refuse to open directories for sync.
 fn sync_dir(p: &Path) {
-    if let Some(dir) = p.parent() {
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+    if let Some(dir) = p.parent()
+        && let Ok(d) = fs::File::open(dir)
+    {
+        let _ = d.sync_all();
     }
 }
 

@@ -110,12 +110,11 @@ pub fn resolve_boot(root: &Path, explicit: Option<&Path>, exe: Option<&Path>) ->
             return Ok(p);
         }
     }
-    if let Some(dir) = exe.and_then(Path::parent) {
-        if dir.file_name().is_some_and(|n| n == "piforge") {
-            if let Some(boot) = dir.parent() {
-                return Ok(boot.to_path_buf());
-            }
-        }
+    if let Some(dir) = exe.and_then(Path::parent)
+        && dir.file_name().is_some_and(|n| n == "piforge")
+        && let Some(boot) = dir.parent()
+    {
+        return Ok(boot.to_path_buf());
     }
     anyhow::bail!(
         "cannot find the boot partition: no vfat /boot mount in {} and the program is not in a \
@@ -158,8 +157,11 @@ fn append_log(dirs: &Dirs, sys: &mut dyn System, headline: &str, lines: &[String
     }
 }
 
+/// Top-level root directories the plans write into.
+const WRITTEN_TOP_DIRS: [&str; 4] = ["etc", "var", "usr", "home"];
+
 /// Fails early, before any change, when the root cannot be written (mounted read-only).
-fn check_writable(root: &Path, top_dirs: &[String]) -> Result<()> {
+fn check_writable(root: &Path, top_dirs: &[&str]) -> Result<()> {
     for d in top_dirs {
         let dir = root.join(d);
         if !dir.is_dir() {
@@ -233,6 +235,12 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
             });
         }
     };
+    // Before planning (which generates keys for seconds): a read-only root fails at once.
+    if let Err(e) = check_writable(&dirs.root, &WRITTEN_TOP_DIRS) {
+        error!("{e:#}");
+        append_log(&dirs, sys, "failed", &[format!("{e:#}")]);
+        return Err(e);
+    }
     let state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
     let k = knobs(&req.hooks)?;
     let p: Plan = match plan::plan_firstboot(&card, &facts, &state, &k) {
@@ -240,17 +248,12 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         Err(e) => {
             let msg = format!("planning first boot: {e}");
             error!("{msg}");
-            append_log(&dirs, sys, "failed", &[msg.clone()]);
+            append_log(&dirs, sys, "failed", std::slice::from_ref(&msg));
             anyhow::bail!(msg);
         }
     };
     for n in &p.notes {
         info!("{n}");
-    }
-    if let Err(e) = check_writable(&dirs.root, &plan::root_dirs_written(&p.actions)) {
-        error!("{e:#}");
-        append_log(&dirs, sys, "failed", &[format!("{e:#}")]);
-        return Err(e);
     }
     let applied = match apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit) {
         Ok(a) => a,
@@ -308,7 +311,7 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
             changed: vec![],
         });
     }
-    check_writable(&dirs.root, &plan::root_dirs_written(&p.actions))?;
+    check_writable(&dirs.root, &WRITTEN_TOP_DIRS)?;
     let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());

@@ -14,7 +14,7 @@ use piforge_config::card::Card;
 use piforge_config::{NodeConfig, OverlayManifest, cmdline};
 
 use crate::access::{self, Accounts};
-use crate::apply::{Action, Base, Loc, Owner};
+use crate::apply::{Action, Loc, Owner};
 use crate::facts::{Facts, NetStack, State, Wanted};
 use crate::finish;
 use crate::identity::{self, IDENTITY_PATH, Identity, IdentityRecord, NamePolicy};
@@ -956,22 +956,6 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         hostname: Some(id.hostname),
         notes,
     })
-}
-
-/// Only the root paths this plan writes (for a read-only check before anything changes).
-pub fn root_dirs_written(actions: &[Action]) -> Vec<String> {
-    let mut dirs: Vec<String> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Write { loc, .. } | Action::Mkdir { loc, .. } if loc.base == Base::Root => {
-                Some(loc.rel.split('/').next().unwrap_or("").to_string())
-            }
-            _ => None,
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs
 }
 
 #[cfg(test)]

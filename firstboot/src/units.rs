@@ -116,10 +116,8 @@ pub fn wanted_by(unit_text: &str) -> Vec<String> {
             in_install = t == "[Install]";
             continue;
         }
-        if in_install {
-            if let Some(v) = t.strip_prefix("WantedBy=") {
-                out.extend(v.split_whitespace().map(String::from));
-            }
+        if in_install && let Some(v) = t.strip_prefix("WantedBy=") {
+            out.extend(v.split_whitespace().map(String::from));
         }
     }
     if out.is_empty() {

@@ -58,13 +58,12 @@ pub struct Fake {
 /// which on a disk-backed /tmp makes the power-cut test (~150 runs) crawl.
 pub fn tempdir() -> tempfile::TempDir {
     let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        if let Ok(t) = tempfile::Builder::new()
+    if shm.is_dir()
+        && let Ok(t) = tempfile::Builder::new()
             .prefix("piforge-fb-")
             .tempdir_in(shm)
-        {
-            return t;
-        }
+    {
+        return t;
     }
     tempfile::tempdir().unwrap()
 }
@@ -127,11 +126,11 @@ impl Fake {
         copy_tree(&Path::new(FIX).join(rel.name()).join("rootfs"), &root);
         let boot = root.join(rel.mount().trim_start_matches('/'));
         copy_tree(&Path::new(FIX).join(rel.name()).join("bootfs"), &boot);
-        for f in ["etc/fstab"] {
-            let p = root.join(f);
-            let t = fs::read_to_string(&p).unwrap().replace("DISKID", DISKID);
-            fs::write(p, t).unwrap();
-        }
+        let fstab = root.join("etc/fstab");
+        let t = fs::read_to_string(&fstab)
+            .unwrap()
+            .replace("DISKID", DISKID);
+        fs::write(fstab, t).unwrap();
         let stock_cmdline = fs::read_to_string(boot.join("cmdline.txt"))
             .unwrap()
             .replace("DISKID", DISKID);
