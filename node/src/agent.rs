@@ -214,9 +214,23 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         http = %http_addr, "agent started");
     tokio::spawn(crate::http::serve(listener, shared.clone()));
     let sinks = crate::events::spawn_sinks(&req, &shared);
+    let mdns = if req.mdns {
+        match crate::mdns::start(&req.name, advertise, shared.clone()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "mDNS discovery is off");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let result = gossip_loop(&sock, &shared).await;
     shared.leaving.send_replace(true);
+    if let Some(d) = mdns {
+        let _ = d.shutdown();
+    }
     // Give sinks that say goodbye (MQTT `left`) a moment, but never hang the exit.
     for s in sinks {
         let _ = tokio::time::timeout(Duration::from_secs(3), s).await;

@@ -13,6 +13,7 @@ pub mod client;
 pub mod dashboard;
 pub mod events;
 pub mod http;
+pub mod mdns;
 pub mod membership;
 pub mod mqtt;
 pub mod report;
