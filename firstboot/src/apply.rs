@@ -527,8 +527,25 @@ pub fn write_atomic(
         if fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
             anyhow::bail!("{} is a directory", p.display());
         }
-        fs::rename(&tmp, p).with_context(|| format!("renaming over {}", p.display()))?;
-        Ok(())
+        match fs::rename(&tmp, p) {
+            // A file bind-mounted over (systemd's transient /etc/machine-id before it is
+            // committed, or a container's /etc/hostname) cannot be replaced, only rewritten.
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                tracing::warn!(path = %p.display(), "busy (a mount point?): rewriting in place");
+                let _ = fs::remove_file(&tmp);
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(p)
+                    .with_context(|| format!("opening {}", p.display()))?;
+                f.write_all(contents)
+                    .with_context(|| format!("writing {}", p.display()))?;
+                f.sync_all()
+                    .with_context(|| format!("syncing {}", p.display()))?;
+                Ok(())
+            }
+            r => r.with_context(|| format!("renaming over {}", p.display())),
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

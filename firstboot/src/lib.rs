@@ -329,3 +329,40 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
         changed: applied.changed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_dir_from_flag_fstab_or_executable() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        let exe = t.path().join("card/piforge/firstboot");
+        assert_eq!(
+            resolve_boot(&root, Some(Path::new("/x")), None).unwrap(),
+            Path::new("/x")
+        );
+        assert_eq!(
+            resolve_boot(&root, None, Some(&exe)).unwrap(),
+            t.path().join("card"),
+            "no fstab: next to the executable's piforge/"
+        );
+        fs::write(
+            root.join("etc/fstab"),
+            "PARTUUID=0a1b2c3d-01  /boot/firmware  vfat    defaults          0       2\n",
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("boot/firmware")).unwrap();
+        assert_eq!(
+            resolve_boot(&root, None, Some(&exe)).unwrap(),
+            root.join("boot/firmware")
+        );
+        let e = resolve_boot(&root, None, Some(Path::new("/usr/bin/x")));
+        assert!(e.is_ok(), "fstab wins over the executable");
+        fs::remove_dir_all(root.join("boot")).unwrap();
+        let e = resolve_boot(&root, None, Some(Path::new("/usr/bin/x"))).unwrap_err();
+        assert!(e.to_string().contains("--boot"), "{e}");
+    }
+}

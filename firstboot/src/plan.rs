@@ -65,6 +65,10 @@ pub struct Knobs {
     pub rsa_bits: usize,
 }
 
+/// The node agent's state directory: the unit's `StateDirectory=piforge-node` (the only place
+/// `ProtectSystem=strict` lets it write), and never firstboot's own `/var/lib/piforge`.
+pub const NODE_STATE_DIR: &str = "/var/lib/piforge-node";
+
 /// Marker written once every root change is done.
 pub const DONE_MARKER: &str = "var/lib/piforge/firstboot.done";
 
@@ -738,6 +742,7 @@ fn install_actions(
     }
     out.push(mkdir("etc/piforge", 0o755));
     let mut node = NodeConfig::from_card(card, &id.hostname);
+    node.state_dir = NODE_STATE_DIR.to_string();
     for (k, v) in ov.tags {
         // The card's own tags win over an overlay's.
         node.tags.entry(k).or_insert(v);
@@ -899,10 +904,16 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
     let mut out = vec![];
     let id = identity_actions(&policy, facts, state, &cur, knobs, &mut out)?;
     notes.push(format!("new hostname {}", id.hostname));
+    let mut node_state = NODE_STATE_DIR.trim_start_matches('/').to_string();
     if let Some(t) = state.text(&r(piforge_config::NODE_CONFIG_PATH)) {
         match NodeConfig::parse(&t) {
             Ok(mut n) => {
                 n.name = id.hostname.clone();
+                let dir = n.state_dir.trim_matches('/');
+                // Never our own identity directory, whatever node.toml says.
+                if !dir.is_empty() && !dir.contains("..") && dir != "var/lib/piforge" {
+                    node_state = dir.to_string();
+                }
                 out.push(write(
                     r(piforge_config::NODE_CONFIG_PATH),
                     n.render(),
@@ -939,8 +950,9 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             }
         }
     }
+    // The agent's own state (its generation counter) belongs to the twin.
     out.push(Action::Remove {
-        loc: r("var/lib/piforge-node"),
+        loc: r(&node_state),
     });
     if state.has(&b("meta-data")) {
         let stock = state.text(&b("meta-data")).unwrap_or_default();

@@ -32,7 +32,7 @@ After=network-online.target piforge-reidentify.service\n\
 \n\
 [Service]\n\
 Type=simple\n\
-ExecStart={NODE_BIN} run --config /etc/piforge/node.toml\n\
+ExecStart={NODE_BIN} agent --config /etc/piforge/node.toml\n\
 Restart=always\n\
 RestartSec=2\n\
 # SIGTERM makes the agent announce a graceful leave before it exits.\n\

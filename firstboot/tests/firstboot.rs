@@ -141,6 +141,10 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     assert_eq!(f.mode("etc/piforge/node.toml"), 0o600);
     assert_eq!(owner(&sys, &f, "etc/piforge/node.toml"), Some(Owner::ROOT));
     assert_eq!(node.name, "pi-3f9a2c");
+    assert_eq!(
+        node.state_dir, "/var/lib/piforge-node",
+        "the unit's StateDirectory"
+    );
     assert_eq!(node.cluster.key.as_bytes(), &KEY);
     assert_eq!(node.tags["role"], "web", "overlay tag merged");
     assert_eq!(node.tags["rack"], "a", "the card's tag wins");
@@ -333,4 +337,32 @@ fn static_address_and_networkd() {
             .join("etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service")
             .is_symlink()
     );
+}
+
+#[test]
+fn coexists_with_bookworm_stock_firstboot_that_edited_cmdline_txt() {
+    // Bookworm's init=/usr/lib/raspberrypi-sys-mods/firstboot runs on the very first boot,
+    // before systemd: it removes its init= and may rewrite the PARTUUIDs. Then we run.
+    let f = Fake::new(Rel::Bookworm, true, "10000000c0ffee42");
+    let with_ours = fs::read_to_string(f.boot.join("cmdline.txt")).unwrap();
+    let after_stock = with_ours
+        .replace(" init=/usr/lib/raspberrypi-sys-mods/firstboot", "")
+        .replace(DISKID, "deadbeef");
+    fs::write(f.boot.join("cmdline.txt"), &after_stock).unwrap();
+    let mut sys = RecordingSystem::default();
+    run_firstboot(&f.request(hooks(8)), &mut sys).unwrap();
+    let want = f
+        .stock_cmdline
+        .replace(" init=/usr/lib/raspberrypi-sys-mods/firstboot", "")
+        .replace(DISKID, "deadbeef");
+    assert_eq!(
+        fs::read_to_string(f.boot.join("cmdline.txt")).unwrap(),
+        want
+    );
+    // Trixie keeps its `resize` argument untouched.
+    let t = Fake::new(Rel::Trixie, true, "10000000c0ffee42");
+    run_firstboot(&t.request(hooks(8)), &mut sys).unwrap();
+    let line = fs::read_to_string(t.boot.join("cmdline.txt")).unwrap();
+    assert!(line.ends_with(" rootwait resize\n"), "{line}");
+    assert_eq!(line, t.stock_cmdline);
 }
