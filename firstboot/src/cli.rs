@@ -13,7 +13,7 @@ pub struct Cli {
     /// Root file system to configure.
     #[arg(long, value_name = "DIR", default_value = "/", global = true)]
     pub root: PathBuf,
-    /// Boot partition [default: the vfat /boot mount in <root>/etc/fstab]
+    /// Boot partition [default: vfat /boot* mount in <root>/etc/fstab]
     #[arg(long, value_name = "DIR", global = true)]
     pub boot: Option<PathBuf>,
     /// Log more (-v debug, -vv trace); RUST_LOG overrides.
