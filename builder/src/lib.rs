@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod blockmap;
+pub mod bmap;
 pub mod cache;
 pub mod catalog;
 pub mod decompress;
