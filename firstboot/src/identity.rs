@@ -97,15 +97,15 @@ impl IdentityRecord {
     }
 
     /// True when the record belongs to the hardware described by `facts`: same serial, or
-    /// (without a serial) the same wired MAC; with neither, a clone cannot be told apart.
+    /// (when either side lacks a serial) the same wired MAC. When nothing can be compared the
+    /// answer is yes: an unreadable serial must not churn a node's identity on every boot.
     pub fn matches_hardware(&self, facts: &Facts) -> bool {
         match (&self.serial, &facts.serial) {
             (Some(a), Some(b)) => a == b,
-            (None, None) => match (&self.mac, &facts.wired_mac) {
+            _ => match (&self.mac, &facts.wired_mac) {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             },
-            _ => false,
         }
     }
 }
@@ -459,6 +459,13 @@ mod tests {
         assert!(IdentityRecord::parse("generation = 1").is_err());
         assert!(r.matches_hardware(&facts(Some("abc123"), None)));
         assert!(!r.matches_hardware(&facts(Some("abc124"), None)));
-        assert!(!r.matches_hardware(&facts(None, Some("x"))));
+        assert!(
+            r.matches_hardware(&facts(None, Some("x"))),
+            "no serial read: keep"
+        );
+        let mut with_mac = r.clone();
+        with_mac.mac = Some("dc:a6:32:01:02:03".into());
+        assert!(!with_mac.matches_hardware(&facts(None, Some("dc:a6:32:09:09:09"))));
+        assert!(with_mac.matches_hardware(&facts(None, Some("dc:a6:32:01:02:03"))));
     }
 }

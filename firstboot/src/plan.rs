@@ -282,6 +282,11 @@ fn identity_actions(
         out.push(write(r(&p), k.private.clone(), 0o600));
         out.push(write(r(&format!("{p}.pub")), k.public.clone(), 0o644));
     }
+    // Raspberry Pi OS's own one-shot would delete these keys on the next multi-user boot and
+    // make others (the record would then lie); the keys are fresh, so it is not needed.
+    out.push(Action::Remove {
+        loc: r("etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service"),
+    });
     Ok(id)
 }
 

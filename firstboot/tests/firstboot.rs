@@ -105,6 +105,12 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
             .join("etc/systemd/system/getty.target.wants/getty@tty1.service")
             .is_symlink()
     );
+    assert!(
+        !f.root
+            .join("etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service")
+            .is_symlink(),
+        "the stock key regeneration would replace our keys"
+    );
     // Locale.
     assert_eq!(f.read("etc/timezone"), "Europe/Berlin\n");
     assert_eq!(f.link("etc/localtime"), "/usr/share/zoneinfo/Europe/Berlin");

@@ -214,6 +214,13 @@ impl Fake {
                 &root.join("lib/systemd/system/userconfig.service"),
                 "[Unit]\n",
             );
+            let wants = root.join("etc/systemd/system/multi-user.target.wants");
+            fs::create_dir_all(&wants).unwrap();
+            std::os::unix::fs::symlink(
+                "/lib/systemd/system/regenerate_ssh_host_keys.service",
+                wants.join("regenerate_ssh_host_keys.service"),
+            )
+            .unwrap();
         }
         put(
             &root.join("var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan"),
