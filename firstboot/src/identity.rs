@@ -439,6 +439,22 @@ mod tests {
         assert!(a[2].public.starts_with("ssh-rsa "));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hosts_edit_converges_and_keeps_other_lines(text in "\\PC{0,300}", h in "[a-z][a-z0-9-]{0,20}") {
+            let once = hosts_with(&text, &h);
+            proptest::prop_assert_eq!(hosts_with(&once, &h), once.clone());
+            let named = once
+                .lines()
+                .filter(|l| l.split_whitespace().next() == Some("127.0.1.1"))
+                .count();
+            proptest::prop_assert_eq!(named, 1);
+            let _ = IdentityRecord::parse(&text);
+            let _ = public_fingerprint(&text);
+            let _ = private_matches(&text, "SHA256:x");
+        }
+    }
+
     #[test]
     fn record_round_trips() {
         let r = IdentityRecord {

@@ -388,6 +388,17 @@ mod tests {
         assert_eq!(dhcpcd_retarget(&once, |_| "ff:02".into()), twice);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn dhcpcd_edit_converges(stock in "\\PC{0,300}") {
+            let b = dhcpcd_block(&[("eth0".into(), "ff:01".into())], None);
+            let once = dhcpcd_conf(&stock, &b);
+            proptest::prop_assert_eq!(dhcpcd_conf(&once, &b), once.clone());
+            proptest::prop_assert_eq!(dhcpcd_retarget(&once, |_| "ff:01".into()), once);
+            let _ = nm_retarget(&stock, "h", "ff");
+        }
+    }
+
     #[test]
     fn uuids_are_stable_and_distinct() {
         assert_eq!(nm_uuid("a"), nm_uuid("a"));
