@@ -68,6 +68,10 @@ pub struct IdentityRecord {
     pub ssh_host_keys: Vec<String>,
     /// The seed everything above derives from (64 hex digits, secret).
     pub seed: String,
+    /// Everything derived from the seed is in place. Written `false` first and `true` last,
+    /// so a re-identification cut short by a power failure is resumed on the next boot.
+    #[serde(default)]
+    pub complete: bool,
 }
 
 impl IdentityRecord {
@@ -470,6 +474,7 @@ mod tests {
             machine_id_sha256: "11".repeat(32),
             ssh_host_keys: vec!["SHA256:x".into()],
             seed: "22".repeat(32),
+            complete: true,
         };
         assert_eq!(IdentityRecord::parse(&r.render()).unwrap(), r);
         assert!(IdentityRecord::parse("generation = 1").is_err());

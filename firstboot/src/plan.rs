@@ -198,15 +198,22 @@ fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>)
 }
 
 /// The identity actions (record first), shared by first boot and re-identification.
+/// Returns the identity and its record (written here with `complete` as given; the caller
+/// writes it again with `complete = true` once everything derived from it is in place).
 fn identity_actions(
     policy: &NamePolicy,
     facts: &Facts,
     state: &State,
     cur: &Current,
     knobs: &Knobs,
+    hostname: Option<&str>,
+    complete: bool,
     out: &mut Vec<Action>,
-) -> Result<Identity, PlanError> {
-    let id = identity::identity(policy, facts, cur.seed, cur.cloned);
+) -> Result<(Identity, IdentityRecord), PlanError> {
+    let mut id = identity::identity(policy, facts, cur.seed, cur.cloned);
+    if let Some(h) = hostname {
+        id.hostname = h.to_string();
+    }
     // Keep the keys on disk when they are the ones this seed made (a re-run); else derive.
     let same_seed = cur.record.as_ref().and_then(|r| r.seed_bytes()) == Some(cur.seed);
     let kinds: &[&str] = if knobs.rsa_bits == 0 {
@@ -255,6 +262,7 @@ fn identity_actions(
         machine_id_sha256: identity::machine_id_hash(&id.machine_id),
         ssh_host_keys: keys.iter().map(|k| k.fingerprint.clone()).collect(),
         seed: hex::encode(cur.seed),
+        complete,
     };
     out.push(mkdir("var/lib/piforge", 0o755));
     out.push(write(r(IDENTITY_PATH), record.render(), 0o600));
@@ -287,7 +295,12 @@ fn identity_actions(
     out.push(Action::Remove {
         loc: r("etc/systemd/system/multi-user.target.wants/regenerate_ssh_host_keys.service"),
     });
-    Ok(id)
+    Ok((id, record))
+}
+
+fn record_complete(mut rec: IdentityRecord) -> Action {
+    rec.complete = true;
+    write(r(IDENTITY_PATH), rec.render(), 0o600)
 }
 
 fn accounts(state: &State) -> Option<Accounts> {
@@ -842,7 +855,10 @@ pub fn plan_firstboot(
         prefix: card.identity.hostname_prefix.clone(),
         keep_on_clone: card.identity.keep_hostname_on_clone,
     };
-    let id = identity_actions(&policy, facts, state, &cur, knobs, &mut out)?;
+    // A complete record of this very identity stays complete (a re-run changes nothing).
+    let already = !cur.cloned && cur.record.as_ref().is_some_and(|r| r.complete);
+    let (id, record) =
+        identity_actions(&policy, facts, state, &cur, knobs, None, already, &mut out)?;
     notes.push(format!("hostname {}", id.hostname));
     access_actions(card, state, knobs, &mut out)?;
     locale_actions(card, state, &mut out);
@@ -850,6 +866,7 @@ pub fn plan_firstboot(
     let ov = overlay_actions(card, state, &mut out, &mut notes)?;
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
+    out.push(record_complete(record));
     out.push(write(
         r(DONE_MARKER),
         "piforge-firstboot completed\n",
@@ -875,10 +892,12 @@ pub fn plan_without_card(state: &State) -> Plan {
     }
 }
 
-/// Re-identification on every boot: a no-op unless the recorded hardware differs from this
-/// one, then a new identity (hostname per the recorded policy, machine-id, SSH host keys, node
-/// id) and everything that carries it: node.toml's name, DHCP client ids, cloud-init's
-/// instance-id, and the per-machine state of DHCP clients and the node agent.
+/// Re-identification on every boot: a no-op while the record is complete and names this
+/// hardware; on other hardware a new identity (hostname per the recorded policy, machine-id, SSH
+/// host keys, node id) and everything that carries it: node.toml's name, DHCP client ids,
+/// cloud-init's instance-id, and the per-machine state of DHCP clients and the node agent.
+/// The record is written first (incomplete) and last (complete), so a boot cut short resumes
+/// the same identity on the next boot.
 pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Plan, PlanError> {
     let mut notes = vec![];
     let cur = current(facts, state, knobs, &mut notes);
@@ -890,43 +909,81 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             notes,
         });
     };
-    if !cur.cloned {
+    if !cur.cloned && rec.complete {
         return Ok(Plan {
             actions: vec![],
             hostname: Some(rec.hostname),
             notes,
         });
     }
-    notes.push(format!(
-        "hardware changed (recorded serial {:?}, this board {:?}): re-identifying",
-        rec.serial, facts.serial
-    ));
+    let mut out = vec![];
+    let mut node_state = NODE_STATE_DIR.trim_start_matches('/').to_string();
+    let node = state
+        .text(&r(piforge_config::NODE_CONFIG_PATH))
+        .map(|t| NodeConfig::parse(&t));
+    if let Some(Ok(n)) = &node {
+        let dir = n.state_dir.trim_matches('/');
+        // Never our own identity directory, whatever node.toml says.
+        if !dir.is_empty() && !dir.contains("..") && dir != "var/lib/piforge" {
+            node_state = dir.to_string();
+        }
+    }
+    let resumed_hostname = if cur.cloned {
+        notes.push(format!(
+            "hardware changed (recorded serial {:?}, this board {:?}): re-identifying",
+            rec.serial, facts.serial
+        ));
+        // Per-machine state a clone must not share: NetworkManager's secret key (stable IPv6
+        // addresses), DHCP leases and DUIDs, the node agent's state (its generation counter).
+        // Before the record, so a cut here is redone.
+        for dir in ["var/lib/NetworkManager", "var/lib/dhcpcd"] {
+            for (rel, _) in state.tree(&r(dir)) {
+                if rel == "secret_key"
+                    || rel == "duid"
+                    || rel == "secret"
+                    || rel.ends_with(".lease")
+                {
+                    out.push(Action::Remove {
+                        loc: r(&format!("{dir}/{rel}")),
+                    });
+                }
+            }
+        }
+        out.push(Action::Remove {
+            loc: r(&node_state),
+        });
+        None
+    } else {
+        notes.push("resuming an interrupted re-identification".into());
+        Some(rec.hostname.clone())
+    };
     let policy = NamePolicy {
         fixed: rec.fixed_hostname.clone(),
         prefix: rec.hostname_prefix.clone(),
         keep_on_clone: rec.keep_hostname_on_clone,
     };
-    let mut out = vec![];
-    let id = identity_actions(&policy, facts, state, &cur, knobs, &mut out)?;
-    notes.push(format!("new hostname {}", id.hostname));
-    let mut node_state = NODE_STATE_DIR.trim_start_matches('/').to_string();
-    if let Some(t) = state.text(&r(piforge_config::NODE_CONFIG_PATH)) {
-        match NodeConfig::parse(&t) {
-            Ok(mut n) => {
-                n.name = id.hostname.clone();
-                let dir = n.state_dir.trim_matches('/');
-                // Never our own identity directory, whatever node.toml says.
-                if !dir.is_empty() && !dir.contains("..") && dir != "var/lib/piforge" {
-                    node_state = dir.to_string();
-                }
-                out.push(write(
-                    r(piforge_config::NODE_CONFIG_PATH),
-                    n.render(),
-                    0o600,
-                ));
-            }
-            Err(e) => notes.push(format!("node.toml not updated: {e}")),
+    let (id, record) = identity_actions(
+        &policy,
+        facts,
+        state,
+        &cur,
+        knobs,
+        resumed_hostname.as_deref(),
+        false,
+        &mut out,
+    )?;
+    notes.push(format!("hostname {}", id.hostname));
+    match node {
+        Some(Ok(mut n)) => {
+            n.name = id.hostname.clone();
+            out.push(write(
+                r(piforge_config::NODE_CONFIG_PATH),
+                n.render(),
+                0o600,
+            ));
         }
+        Some(Err(e)) => notes.push(format!("node.toml not updated: {e}")),
+        None => {}
     }
     for n in NM_FILES {
         if let Some(t) = state.text(&r(&nm_path(n))) {
@@ -944,21 +1001,6 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             network::dhcpcd_retarget(&t, |iface| identity::dhcp_client_id(&id.machine_id, iface));
         out.push(write(r("etc/dhcpcd.conf"), text, 0o644));
     }
-    // Per-machine state a clone must not share: NetworkManager's secret key (stable IPv6
-    // addresses), DHCP leases and DUIDs, the node agent's state.
-    for dir in ["var/lib/NetworkManager", "var/lib/dhcpcd"] {
-        for (rel, _) in state.tree(&r(dir)) {
-            if rel == "secret_key" || rel == "duid" || rel == "secret" || rel.ends_with(".lease") {
-                out.push(Action::Remove {
-                    loc: r(&format!("{dir}/{rel}")),
-                });
-            }
-        }
-    }
-    // The agent's own state (its generation counter) belongs to the twin.
-    out.push(Action::Remove {
-        loc: r(&node_state),
-    });
     if state.has(&b("meta-data")) {
         let stock = state.text(&b("meta-data")).unwrap_or_default();
         out.push(write(
@@ -967,6 +1009,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             0o644,
         ));
     }
+    out.push(record_complete(record));
     out.push(Action::SetHostname(id.hostname.clone()));
     Ok(Plan {
         actions: out,

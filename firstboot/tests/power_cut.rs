@@ -57,3 +57,53 @@ fn interrupted_after_every_step_converges_to_the_same_end_state() {
         }
     }
 }
+
+#[test]
+fn interrupted_re_identification_resumes_on_the_next_boot() {
+    use piforge_firstboot::run_reidentify;
+    let base = Fake::new(Rel::Bookworm, true, "10000000aaaaaa01");
+    let mut sys = RecordingSystem::default();
+    run_firstboot(&base.request(quick(1, None)), &mut sys).unwrap();
+    base.set_serial("10000000bbbbbb02");
+    let reference = |entropy: u8| {
+        let c = base.clone_to_new_dir();
+        let mut sys = RecordingSystem::default();
+        run_reidentify(&c.reidentify_request(quick(entropy, None)), &mut sys).unwrap();
+        let Outcome::Reidentify { changed, .. } =
+            run_reidentify(&c.reidentify_request(quick(9, None)), &mut sys).unwrap()
+        else {
+            panic!()
+        };
+        assert!(changed.is_empty(), "{changed:?}");
+        (without_log(snapshot(&c.root, None)), sys.running_hostname)
+    };
+    let (ref1, host1) = reference(1 + 10);
+    let (ref2, _) = reference(2 + 10);
+    assert_ne!(ref1, ref2);
+    assert_eq!(host1.as_deref(), Some("pi-bbbb02"));
+    for k in 0..40 {
+        let c = base.clone_to_new_dir();
+        let mut sys = RecordingSystem::default();
+        let out = run_reidentify(&c.reidentify_request(quick(11, Some(k))), &mut sys).unwrap();
+        let rec = std::fs::read_to_string(c.root.join("var/lib/piforge/identity")).unwrap();
+        let new_record = rec.contains("10000000bbbbbb02");
+        // Next boot, then one more: converged, and then quiet.
+        run_reidentify(&c.reidentify_request(quick(12, None)), &mut sys).unwrap();
+        let Outcome::Reidentify { changed, .. } =
+            run_reidentify(&c.reidentify_request(quick(13, None)), &mut sys).unwrap()
+        else {
+            panic!()
+        };
+        assert!(
+            changed.is_empty(),
+            "cut after {k}: third boot changed {changed:?}"
+        );
+        let end = without_log(snapshot(&c.root, None));
+        let want = if new_record { &ref1 } else { &ref2 };
+        assert_eq!(
+            diff(want, &end),
+            Vec::<String>::new(),
+            "cut after {k} ({out:?})"
+        );
+    }
+}
