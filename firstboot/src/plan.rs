@@ -163,6 +163,8 @@ struct Current {
     seed: [u8; 32],
     generation: u32,
     cloned: bool,
+    /// Keep this hostname (resuming an interrupted re-identification).
+    hostname: Option<String>,
 }
 
 fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>) -> Current {
@@ -180,18 +182,21 @@ fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>)
             seed: rec.seed_bytes().expect("parse checked the seed"),
             generation: rec.generation,
             cloned: false,
+            hostname: None,
             record,
         },
         Some(rec) => Current {
             seed: knobs.entropy,
             generation: rec.generation + 1,
             cloned: true,
+            hostname: None,
             record,
         },
         None => Current {
             seed: knobs.entropy,
             generation: 1,
             cloned: false,
+            hostname: None,
             record: None,
         },
     }
@@ -206,13 +211,12 @@ fn identity_actions(
     state: &State,
     cur: &Current,
     knobs: &Knobs,
-    hostname: Option<&str>,
     complete: bool,
     out: &mut Vec<Action>,
 ) -> Result<(Identity, IdentityRecord), PlanError> {
     let mut id = identity::identity(policy, facts, cur.seed, cur.cloned);
-    if let Some(h) = hostname {
-        id.hostname = h.to_string();
+    if let Some(h) = &cur.hostname {
+        id.hostname = h.clone();
     }
     // Keep the keys on disk when they are the ones this seed made (a re-run); else derive.
     let same_seed = cur.record.as_ref().and_then(|r| r.seed_bytes()) == Some(cur.seed);
@@ -857,8 +861,7 @@ pub fn plan_firstboot(
     };
     // A complete record of this very identity stays complete (a re-run changes nothing).
     let already = !cur.cloned && cur.record.as_ref().is_some_and(|r| r.complete);
-    let (id, record) =
-        identity_actions(&policy, facts, state, &cur, knobs, None, already, &mut out)?;
+    let (id, record) = identity_actions(&policy, facts, state, &cur, knobs, already, &mut out)?;
     notes.push(format!("hostname {}", id.hostname));
     access_actions(card, state, knobs, &mut out)?;
     locale_actions(card, state, &mut out);
@@ -900,7 +903,7 @@ pub fn plan_without_card(state: &State) -> Plan {
 /// the same identity on the next boot.
 pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Plan, PlanError> {
     let mut notes = vec![];
-    let cur = current(facts, state, knobs, &mut notes);
+    let mut cur = current(facts, state, knobs, &mut notes);
     let Some(rec) = cur.record.clone() else {
         notes.push("no identity record: first boot has not run; nothing to do".into());
         return Ok(Plan {
@@ -928,7 +931,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             node_state = dir.to_string();
         }
     }
-    let resumed_hostname = if cur.cloned {
+    cur.hostname = if cur.cloned {
         notes.push(format!(
             "hardware changed (recorded serial {:?}, this board {:?}): re-identifying",
             rec.serial, facts.serial
@@ -962,16 +965,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         prefix: rec.hostname_prefix.clone(),
         keep_on_clone: rec.keep_hostname_on_clone,
     };
-    let (id, record) = identity_actions(
-        &policy,
-        facts,
-        state,
-        &cur,
-        knobs,
-        resumed_hostname.as_deref(),
-        false,
-        &mut out,
-    )?;
+    let (id, record) = identity_actions(&policy, facts, state, &cur, knobs, false, &mut out)?;
     notes.push(format!("hostname {}", id.hostname));
     match node {
         Some(Ok(mut n)) => {
