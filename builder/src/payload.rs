@@ -785,7 +785,7 @@ mod tests {
             class in 0u8..4, machine: u16, flags: u32, interp: bool,
             cut in 0usize..200, flip in 0usize..200, v: u8,
         ) {
-            let mut b = fake_elf(class.max(1).min(2), machine, flags, interp);
+            let mut b = fake_elf(class.clamp(1, 2), machine, flags, interp);
             if flip < b.len() { b[flip] = v; }
             b.truncate(cut.max(8));
             if class == 0 || class == 3 { b[4] = class; }

@@ -39,8 +39,9 @@ host_triple() { rustc -vV | awk '$1 == "host:" { print $2 }'; }
 sha256_of() { sha256sum "$1" | awk '{ print $1 }'; }
 size_of() { stat -c %s "$1"; }
 
-# Pi targets: short name -> Rust triple, payload dir (Debian arch or our name), qemu-user binary.
-# arm64/armhf are required; armv6hf (Pi Zero/1 on a 32-bit OS) is the best-effort bonus.
+# Pi targets: short name -> Rust triple, payload dir (the Debian arch of the images they are
+# for), qemu-user binary. armv6hf is the armhf payload built for ARMv6 instead of ARMv7, so it
+# also runs on a Pi Zero/1 (Raspberry Pi OS armhf itself is ARMv6); it replaces armhf.
 target_triple() {
     case "$1" in
         arm64 | aarch64) echo aarch64-unknown-linux-musl ;;
@@ -53,7 +54,7 @@ target_dir_name() {
     case "$1" in
         arm64 | aarch64) echo arm64 ;;
         armhf | armv7) echo armhf ;;
-        armv6hf | armv6) echo armv6hf ;;
+        armv6hf | armv6) echo armhf ;;
         *) return 1 ;;
     esac
 }
