@@ -92,7 +92,34 @@ pub enum Command {
         /// Accepted for `ansible-inventory -i` (which passes --list).
         #[arg(long, hide = true)]
         list: bool,
+        /// Accepted for `ansible-inventory -i` (host vars are in _meta).
+        #[arg(long, hide = true)]
+        host: Option<String>,
     },
+    /// Render a template over the members; re-render on change.
+    Render(RenderArgs),
+}
+
+/// `render` flags.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// Agent HTTP API.
+    #[arg(long, env = "PIFORGE_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Handlebars template (variables: members, alive).
+    pub template: PathBuf,
+    /// Output file (replaced atomically, only when it changes).
+    #[arg(long)]
+    pub dest: PathBuf,
+    /// Shell command run after the output changed.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Quiet time after the last membership event before re-rendering, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub debounce_ms: u64,
+    /// Render once and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// `tags` operations.
@@ -350,7 +377,12 @@ pub fn cmd_client(cmd: Command) -> Result<()> {
             ansible: _,
             json,
             list,
+            host,
         } => {
+            if host.is_some() {
+                println!("{{}}");
+                return Ok(());
+            }
             let ms = client::members(&http)?;
             if json || list {
                 println!(
@@ -360,6 +392,17 @@ pub fn cmd_client(cmd: Command) -> Result<()> {
             } else {
                 print!("{}", report::inventory_ini(&ms));
             }
+        }
+        Command::Render(r) => {
+            piforge_node::render::RenderRequest {
+                http: r.http,
+                template: r.template,
+                dest: r.dest,
+                command: r.command,
+                debounce: std::time::Duration::from_millis(r.debounce_ms),
+                once: r.once,
+            }
+            .run()?;
         }
     }
     Ok(())

@@ -238,3 +238,80 @@ fn handlers_and_webhooks_fire_once_per_event() {
         );
     }
 }
+
+#[test]
+fn render_and_inventory_follow_membership() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Agent::new(root.path(), "a", &[], KEY, "");
+    let b = Agent::new(root.path(), "b", &[&a], KEY, "");
+    all_see(&[&a], "b", MemberState::Alive, 10);
+
+    let inv = Command::new(BIN)
+        .args(["inventory", "--ansible", "--http", &a.http])
+        .output()
+        .unwrap();
+    let ini = String::from_utf8(inv.stdout).unwrap();
+    assert!(
+        ini.contains("a ansible_host=127.0.0.1\n") && ini.contains("[role_r_b]\nb\n"),
+        "{ini}"
+    );
+    let inv = Command::new(BIN)
+        .args(["inventory", "--ansible", "--json", "--http", &a.http])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&inv.stdout).unwrap();
+    assert_eq!(j["_meta"]["hostvars"]["b"]["ansible_host"], "127.0.0.1");
+    assert_eq!(j["all"]["hosts"].as_array().unwrap().len(), 2);
+
+    let tpl = root.path().join("backends.hbs");
+    std::fs::write(
+        &tpl,
+        "{{#each alive}}server {{name}} {{ip}}:{{port}}\n{{/each}}",
+    )
+    .unwrap();
+    let dest = root.path().join("backends.cfg");
+    let ran = root.path().join("ran");
+    let render = |once: bool| {
+        let mut c = Command::new(BIN);
+        c.args(["render", "--http", &a.http, "--debounce-ms", "300"])
+            .arg(&tpl)
+            .arg("--dest")
+            .arg(&dest)
+            .arg("--command")
+            .arg(format!("echo x >> {}", ran.display()));
+        if once {
+            c.arg("--once");
+        }
+        c
+    };
+    assert!(render(true).status().unwrap().success());
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(&dest), 2);
+    assert_eq!(lines(&ran), 1);
+    // Unchanged output: no write, no command.
+    assert!(render(true).status().unwrap().success());
+    assert_eq!(lines(&ran), 1);
+
+    let mut watcher = render(false)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let c = Agent::new(root.path(), "c", &[&b], KEY, "");
+    wait_for("re-render with c", 15, || lines(&dest) == 3);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lines(&ran), 2, "command must run once per changed output");
+    assert!(
+        std::fs::read_to_string(&dest)
+            .unwrap()
+            .contains("server c 127.0.0.1:")
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    drop(c);
+}

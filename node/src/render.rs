@@ -1,0 +1,159 @@
+//! `render TEMPLATE --dest FILE [--command CMD]`: a handlebars template over the member list,
+//! re-rendered on membership change (debounced), written atomically only when the output
+//! changed, and followed by CMD only then (e.g. `systemctl reload haproxy`).
+//!
+//! [`render_template`] is pure. [`RenderRequest::run`] is the loop: it long-polls the agent's
+//! `/api/events`, waits until events stop for the debounce time, renders, and compares. It
+//! deliberately never runs CMD for an unchanged output, and never leaves a half-written file.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use handlebars::Handlebars;
+use serde::Serialize;
+
+use crate::api::ApiMember;
+use crate::client;
+use crate::membership::MemberState;
+
+/// The template context.
+#[derive(Debug, Serialize)]
+struct RenderContext<'a> {
+    /// Every listed member.
+    members: &'a [ApiMember],
+    /// Only alive members.
+    alive: Vec<&'a ApiMember>,
+}
+
+/// Renders `template` over `members`. Variables: `members` and `alive` (arrays of API members:
+/// `name`, `ip`, `port`, `addr`, `state`, `tags`, ...). Handlebars' `eq`, `and`, `or`, `not`
+/// helpers are available, e.g. `{{#each alive}}{{#if (eq tags.role "web")}}...{{/if}}{{/each}}`.
+pub fn render_template(template: &str, members: &[ApiMember]) -> Result<String> {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    let mut sorted: Vec<ApiMember> = members.to_vec();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let ctx = RenderContext {
+        alive: sorted
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .collect(),
+        members: &sorted,
+    };
+    hb.render_template(template, &ctx)
+        .context("rendering the template")
+}
+
+/// A checked `render` command.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    /// Agent HTTP API.
+    pub http: String,
+    /// Template file.
+    pub template: PathBuf,
+    /// Output file.
+    pub dest: PathBuf,
+    /// Shell command run after the output changed.
+    pub command: Option<String>,
+    /// Quiet time after the last event before re-rendering.
+    pub debounce: Duration,
+    /// Render once and exit.
+    pub once: bool,
+}
+
+impl RenderRequest {
+    /// Renders once, writes if changed, runs the command if written. Whether it wrote.
+    pub fn render_once(&self) -> Result<bool> {
+        let template = std::fs::read_to_string(&self.template)
+            .with_context(|| format!("reading {}", self.template.display()))?;
+        let members = client::members(&self.http)?;
+        let out = render_template(&template, &members)
+            .with_context(|| format!("rendering {}", self.template.display()))?;
+        if std::fs::read_to_string(&self.dest).ok().as_deref() == Some(out.as_str()) {
+            return Ok(false);
+        }
+        let tmp = self.dest.with_extension("piforge-tmp");
+        std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.dest)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
+        tracing::info!(dest = %self.dest.display(), "rendered");
+        if let Some(cmd) = &self.command {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .status()
+                .with_context(|| format!("running {cmd:?}"))?;
+            if !status.success() {
+                tracing::warn!(command = %cmd, %status, "render command failed");
+            }
+        }
+        Ok(true)
+    }
+
+    /// Renders now, then again after every burst of membership events. Runs until an error
+    /// (or forever); with `once`, returns after the first render.
+    pub fn run(&self) -> Result<()> {
+        let mut after = client::events(&self.http, None, 0)?.next;
+        self.render_once()?;
+        if self.once {
+            return Ok(());
+        }
+        loop {
+            let page = client::events(&self.http, Some(after), 25)?;
+            after = page.next;
+            if page.events.is_empty() {
+                continue;
+            }
+            // Debounce: keep absorbing events until the cluster is quiet.
+            let mut quiet_since = Instant::now();
+            while quiet_since.elapsed() < self.debounce {
+                let left = self.debounce.saturating_sub(quiet_since.elapsed());
+                let p = client::events(&self.http, Some(after), left.as_secs().max(1))?;
+                after = p.next;
+                if !p.events.is_empty() {
+                    quiet_since = Instant::now();
+                }
+            }
+            self.render_once()?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str, ip: &str, state: MemberState, role: &str) -> ApiMember {
+        ApiMember {
+            name: name.into(),
+            addr: format!("{ip}:7946"),
+            ip: ip.into(),
+            port: 7946,
+            generation: 1,
+            state,
+            phi: 0.0,
+            threshold: 8.0,
+            tags: [("role".to_string(), role.to_string())].into(),
+            uptime: 0,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn haproxy_backend_from_alive_web_members() {
+        let tpl = "backend web\n{{#each alive}}{{#if (eq tags.role \"web\")}}  server {{name}} {{ip}}:80 check\n{{/if}}{{/each}}";
+        let ms = vec![
+            m("pi-2", "10.0.0.2", MemberState::Alive, "web"),
+            m("pi-1", "10.0.0.1", MemberState::Alive, "web"),
+            m("pi-3", "10.0.0.3", MemberState::Failed, "web"),
+            m("pi-4", "10.0.0.4", MemberState::Alive, "db"),
+        ];
+        let out = render_template(tpl, &ms).unwrap();
+        assert_eq!(
+            out,
+            "backend web\n  server pi-1 10.0.0.1:80 check\n  server pi-2 10.0.0.2:80 check\n"
+        );
+        assert!(render_template("{{#each}", &ms).is_err());
+    }
+}
