@@ -16,6 +16,7 @@ use common::*;
 
 fn bin() -> PathBuf {
     std::env::var_os("PIFORGE_FIRSTBOOT_BIN")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_piforge-firstboot")))
 }
@@ -57,7 +58,13 @@ fn version() {
 fn first_boot_second_boot_and_clone_check() {
     let f = Fake::new(Rel::Bookworm, true, "100000002a3f9a2c");
     let root = f.root.as_os_str();
+    let started = std::time::Instant::now();
     let o = run(&["--root".as_ref(), root]);
+    eprintln!(
+        "timing: first boot {:?} ({})",
+        started.elapsed(),
+        bin().display()
+    );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(t.contains("configured pi-3f9a2c"), "{t}");
@@ -89,7 +96,9 @@ fn first_boot_second_boot_and_clone_check() {
     assert_eq!(diff(&before, &after), Vec::<String>::new());
 
     // Clone check on the same board: no-op.
+    let started = std::time::Instant::now();
     let o = run(&["reidentify".as_ref(), "--root".as_ref(), root]);
+    eprintln!("timing: clone check, same board {:?}", started.elapsed());
     let t = text(&o);
     assert!(
         o.status.success() && t.contains("pi-3f9a2c: 0 changes"),
@@ -99,7 +108,9 @@ fn first_boot_second_boot_and_clone_check() {
     // The card in another Pi.
     let b = f.clone_to_new_dir();
     b.set_serial("10000000bbbbbb02");
+    let started = std::time::Instant::now();
     let o = run(&["reidentify".as_ref(), "--root".as_ref(), b.root.as_os_str()]);
+    eprintln!("timing: re-identification {:?}", started.elapsed());
     let t = text(&o);
     assert!(o.status.success() && t.contains("pi-bbbb02:"), "{t}");
     assert_no_secret(&t);
