@@ -130,7 +130,8 @@ ensure_rust_src() {
     rustup component add rust-src >&2
 }
 
-# Install Debian packages when we can (root + apt-get); otherwise say which ones.
+# Install Debian packages when we can (apt-get as root, or with password-less sudo); otherwise
+# say which ones. Arguments: pairs of COMMAND PACKAGE.
 ensure_debs() {
     local missing=() cmd pkg
     while [ $# -gt 0 ]; do
@@ -139,10 +140,12 @@ ensure_debs() {
         have "$cmd" || missing+=("$pkg")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" = 0 ] && have apt-get; then
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo -n)
+    if have apt-get && { [ ${#sudo[@]} -eq 0 ] || sudo -n true 2>/dev/null; }; then
         log "installing ${missing[*]}"
-        apt-get update -qq >&2 || true
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+        "${sudo[@]}" apt-get update -qq >&2 || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
     else
         die "missing tools: install the Debian packages ${missing[*]}"
     fi
