@@ -240,7 +240,18 @@ fn extract_once(
     expected_size: Option<u64>,
     progress: bool,
 ) -> Result<PathBuf> {
-    let img = image_path(download);
+    let mut img = image_path(download);
+    if img == download {
+        if !sniff_file(download)?.is_compressed() {
+            // A raw `.img` download is already the image: make it read-only and use it.
+            set_read_only(download)?;
+            return Ok(img);
+        }
+        // Compressed bytes named `.img`: extract next to it under another name.
+        let mut name = download.as_os_str().to_owned();
+        name.push(".extracted.img");
+        img = PathBuf::from(name);
+    }
     if img.exists() {
         if let Some(size) = expected_size {
             let have = fs::metadata(&img)
@@ -255,7 +266,7 @@ fn extract_once(
         return Ok(img);
     }
     if sniff_file(download)? == Format::Raw {
-        // A raw download is already the image: make it read-only and use it.
+        // Raw bytes under a compressed-looking name: use them as they are.
         set_read_only(download)?;
         return Ok(download.to_owned());
     }

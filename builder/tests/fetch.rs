@@ -646,3 +646,33 @@ fn truncated_local_xz_fails_without_leaving_cache_files() {
         files_under(cache_dir.path())
     );
 }
+
+#[test]
+fn url_serving_a_raw_image_is_kept_read_only_without_a_copy() {
+    let server = TestServer::start();
+    let img = disk_like(2 * MIB);
+    server.serve("/raw/disk.img", img.clone());
+    // Compressed bytes behind a `.img` name are still extracted, by magic.
+    server.serve("/raw/lying.img", gz(&img));
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = Cache::new(cache_dir.path());
+
+    let base = base_image(
+        &BaseRequest::Url(server.url("/raw/disk.img")),
+        &cache,
+        false,
+    )
+    .unwrap();
+    assert_eq!(base.path.file_name().unwrap(), "disk.img");
+    assert_eq!(fs::metadata(&base.path).unwrap().mode() & 0o222, 0);
+    assert!(fs::read(&base.path).unwrap() == img);
+
+    let lying = base_image(
+        &BaseRequest::Url(server.url("/raw/lying.img")),
+        &cache,
+        false,
+    )
+    .unwrap();
+    assert!(fs::read(&lying.path).unwrap() == img);
+    assert_eq!(fs::metadata(&lying.path).unwrap().mode() & 0o222, 0);
+}
