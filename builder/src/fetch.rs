@@ -432,8 +432,9 @@ fn download_part(url: &str, part: &Path, progress: bool) -> Result<String, PartE
     Ok(actual)
 }
 
-/// `bytes START-END/TOTAL` → (START, TOTAL if known).
-fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+/// A `Content-Range` header from the server, `bytes START-END/TOTAL` → (START, TOTAL if known).
+/// Untrusted input; a fuzz target calls this.
+pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
