@@ -65,7 +65,8 @@ pub struct DetectorSettings {
     /// How long a suspect member has to refute before it is declared failed, in milliseconds.
     #[serde(default = "default_suspect_ms")]
     pub suspect_to_failed_ms: u64,
-    /// Phi level above which a peer shows as suspect (phi-accrual over packet inter-arrivals).
+    /// Phi level above which a peer is flagged on the dashboard (phi-accrual over packet
+    /// inter-arrival times; informational, the state comes from SWIM's suspicion).
     #[serde(default = "default_phi_threshold")]
     pub phi_threshold: f64,
     /// How long failed and left members stay listed before they are reaped, in seconds.
