@@ -241,7 +241,15 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         append_log(&dirs, sys, "failed", &[format!("{e:#}")]);
         return Err(e);
     }
-    let state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
+    let mut state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
+    // Second pass: the static templates the manifests name.
+    let extra = facts::Wanted {
+        files: plan::template_sources(&card.overlays, &state),
+        trees: vec![],
+    };
+    let more = facts::gather_state(&dirs, &extra)?;
+    state.files.extend(more.files);
+    state.modes.extend(more.modes);
     let k = knobs(&req.hooks)?;
     let p: Plan = match plan::plan_firstboot(&card, &facts, &state, &k) {
         Ok(p) => p,

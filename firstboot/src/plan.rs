@@ -630,12 +630,55 @@ struct OverlayPlan {
     packages: Vec<String>,
 }
 
+/// What a static (non-live) overlay template sees. `members`/`alive` are empty at first boot,
+/// so a template written for the live renderer still renders.
+#[derive(serde::Serialize)]
+struct TemplateContext<'a> {
+    hostname: &'a str,
+    cluster: &'a str,
+    tags: &'a BTreeMap<String, String>,
+    members: Vec<()>,
+    alive: Vec<()>,
+}
+
+/// The node's tags: the card's, then each overlay's where the card has none.
+fn merged_tags(card: &Card, state: &State) -> BTreeMap<String, String> {
+    let mut tags = card.node.tags.clone();
+    for name in &card.overlays {
+        let text = state.text(&b(&format!("piforge/overlays/{name}/overlay.toml")));
+        if let Some(m) = text.and_then(|t| OverlayManifest::parse(&t).ok()) {
+            for (k, v) in m.tags {
+                tags.entry(k).or_insert(v);
+            }
+        }
+    }
+    tags
+}
+
+/// Template files the plan reads besides [`wanted`]: the sources of static templates named by
+/// the overlay manifests in `state`.
+pub fn template_sources(overlays: &[String], state: &State) -> Vec<Loc> {
+    let mut out = vec![];
+    for name in overlays {
+        let dir = format!("piforge/overlays/{name}");
+        let text = state.text(&b(&format!("{dir}/overlay.toml")));
+        if let Some(m) = text.and_then(|t| OverlayManifest::parse(&t).ok()) {
+            for t in m.templates.iter().filter(|t| !t.live) {
+                out.push(b(&format!("{dir}/templates/{}", t.source)));
+            }
+        }
+    }
+    out
+}
+
 fn overlay_actions(
     card: &Card,
     state: &State,
+    hostname: &str,
     out: &mut Vec<Action>,
     notes: &mut Vec<String>,
 ) -> Result<OverlayPlan, PlanError> {
+    let all_tags = &merged_tags(card, state);
     let mut tags = BTreeMap::new();
     let mut packages: Vec<String> = vec![];
     let payload = state.tree(&b("piforge"));
@@ -685,8 +728,8 @@ fn overlay_actions(
                     });
                 }
             } else if let Some(t) = rel.strip_prefix(&tmpl_prefix) {
-                // Templates are rendered by the node agent (`piforge-node render`), which knows
-                // the membership; firstboot only installs them.
+                // Installed for `piforge-node render` (live ones); static ones are also
+                // rendered below.
                 let dest = format!("etc/piforge/templates/{name}/{t}");
                 if let Some(d) = dest.strip_suffix('/') {
                     out.push(mkdir(d, 0o755));
@@ -718,6 +761,39 @@ fn overlay_actions(
                 &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
                 &target,
             ));
+        }
+        for (i, t) in m.templates.iter().enumerate() {
+            let installed = format!("/etc/piforge/templates/{name}/{}", t.source);
+            if t.live {
+                // Kept rendered by the node agent, which knows the membership.
+                let unit = format!("piforge-render-{name}-{i}.service");
+                let path = format!("/{}/{unit}", units::UNIT_DIR);
+                let text = units::render_service(&installed, &t.dest, t.command.as_deref());
+                out.push(write(r(&path), text, 0o644));
+                let (l, target) = units::enable_link(&unit, &path, "multi-user.target");
+                out.push(link(&l, &target));
+                continue;
+            }
+            let src = b(&format!("{dir}/templates/{}", t.source));
+            let Some(tmpl) = state.text(&src) else {
+                if state.has(&r(DONE_MARKER)) {
+                    continue;
+                }
+                return Err(err(format!("template {} is missing on the card", t.source)));
+            };
+            let ctx = TemplateContext {
+                hostname,
+                cluster: &card.cluster.name,
+                tags: all_tags,
+                members: vec![],
+                alive: vec![],
+            };
+            let mut hb = handlebars::Handlebars::new();
+            hb.register_escape_fn(handlebars::no_escape);
+            let rendered = hb
+                .render_template(&tmpl, &ctx)
+                .map_err(|e| err(format!("rendering {}: {e}", t.source)))?;
+            out.push(write(r(&t.dest), rendered, 0o644));
         }
         for (k, v) in m.tags {
             tags.entry(k).or_insert(v);
@@ -866,7 +942,7 @@ pub fn plan_firstboot(
     access_actions(card, state, knobs, &mut out)?;
     locale_actions(card, state, &mut out);
     network_actions(card, facts, state, &id, &mut out);
-    let ov = overlay_actions(card, state, &mut out, &mut notes)?;
+    let ov = overlay_actions(card, state, &id.hostname, &mut out, &mut notes)?;
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
     out.push(record_complete(record));

@@ -106,6 +106,50 @@ WantedBy=multi-user.target\n"
     )
 }
 
+/// Quotes one argument for a systemd `ExecStart=` line: `%` and `$` are escaped so systemd
+/// expands nothing, and the argument is double-quoted when it holds spaces or quotes.
+pub fn systemd_quote(arg: &str) -> String {
+    let escaped = arg
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('%', "%%")
+        .replace('$', "$$")
+        .replace('\n', " ");
+    if escaped.is_empty() || escaped.contains([' ', '\t', '"', '\'', '\\', ';']) {
+        format!("\"{escaped}\"")
+    } else {
+        escaped
+    }
+}
+
+/// Unit that keeps `dest` rendered from a live template whenever the membership changes
+/// (`piforge-node render`). Not sandboxed like the agent: it writes `dest` and runs `command`.
+pub fn render_service(template: &str, dest: &str, command: Option<&str>) -> String {
+    let mut exec = format!(
+        "{NODE_BIN} render --dest {} {}",
+        systemd_quote(dest),
+        systemd_quote(template)
+    );
+    if let Some(c) = command {
+        exec.push_str(&format!(" --command {}", systemd_quote(c)));
+    }
+    format!(
+        "# Written by piforge-firstboot.\n\
+[Unit]\n\
+Description=piforge: keep {dest} rendered from the cluster membership\n\
+Wants=piforge-node.service\n\
+After=piforge-node.service\n\
+\n\
+[Service]\n\
+ExecStart={exec}\n\
+Restart=always\n\
+RestartSec=5\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n"
+    )
+}
+
 /// The `[Install] WantedBy=` targets of a unit text (`multi-user.target` when none).
 pub fn wanted_by(unit_text: &str) -> Vec<String> {
     let mut in_install = false;
@@ -171,6 +215,25 @@ mod tests {
         assert!(u.contains("After=network-online.target\n"));
         assert!(u.contains("Restart=on-failure\n"));
         assert!(u.contains("for delay in"));
+    }
+
+    #[test]
+    fn render_unit_quotes_its_arguments() {
+        let u = render_service(
+            "/etc/piforge/templates/lb/backends.hbs",
+            "/etc/haproxy/backends.cfg",
+            Some("systemctl reload haproxy; echo 100% $HOME"),
+        );
+        assert!(
+            u.contains(
+                "ExecStart=/usr/local/bin/piforge-node render --dest /etc/haproxy/backends.cfg \
+             /etc/piforge/templates/lb/backends.hbs \
+             --command \"systemctl reload haproxy; echo 100%% $$HOME\"\n"
+            ),
+            "{u}"
+        );
+        assert_eq!(systemd_quote("a\"b"), "\"a\\\"b\"");
+        assert_eq!(wanted_by(&u), ["multi-user.target"]);
     }
 
     #[test]

@@ -189,6 +189,25 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
             .join("etc/piforge/templates/web/backends.hbs")
             .is_file()
     );
+    assert_eq!(
+        f.read("etc/motd"),
+        "pi-3f9a2c in lab, role web, rack a\n",
+        "static template rendered with the merged tags"
+    );
+    assert_eq!(f.mode("etc/motd"), 0o644);
+    let render = f.read("etc/systemd/system/piforge-render-web-0.service");
+    assert!(
+        render.contains(
+            "ExecStart=/usr/local/bin/piforge-node render --dest /etc/web/backends \
+             /etc/piforge/templates/web/backends.hbs --command \"systemctl reload web\"\n"
+        ),
+        "{render}"
+    );
+    assert!(
+        f.root
+            .join(format!("{wants}/piforge-render-web-0.service"))
+            .is_symlink()
+    );
     // Finish: boot partition clean, cmdline restored byte for byte, log written.
     assert_eq!(
         fs::read_to_string(f.boot.join("cmdline.txt")).unwrap(),

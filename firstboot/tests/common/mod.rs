@@ -271,7 +271,9 @@ impl Fake {
             &o.join("overlay.toml"),
             "description = \"web server\"\npackages = [\"lighttpd\"]\nenable = [\"web.service\"]\n\
              [tags]\nrole = \"web\"\nrack = \"overlay-loses\"\n\
-             [[template]]\nsource = \"backends.hbs\"\ndest = \"/etc/web/backends\"\nlive = true\n",
+             [[template]]\nsource = \"backends.hbs\"\ndest = \"/etc/web/backends\"\nlive = true\n\
+             command = \"systemctl reload web\"\n\
+             [[template]]\nsource = \"motd.hbs\"\ndest = \"/etc/motd\"\n",
         );
         put(&o.join("files/etc/web/web.conf"), "port = 80\n");
         put(
@@ -285,6 +287,11 @@ impl Fake {
         put(
             &o.join("templates/backends.hbs"),
             "{{#each members}}{{name}}\n{{/each}}",
+        );
+        put(
+            &o.join("templates/motd.hbs"),
+            "{{hostname}} in {{cluster}}, role {{tags.role}}, rack {{tags.rack}}\n\
+             {{#each members}}never at first boot{{/each}}",
         );
     }
 
