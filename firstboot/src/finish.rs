@@ -15,7 +15,10 @@ pub fn cloud_init_cfg() -> String {
      manage_etc_hosts: false\n\
      users: []\n\
      ssh_deletekeys: false\n\
-     ssh_genkeytypes: []\n"
+     ssh_genkeytypes: []\n\
+     # Our NetworkManager/networkd profiles carry the hostname and client id; a second profile\n\
+     # from the seed's network-config would compete with them.\n\
+     network:\n  config: disabled\n"
         .to_string()
 }
 
@@ -85,5 +88,6 @@ mod tests {
     fn cloud_cfg_disables_user_and_hostname() {
         let c = cloud_init_cfg();
         assert!(c.contains("preserve_hostname: true\n") && c.contains("users: []\n"));
+        assert!(c.contains("network:\n  config: disabled\n"));
     }
 }
