@@ -63,7 +63,9 @@ impl Identity for NodeId {
 pub enum MemberState {
     /// Answering probes.
     Alive,
-    /// Suspected by SWIM, or its phi is above the threshold.
+    /// Suspected by SWIM (not yet refuted, not yet failed). Phi is reported next to the state
+    /// but does not drive it: with SWIM a node talks directly to few peers, so per-pair
+    /// inter-arrival times are too sparse in large clusters (see node/README.md).
     Suspect,
     /// Declared down without having said goodbye.
     Failed,
@@ -648,7 +650,7 @@ impl Membership {
             MemberState::Left
         } else if p.down_since.is_some() {
             MemberState::Failed
-        } else if swim_state == Some(foca::State::Suspect) || phi > self.settings.phi_threshold {
+        } else if swim_state == Some(foca::State::Suspect) {
             MemberState::Suspect
         } else {
             MemberState::Alive
