@@ -36,8 +36,8 @@ pub enum IdentityError {
     },
 }
 
-/// `/var/lib/piforge/identity`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `/var/lib/piforge/identity`. `Debug` leaves out the seed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IdentityRecord {
     /// Format version of this file.
@@ -72,6 +72,19 @@ pub struct IdentityRecord {
     /// so a re-identification cut short by a power failure is resumed on the next boot.
     #[serde(default)]
     pub complete: bool,
+}
+
+impl std::fmt::Debug for IdentityRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityRecord")
+            .field("generation", &self.generation)
+            .field("serial", &self.serial)
+            .field("mac", &self.mac)
+            .field("hostname", &self.hostname)
+            .field("node_id", &self.node_id)
+            .field("complete", &self.complete)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IdentityRecord {
@@ -477,6 +490,7 @@ mod tests {
             complete: true,
         };
         assert_eq!(IdentityRecord::parse(&r.render()).unwrap(), r);
+        assert!(!format!("{r:?}").contains(&r.seed), "Debug hides the seed");
         assert!(IdentityRecord::parse("generation = 1").is_err());
         assert!(r.matches_hardware(&facts(Some("abc123"), None)));
         assert!(!r.matches_hardware(&facts(Some("abc124"), None)));

@@ -55,7 +55,7 @@ pub struct Plan {
 }
 
 /// Inputs of a plan besides card, facts and state.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Knobs {
     /// 32 random bytes, used only when a new identity seed is needed.
     pub entropy: [u8; 32],
@@ -68,6 +68,16 @@ pub struct Knobs {
 /// The node agent's state directory: the unit's `StateDirectory=piforge-node` (the only place
 /// `ProtectSystem=strict` lets it write), and never firstboot's own `/var/lib/piforge`.
 pub const NODE_STATE_DIR: &str = "/var/lib/piforge-node";
+
+impl std::fmt::Debug for Knobs {
+    // The entropy becomes the identity seed: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knobs")
+            .field("today", &self.today)
+            .field("rsa_bits", &self.rsa_bits)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Marker written once every root change is done.
 pub const DONE_MARKER: &str = "var/lib/piforge/firstboot.done";
