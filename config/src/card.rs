@@ -300,13 +300,13 @@ impl Card {
                     None => return,
                 }
             }
-            if let Some(tbl) = cur.as_table_mut() {
-                if tbl.contains_key(path[path.len() - 1]) {
-                    tbl.insert(
-                        path[path.len() - 1].into(),
-                        toml::Value::String(REDACTED.into()),
-                    );
-                }
+            if let Some(tbl) = cur.as_table_mut()
+                && tbl.contains_key(path[path.len() - 1])
+            {
+                tbl.insert(
+                    path[path.len() - 1].into(),
+                    toml::Value::String(REDACTED.into()),
+                );
             }
         };
         set(&mut t, &["cluster", "key"]);
@@ -344,13 +344,13 @@ impl Card {
                 return invalid("cluster.seeds", format!("{s:?} is not host:port"));
             }
         }
-        if let Some(h) = &self.identity.hostname {
-            if !valid_hostname(h) {
-                return invalid(
-                    "identity.hostname",
-                    format!("{h:?} is not a hostname: 1 to 63 of a-z, 0-9 and '-'"),
-                );
-            }
+        if let Some(h) = &self.identity.hostname
+            && !valid_hostname(h)
+        {
+            return invalid(
+                "identity.hostname",
+                format!("{h:?} is not a hostname: 1 to 63 of a-z, 0-9 and '-'"),
+            );
         }
         // The derived name is `<prefix>-xxxxxx`: 7 more characters must fit into 63.
         let p = &self.identity.hostname_prefix;
@@ -370,15 +370,15 @@ impl Card {
                 ),
             );
         }
-        if let Some(h) = &self.access.password_hash {
-            if !looks_like_crypt_hash(h.expose()) {
-                return invalid(
-                    "access.password-hash",
-                    "not a crypt(3) hash ($y$ yescrypt, $6$ sha512-crypt or $5$ sha256-crypt); \
+        if let Some(h) = &self.access.password_hash
+            && !looks_like_crypt_hash(h.expose())
+        {
+            return invalid(
+                "access.password-hash",
+                "not a crypt(3) hash ($y$ yescrypt, $6$ sha512-crypt or $5$ sha256-crypt); \
                      piforge never stores a password in clear"
-                        .into(),
-                );
-            }
+                    .into(),
+            );
         }
         for k in &self.access.ssh_authorized_keys {
             if k.contains('\n') || k.trim().is_empty() {
@@ -405,16 +405,16 @@ impl Card {
                 );
             }
         }
-        if let Some(s) = &self.network.static_ip {
-            if !address_with_prefix(&s.address) {
-                return invalid(
-                    "network.static.address",
-                    format!(
-                        "{:?} is not an IPv4 address with prefix like 192.168.1.50/24",
-                        s.address
-                    ),
-                );
-            }
+        if let Some(s) = &self.network.static_ip
+            && !address_with_prefix(&s.address)
+        {
+            return invalid(
+                "network.static.address",
+                format!(
+                    "{:?} is not an IPv4 address with prefix like 192.168.1.50/24",
+                    s.address
+                ),
+            );
         }
         for o in &self.overlays {
             if !valid_hostname(o) {
