@@ -645,6 +645,23 @@ mod tests {
     }
 
     #[test]
+    fn join_is_retried_with_backoff_until_the_seed_answers() {
+        let mut sim = Sim::new(9);
+        sim.run(&[
+            add("a", &[]),
+            Step::SetLoss(1.0),
+            add("b", &["a"]),
+            secs(10),
+        ])
+        .unwrap();
+        assert_eq!(sim.view("b").len(), 1, "joined through a dead network");
+        sim.run(&[Step::SetLoss(0.0), await_state("b", Alive, 20)])
+            .unwrap();
+        // The backoff is capped, so the join lands within one capped interval of healing.
+        assert!(sim.waits[0] <= Duration::from_secs(16), "{:?}", sim.waits);
+    }
+
+    #[test]
     fn lossy_network_converges_and_detects() {
         let mut sim = Sim::new(8);
         let mut s = vec![Step::SetLoss(0.1), add("n0", &[])];
