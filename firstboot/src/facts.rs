@@ -5,14 +5,14 @@
 //! Every parser here is a pure function of `&str`/`&[u8]` (fuzzable); the gatherers only read
 //! files. Nothing here writes, and nothing here decides what to change: that is `plan`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::apply::{Base, Dirs, Loc};
+use crate::apply::{Dirs, Loc};
 
 /// Raspberry Pi OS release, from `VERSION_CODENAME` of `/etc/os-release`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,14 +289,6 @@ fn list_tree(dir: &Path, prefix: &str, out: &mut Vec<(String, u32)>, depth: usiz
     }
 }
 
-/// Paths of both trees, for error messages.
-pub fn base_name(b: Base) -> &'static str {
-    match b {
-        Base::Root => "root",
-        Base::Boot => "boot",
-    }
-}
-
 /// Users of `/etc/passwd`: (name, uid, gid, home).
 pub fn parse_passwd(text: &str) -> Vec<(String, u32, u32, String)> {
     text.lines()
@@ -323,11 +315,6 @@ pub fn parse_group(text: &str) -> BTreeMap<String, u32> {
             (f.len() >= 3).then(|| Some((f[0].to_string(), f[2].parse().ok()?)))?
         })
         .collect()
-}
-
-/// The set of interface names that have a MAC.
-pub fn interfaces(f: &Facts) -> BTreeSet<String> {
-    f.macs.keys().cloned().collect()
 }
 
 #[cfg(test)]

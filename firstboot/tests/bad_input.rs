@@ -104,3 +104,26 @@ fn missing_overlay_is_an_error_before_anything_changes() {
         .collect();
     assert_eq!(d, Vec::<String>::new());
 }
+
+#[test]
+fn broken_static_template_is_an_error_before_anything_changes() {
+    let f = Fake::new(Rel::Bookworm, true, "10000000aaaaaa01");
+    fs::write(
+        f.boot.join("piforge/overlays/web/templates/motd.hbs"),
+        "{{#each members}}unclosed",
+    )
+    .unwrap();
+    let before = snapshot(&f.root, None);
+    let mut sys = RecordingSystem::default();
+    let e = run_firstboot(&f.request(hooks(1)), &mut sys).unwrap_err();
+    assert!(format!("{e:#}").contains("rendering motd.hbs"), "{e:#}");
+    let d: Vec<String> = diff(&before, &snapshot(&f.root, None))
+        .into_iter()
+        .filter(|l| !l.contains("firstboot.log"))
+        .collect();
+    assert_eq!(d, Vec::<String>::new());
+    assert!(
+        f.boot.join("piforge/card.toml").exists(),
+        "kept for the next try"
+    );
+}
