@@ -161,6 +161,12 @@ fn url_image(url: &str, cache: &Cache, progress: bool) -> Result<BaseImage> {
         .and_then(|t| parse_sha256_file(&t, name).ok());
     let published = match (fetch::published_sha256(url), &recorded) {
         (Ok(p), _) => p,
+        // Arbitrary servers answer missing files with HTML pages ("soft 404"): treat an
+        // unusable checksum file like a missing one (the catalog path stays strict).
+        (Err(e @ FetchError::ChecksumFile { .. }), _) => {
+            warn!(url, error = %e, "ignoring an unusable published checksum file");
+            None
+        }
         // Offline with a complete cached copy: use it.
         (Err(e), Some(_)) if download.exists() => {
             warn!(url, error = %e, "cannot check for a newer image, using the cached one");

@@ -676,3 +676,41 @@ fn url_serving_a_raw_image_is_kept_read_only_without_a_copy() {
     assert!(fs::read(&lying.path).unwrap() == img);
     assert_eq!(fs::metadata(&lying.path).unwrap().mode() & 0o222, 0);
 }
+
+#[test]
+fn url_with_a_soft_404_checksum_page_still_downloads() {
+    let server = TestServer::start();
+    let img = disk_like(MIB);
+    server.serve("/s/disk.img.zst", zst(&img));
+    server.serve(
+        "/s/disk.img.zst.sha256",
+        "<html><body>Not found</body></html>",
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let base = base_image(
+        &BaseRequest::Url(server.url("/s/disk.img.zst")),
+        &Cache::new(cache_dir.path()),
+        false,
+    )
+    .unwrap();
+    assert!(fs::read(&base.path).unwrap() == img);
+}
+
+#[test]
+fn catalog_image_with_an_unusable_published_checksum_is_refused() {
+    let server = TestServer::start();
+    let xz = xz_multiblock(&disk_like(MIB));
+    server.serve("/r/w-lite.img.xz", xz.clone());
+    server.serve(
+        "/r/w-lite.img.xz.sha256",
+        format!("{}  other.img.xz\n", sha(&xz)),
+    );
+    let cache_dir = tempfile::tempdir().unwrap();
+    let req = BaseRequest::Catalog(entry(&server, "/r/w-lite.img.xz", &xz, None));
+    let err = base_image(&req, &Cache::new(cache_dir.path()), false).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("only lists other.img.xz"),
+        "{err:#}"
+    );
+    assert!(server.requests_for("/r/w-lite.img.xz").is_empty());
+}
