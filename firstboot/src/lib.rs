@@ -6,7 +6,7 @@
 //! without root privileges. The shape is facts → plan (pure) → apply (idempotent actions):
 //! - [`facts`]: serial, MACs, release, network stack, and the current text of the files;
 //! - [`plan`]: the ordered [`apply::Action`]s, built from [`identity`], [`access`],
-//!   [`network`], [`units`] and [`finish`];
+//!   [`locale`], [`network`], [`overlay`], [`units`] and [`finish`];
 //! - [`apply`]: converging execution through the small [`apply::System`] trait.
 //!
 //! It deliberately does not reboot (systemd does, via `systemd.run_success_action=reboot`),
@@ -18,7 +18,9 @@ pub mod apply;
 pub mod facts;
 pub mod finish;
 pub mod identity;
+pub mod locale;
 pub mod network;
+pub mod overlay;
 pub mod plan;
 pub mod units;
 
@@ -244,7 +246,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     let mut state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
     // Second pass: the static templates the manifests name.
     let extra = facts::Wanted {
-        files: plan::template_sources(&card.overlays, &state),
+        files: overlay::template_sources(&card.overlays, &state),
         trees: vec![],
     };
     let more = facts::gather_state(&dirs, &extra)?;

@@ -8,10 +8,8 @@
 //! the running program's own binary last. Each action converges, so a resumed run finishes the
 //! job and a completed one changes nothing.
 
-use std::collections::BTreeMap;
-
 use piforge_config::card::Card;
-use piforge_config::{NodeConfig, OverlayManifest, cmdline};
+use piforge_config::{NodeConfig, cmdline};
 
 use crate::access::{self, Accounts};
 use crate::apply::{Action, Loc, Owner};
@@ -86,14 +84,14 @@ const HOST_KEY_KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 const NM_FILES: [&str; 3] = ["eth0", "eth0-link-local", "wlan0"];
 const SSH_UNIT: &str = "/lib/systemd/system/ssh.service";
 
-fn r(p: &str) -> Loc {
+pub(crate) fn r(p: &str) -> Loc {
     Loc::root(p)
 }
-fn b(p: &str) -> Loc {
+pub(crate) fn b(p: &str) -> Loc {
     Loc::boot(p)
 }
 
-fn write(loc: Loc, contents: impl Into<Vec<u8>>, mode: u32) -> Action {
+pub(crate) fn write(loc: Loc, contents: impl Into<Vec<u8>>, mode: u32) -> Action {
     Action::Write {
         loc,
         contents: contents.into(),
@@ -103,7 +101,7 @@ fn write(loc: Loc, contents: impl Into<Vec<u8>>, mode: u32) -> Action {
     }
 }
 
-fn mkdir(p: &str, mode: u32) -> Action {
+pub(crate) fn mkdir(p: &str, mode: u32) -> Action {
     Action::Mkdir {
         loc: r(p),
         mode,
@@ -111,7 +109,7 @@ fn mkdir(p: &str, mode: u32) -> Action {
     }
 }
 
-fn link(p: &str, target: &str) -> Action {
+pub(crate) fn link(p: &str, target: &str) -> Action {
     Action::Symlink {
         loc: r(p),
         target: target.to_string(),
@@ -448,78 +446,6 @@ fn access_actions(
     Ok(())
 }
 
-/// `/etc/default/keyboard` with `XKBLAYOUT` set (other lines kept).
-pub fn keyboard_with(text: Option<&str>, layout: &str) -> String {
-    let base = text.unwrap_or(
-        "XKBMODEL=\"pc105\"\nXKBLAYOUT=\"us\"\nXKBVARIANT=\"\"\nXKBOPTIONS=\"\"\n\nBACKSPACE=\"guess\"\n",
-    );
-    let mut found = false;
-    let mut out: String = base
-        .lines()
-        .map(|l| {
-            if l.starts_with("XKBLAYOUT=") {
-                found = true;
-                format!("XKBLAYOUT=\"{layout}\"\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    if !found {
-        out.push_str(&format!("XKBLAYOUT=\"{layout}\"\n"));
-    }
-    out
-}
-
-/// `/etc/locale.gen` with `locale` uncommented (added if absent).
-pub fn locale_gen_with(text: &str, locale: &str) -> String {
-    let charset = locale.split('.').nth(1).unwrap_or("UTF-8");
-    let want = format!("{locale} {charset}");
-    let mut found = false;
-    let mut out: String = text
-        .lines()
-        .map(|l| {
-            let bare = l.trim_start_matches('#').trim();
-            if bare == want {
-                found = true;
-                format!("{want}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    if !found {
-        out.push_str(&format!("{want}\n"));
-    }
-    out
-}
-
-fn locale_actions(card: &Card, state: &State, out: &mut Vec<Action>) {
-    let l = &card.locale;
-    if let Some(tz) = &l.timezone {
-        out.push(write(r("etc/timezone"), format!("{tz}\n"), 0o644));
-        out.push(link("etc/localtime", &format!("/usr/share/zoneinfo/{tz}")));
-    }
-    if let Some(k) = &l.keymap {
-        let cur = state.text(&r("etc/default/keyboard"));
-        out.push(write(
-            r("etc/default/keyboard"),
-            keyboard_with(cur.as_deref(), k),
-            0o644,
-        ));
-    }
-    if let Some(loc) = &l.locale {
-        out.push(write(
-            r("etc/default/locale"),
-            format!("LANG={loc}\n"),
-            0o644,
-        ));
-        if let Some(g) = state.text(&r("etc/locale.gen")) {
-            out.push(write(r("etc/locale.gen"), locale_gen_with(&g, loc), 0o644));
-        }
-    }
-}
-
 fn network_actions(
     card: &Card,
     facts: &Facts,
@@ -635,194 +561,11 @@ fn network_actions(
     }
 }
 
-struct OverlayPlan {
-    tags: BTreeMap<String, String>,
-    packages: Vec<String>,
-}
-
-/// What a static (non-live) overlay template sees. `members`/`alive` are empty at first boot,
-/// so a template written for the live renderer still renders.
-#[derive(serde::Serialize)]
-struct TemplateContext<'a> {
-    hostname: &'a str,
-    cluster: &'a str,
-    tags: &'a BTreeMap<String, String>,
-    members: Vec<()>,
-    alive: Vec<()>,
-}
-
-/// The node's tags: the card's, then each overlay's where the card has none.
-fn merged_tags(card: &Card, state: &State) -> BTreeMap<String, String> {
-    let mut tags = card.node.tags.clone();
-    for name in &card.overlays {
-        let text = state.text(&b(&format!("piforge/overlays/{name}/overlay.toml")));
-        if let Some(m) = text.and_then(|t| OverlayManifest::parse(&t).ok()) {
-            for (k, v) in m.tags {
-                tags.entry(k).or_insert(v);
-            }
-        }
-    }
-    tags
-}
-
-/// Template files the plan reads besides [`wanted`]: the sources of static templates named by
-/// the overlay manifests in `state`.
-pub fn template_sources(overlays: &[String], state: &State) -> Vec<Loc> {
-    let mut out = vec![];
-    for name in overlays {
-        let dir = format!("piforge/overlays/{name}");
-        let text = state.text(&b(&format!("{dir}/overlay.toml")));
-        if let Some(m) = text.and_then(|t| OverlayManifest::parse(&t).ok()) {
-            for t in m.templates.iter().filter(|t| !t.live) {
-                out.push(b(&format!("{dir}/templates/{}", t.source)));
-            }
-        }
-    }
-    out
-}
-
-fn overlay_actions(
-    card: &Card,
-    state: &State,
-    hostname: &str,
-    out: &mut Vec<Action>,
-    notes: &mut Vec<String>,
-) -> Result<OverlayPlan, PlanError> {
-    let all_tags = &merged_tags(card, state);
-    let mut tags = BTreeMap::new();
-    let mut packages: Vec<String> = vec![];
-    let payload = state.tree(&b("piforge"));
-    for name in &card.overlays {
-        let dir = format!("piforge/overlays/{name}");
-        let err = |reason: String| PlanError::Overlay {
-            name: name.clone(),
-            reason,
-        };
-        let Some(text) = state.text(&b(&format!("{dir}/overlay.toml"))) else {
-            // Already applied and cleaned up by an interrupted earlier run? Then the files
-            // are in place; otherwise the card is inconsistent.
-            if state.has(&r(DONE_MARKER)) {
-                notes.push(format!(
-                    "overlay {name}: no overlay.toml on the card, skipped"
-                ));
-                continue;
-            }
-            return Err(err("overlay.toml is missing on the card".into()));
-        };
-        let m = OverlayManifest::parse(&text).map_err(|e| err(e.to_string()))?;
-        let files_prefix = "overlays/".to_string() + name + "/files/";
-        let tmpl_prefix = "overlays/".to_string() + name + "/templates/";
-        let mut shipped_units = vec![];
-        for (rel, _) in payload {
-            if rel == &files_prefix || rel == &tmpl_prefix {
-                continue;
-            }
-            if let Some(f) = rel.strip_prefix(&files_prefix) {
-                if let Some(d) = f.strip_suffix('/') {
-                    out.push(mkdir(d, 0o755));
-                } else {
-                    // The FAT has no modes: executables are recognised by where they live.
-                    let exec = ["usr/local/bin/", "usr/local/sbin/", "usr/bin/", "usr/sbin/"]
-                        .iter()
-                        .any(|p| f.starts_with(p))
-                        || f.ends_with(".sh");
-                    if f.starts_with("etc/systemd/system/") {
-                        shipped_units.push(f.rsplit('/').next().unwrap_or(f).to_string());
-                    }
-                    out.push(Action::Copy {
-                        from: b(&format!("piforge/{rel}")),
-                        to: r(f),
-                        mode: if exec { 0o755 } else { 0o644 },
-                        owner: Owner::ROOT,
-                        create_only: false,
-                    });
-                }
-            } else if let Some(t) = rel.strip_prefix(&tmpl_prefix) {
-                // Installed for `piforge-node render` (live ones); static ones are also
-                // rendered below.
-                let dest = format!("etc/piforge/templates/{name}/{t}");
-                if let Some(d) = dest.strip_suffix('/') {
-                    out.push(mkdir(d, 0o755));
-                } else {
-                    out.push(Action::Copy {
-                        from: b(&format!("piforge/{rel}")),
-                        to: r(&dest),
-                        mode: 0o644,
-                        owner: Owner::ROOT,
-                        create_only: false,
-                    });
-                }
-            }
-        }
-        if !m.templates.is_empty() {
-            out.push(write(
-                r(&format!("etc/piforge/templates/{name}/overlay.toml")),
-                text.clone(),
-                0o644,
-            ));
-        }
-        for unit in &m.enable {
-            let target = if shipped_units.contains(unit) {
-                format!("/etc/systemd/system/{unit}")
-            } else {
-                format!("/lib/systemd/system/{unit}")
-            };
-            out.push(link(
-                &format!("etc/systemd/system/multi-user.target.wants/{unit}"),
-                &target,
-            ));
-        }
-        for (i, t) in m.templates.iter().enumerate() {
-            let installed = format!("/etc/piforge/templates/{name}/{}", t.source);
-            if t.live {
-                // Kept rendered by the node agent, which knows the membership.
-                let unit = format!("piforge-render-{name}-{i}.service");
-                let path = format!("/{}/{unit}", units::UNIT_DIR);
-                let text = units::render_service(&installed, &t.dest, t.command.as_deref());
-                out.push(write(r(&path), text, 0o644));
-                let (l, target) = units::enable_link(&unit, &path, "multi-user.target");
-                out.push(link(&l, &target));
-                continue;
-            }
-            let src = b(&format!("{dir}/templates/{}", t.source));
-            let Some(tmpl) = state.text(&src) else {
-                if state.has(&r(DONE_MARKER)) {
-                    continue;
-                }
-                return Err(err(format!("template {} is missing on the card", t.source)));
-            };
-            let ctx = TemplateContext {
-                hostname,
-                cluster: &card.cluster.name,
-                tags: all_tags,
-                members: vec![],
-                alive: vec![],
-            };
-            let mut hb = handlebars::Handlebars::new();
-            hb.register_escape_fn(handlebars::no_escape);
-            let rendered = hb
-                .render_template(&tmpl, &ctx)
-                .map_err(|e| err(format!("rendering {}: {e}", t.source)))?;
-            out.push(write(r(&t.dest), rendered, 0o644));
-        }
-        for (k, v) in m.tags {
-            tags.entry(k).or_insert(v);
-        }
-        for p in m.packages {
-            if !packages.contains(&p) {
-                packages.push(p);
-            }
-        }
-        notes.push(format!("overlay {name} applied"));
-    }
-    Ok(OverlayPlan { tags, packages })
-}
-
 fn install_actions(
     card: &Card,
     state: &State,
     id: &Identity,
-    ov: OverlayPlan,
+    ov: crate::overlay::OverlayPlan,
     out: &mut Vec<Action>,
     notes: &mut Vec<String>,
 ) {
@@ -950,9 +693,9 @@ pub fn plan_firstboot(
     let (id, record) = identity_actions(&policy, facts, state, &cur, knobs, already, &mut out)?;
     notes.push(format!("hostname {}", id.hostname));
     access_actions(card, state, knobs, &mut out)?;
-    locale_actions(card, state, &mut out);
+    crate::locale::locale_actions(card, state, &mut out);
     network_actions(card, facts, state, &id, &mut out);
-    let ov = overlay_actions(card, state, &id.hostname, &mut out, &mut notes)?;
+    let ov = crate::overlay::overlay_actions(card, state, &id.hostname, &mut out, &mut notes)?;
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
     out.push(record_complete(record));
@@ -1101,16 +844,6 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keyboard_and_locale_edits_converge() {
-        let k = keyboard_with(None, "de");
-        assert!(k.contains("XKBLAYOUT=\"de\"\n") && !k.contains("\"us\""));
-        assert_eq!(keyboard_with(Some(&k), "de"), k);
-        let g = locale_gen_with("# en_GB.UTF-8 UTF-8\n# de_DE.UTF-8 UTF-8\n", "de_DE.UTF-8");
-        assert_eq!(g, "# en_GB.UTF-8 UTF-8\nde_DE.UTF-8 UTF-8\n");
-        assert_eq!(locale_gen_with(&g, "de_DE.UTF-8"), g);
-    }
 
     #[test]
     fn without_card_only_cmdline_changes_until_done() {
