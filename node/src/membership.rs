@@ -630,27 +630,37 @@ impl Membership {
             uptime_secs: now.saturating_sub(self.started).as_secs(),
             last_seen_secs: None,
         }];
+        // One pass over foca's table, not one per peer: members() is called per HTTP request.
+        let suspects: std::collections::HashSet<&NodeId> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| m.id())
+            .collect();
         out.extend(
             self.peers
                 .values()
                 .filter(|p| p.seen_up && p.id.name != me.name)
-                .map(|p| self.info(p, now)),
+                .map(|p| self.info_with(p, now, suspects.contains(&p.id))),
         );
         out
     }
 
     fn info(&self, p: &Peer, now: Duration) -> MemberInfo {
-        let phi = p.arrivals.phi(now);
-        let swim_state = self
+        let suspect = self
             .swim
             .iter_membership_state()
-            .find(|m| m.id() == &p.id)
-            .map(|m| m.state());
+            .any(|m| m.id() == &p.id && m.state() == foca::State::Suspect);
+        self.info_with(p, now, suspect)
+    }
+
+    fn info_with(&self, p: &Peer, now: Duration, suspect: bool) -> MemberInfo {
+        let phi = p.arrivals.phi(now);
         let state = if p.left {
             MemberState::Left
         } else if p.down_since.is_some() {
             MemberState::Failed
-        } else if swim_state == Some(foca::State::Suspect) {
+        } else if suspect {
             MemberState::Suspect
         } else {
             MemberState::Alive
