@@ -283,6 +283,8 @@ fn identity_actions(
         format!("{}\n", id.machine_id),
         0o444,
     ));
+    // D-Bus reads its own copy on old images: point it at ours, as Debian does.
+    out.push(link("var/lib/dbus/machine-id", "/etc/machine-id"));
     out.push(write(
         r("etc/hostname"),
         format!("{}\n", id.hostname),

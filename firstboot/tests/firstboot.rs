@@ -36,6 +36,7 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     let mid = f.read("etc/machine-id");
     assert!(valid_machine_id(&mid) && mid.ends_with('\n'), "{mid:?}");
     assert_eq!(f.mode("etc/machine-id"), 0o444);
+    assert_eq!(f.link("var/lib/dbus/machine-id"), "/etc/machine-id");
     for k in ["ed25519", "ecdsa", "rsa"] {
         let p = format!("etc/ssh/ssh_host_{k}_key");
         assert_eq!(f.mode(&p), 0o600, "{p}");
