@@ -39,6 +39,7 @@ fn interrupted_after_every_step_converges_to_the_same_end_state() {
         let (ref2, _) = reference(rel, 2);
         assert_ne!(ref1, ref2, "different randomness, different identity");
         assert!(n > 40, "{n} actions");
+        eprintln!("{rel:?}: {n} changing actions, cutting after each");
         // One more than the number of changes: the plan also has steps that were no-ops.
         for k in 0..=n + 8 {
             let f = Fake::new(rel, true, "10000000aaaaaa01");
