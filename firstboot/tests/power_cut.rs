@@ -34,7 +34,7 @@ fn without_log(mut s: Snapshot) -> Snapshot {
 
 #[test]
 fn interrupted_after_every_step_converges_to_the_same_end_state() {
-    for rel in [Rel::Bookworm, Rel::Bullseye] {
+    for rel in Rel::ALL {
         let (ref1, n) = reference(rel, 1);
         let (ref2, _) = reference(rel, 2);
         assert_ne!(ref1, ref2, "different randomness, different identity");
