@@ -72,3 +72,44 @@ fn sim_benchmark_table() {
         );
     }
 }
+
+/// Spread of failure detection: when the first and the last observer declared the victim failed.
+#[test]
+#[ignore = "slow; diagnostic for detection time versus cluster size"]
+fn sim_detection_spread() {
+    for n in [10usize, 30, 60] {
+        let mut sim = Sim::new(7 + n as u64);
+        sim.template = |s| s.cluster_size_hint = 100;
+        let mut s = vec![add(&name(0), &[])];
+        for i in 1..n {
+            let first = name(0);
+            s.push(add(&name(i), &[first.as_str()]));
+        }
+        for i in 0..n {
+            s.push(await_state(&name(i), MemberState::Alive, 120));
+        }
+        s.push(secs(10));
+        sim.run(&s).unwrap();
+        let victim = name(n / 2);
+        let t0 = sim.now();
+        sim.run(&[
+            Step::Kill(victim.clone()),
+            await_state(&victim, MemberState::Failed, 300),
+        ])
+        .unwrap();
+        let times: Vec<f64> = sim
+            .log
+            .iter()
+            .filter(|(t, _, e)| {
+                *t >= t0 && e.kind == EventKind::MemberFailed && e.member.name == victim
+            })
+            .map(|(t, _, _)| (*t - t0).as_secs_f64())
+            .collect();
+        let first = times.iter().cloned().fold(f64::MAX, f64::min);
+        let last = times.iter().cloned().fold(0.0, f64::max);
+        println!(
+            "n={n}: first failed after {first:.1} s, last after {last:.1} s ({} observers)",
+            times.len()
+        );
+    }
+}
