@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -298,10 +298,7 @@ where
             Ok(body(&mut r))
         }
         Format::Xz => {
-            let mut r = liblzma::bufread::XzDecoder::new_stream(
-                BufReader::with_capacity(1 << 20, input),
-                xz_mt_decoder()?,
-            );
+            let mut r = XzReader::new(input)?;
             Ok(body(&mut r))
         }
         Format::Gz => {
@@ -319,6 +316,58 @@ where
             let index = zip_image_index(&mut archive)?;
             let mut member = archive.by_index(index).map_err(zip_err)?;
             Ok(body(&mut member))
+        }
+    }
+}
+
+/// Reads the decompressed contents of an `.xz` file with liblzma's multi-threaded decoder,
+/// including concatenated streams (`cat a.xz b.xz`, pixz), which a single decoder would stop
+/// after the first of, silently. Stream padding is skipped; anything else after a stream must
+/// be another stream, or reading fails.
+pub struct XzReader<R: Read> {
+    decoder: Option<liblzma::bufread::XzDecoder<BufReader<R>>>,
+}
+
+impl<R: Read> XzReader<R> {
+    /// Start decoding `input`.
+    pub fn new(input: R) -> io::Result<Self> {
+        let decoder = liblzma::bufread::XzDecoder::new_stream(
+            BufReader::with_capacity(1 << 20, input),
+            xz_mt_decoder()?,
+        );
+        Ok(XzReader {
+            decoder: Some(decoder),
+        })
+    }
+}
+
+impl<R: Read> Read for XzReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else {
+                return Ok(0);
+            };
+            let n = decoder.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // End of one stream: skip padding (zero bytes), then another stream or the end.
+            let mut input = self.decoder.take().expect("checked above").into_inner();
+            loop {
+                let avail = input.fill_buf()?;
+                if avail.is_empty() {
+                    return Ok(0);
+                }
+                let zeros = avail.iter().take_while(|&&b| b == 0).count();
+                if zeros == 0 {
+                    break;
+                }
+                input.consume(zeros);
+            }
+            self.decoder = Some(liblzma::bufread::XzDecoder::new_stream(
+                input,
+                xz_mt_decoder()?,
+            ));
         }
     }
 }
@@ -550,6 +599,22 @@ mod tests {
             let e = decompress_slice(cut, u64::MAX).expect_err(format.as_str());
             assert!(!e.to_string().is_empty());
         }
+    }
+
+    #[test]
+    fn concatenated_xz_streams_are_all_decoded() {
+        let xz = |data: &[u8]| {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let (a, b) = (vec![1u8; 100_000], vec![2u8; 70_000]);
+        let both = [xz(&a), vec![0; 8], xz(&b)].concat();
+        let (format, out) = decompress_slice(&both, u64::MAX).unwrap();
+        assert_eq!(format, Format::Xz);
+        assert!(out == [a.clone(), b].concat());
+        let garbage = [xz(&a), b"trailing junk".to_vec()].concat();
+        assert!(decompress_slice(&garbage, u64::MAX).is_err());
     }
 
     proptest! {
