@@ -323,6 +323,7 @@ pub struct Membership {
     events: Vec<Event>,
     counters: Counters,
     next_sync: Duration,
+    next_full_sync: Duration,
     next_join: Duration,
     join_backoff: Duration,
     left: bool,
@@ -333,6 +334,11 @@ pub struct Membership {
 /// Time between the `Leaving` messages and foca's own leave, so members hear "leaving" before
 /// they hear "down" and report `left`, never `failed`.
 pub const LEAVE_GRACE: Duration = Duration::from_millis(200);
+
+/// How often the whole membership table goes to one random member (push-pull anti-entropy).
+pub const FULL_SYNC_INTERVAL: Duration = Duration::from_secs(15);
+/// Bytes of member entries per `Members` datagram.
+const FULL_SYNC_BUDGET: usize = 1000;
 
 /// Longest a `member-join` event waits for the member's tags.
 pub const JOIN_TAGS_WAIT: Duration = Duration::from_secs(2);
@@ -379,6 +385,7 @@ impl Membership {
             events: Vec::new(),
             counters: Counters::default(),
             next_sync: now,
+            next_full_sync: now + FULL_SYNC_INTERVAL,
             next_join: now,
             join_backoff: FIRST_JOIN_BACKOFF,
             left: false,
@@ -446,7 +453,7 @@ impl Membership {
                     self.counters.malformed += 1;
                 }
             }
-            Ok(Frame::Control(c)) => self.handle_control(c, now),
+            Ok(Frame::Control(c)) => self.handle_control(c, from, now),
             Err(e) => {
                 self.counters.malformed += 1;
                 tracing::debug!(%from, error = %e, "dropping undecodable datagram");
@@ -483,6 +490,14 @@ impl Membership {
                 self.send_control(to, &msg);
             }
         }
+        if now >= self.next_full_sync {
+            self.next_full_sync = now + FULL_SYNC_INTERVAL;
+            let active: Vec<SocketAddr> = self.swim.iter_members().map(|m| m.id().addr).collect();
+            if !active.is_empty() {
+                let to = active[self.rng.random_range(0..active.len())];
+                self.send_table(to, true);
+            }
+        }
         if self.swim.num_members() == 0 {
             if now >= self.next_join && !self.settings.seeds.is_empty() {
                 for seed in self.settings.seeds.clone() {
@@ -516,6 +531,7 @@ impl Membership {
         if let Some(at) = self.leaving_at {
             d = d.min(at);
         }
+        d = d.min(self.next_full_sync);
         if let Some((&(at, _), _)) = self.timers.first_key_value() {
             d = d.min(at);
         }
@@ -678,6 +694,45 @@ impl Membership {
         }
     }
 
+    /// Sends our membership table (self included) in datagram-sized slices.
+    fn send_table(&mut self, to: SocketAddr, reply: bool) {
+        let mut table: Vec<foca::Member<NodeId>> =
+            self.swim.iter_membership_state().cloned().collect();
+        table.push(foca::Member::alive(self.id().clone()));
+        let mut slice = Vec::new();
+        let mut bytes = 0;
+        let mut first = true;
+        for m in table {
+            let size = 24 + m.id().name.len();
+            if !slice.is_empty()
+                && (bytes + size > FULL_SYNC_BUDGET
+                    || slice.len() == wire::MAX_MEMBERS_PER_DATAGRAM)
+            {
+                let members = std::mem::take(&mut slice);
+                self.send_control(
+                    to,
+                    &Control::Members {
+                        reply: first && reply,
+                        members,
+                    },
+                );
+                first = false;
+                bytes = 0;
+            }
+            bytes += size;
+            slice.push(m);
+        }
+        if !slice.is_empty() {
+            self.send_control(
+                to,
+                &Control::Members {
+                    reply,
+                    members: slice,
+                },
+            );
+        }
+    }
+
     fn own_state(&self) -> Control {
         Control::State {
             id: self.id().clone(),
@@ -821,7 +876,7 @@ impl Membership {
         self.emit(kind, &id.name, now);
     }
 
-    fn handle_control(&mut self, c: Control, now: Duration) {
+    fn handle_control(&mut self, c: Control, from: SocketAddr, now: Duration) {
         match c {
             Control::State { id, version, tags } => {
                 if id.name == self.id().name {
@@ -843,6 +898,15 @@ impl Membership {
                     if peer.seen_up && peer.down_since.is_none() && !peer.left {
                         self.emit(EventKind::MemberUpdate, &id.name, now);
                     }
+                }
+            }
+            Control::Members { reply, members } => {
+                // Our own entry is handled by foca (it refutes suspicion of us).
+                self.with_swim(now, |swim, rt| {
+                    swim.apply_many(members.into_iter(), true, rt)
+                });
+                if reply {
+                    self.send_table(from, false);
                 }
             }
             Control::Leaving { id } => {

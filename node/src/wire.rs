@@ -21,6 +21,9 @@ pub const KIND_CONTROL: u8 = 1;
 pub const MAX_TAGS: usize = 64;
 /// Longest tag key, tag value or node name, in bytes.
 pub const MAX_STR: usize = 256;
+/// Most members in one `Members` datagram (keeps it under the 1400-byte budget for names up
+/// to ~20 bytes; longer names are sent in smaller slices).
+pub const MAX_MEMBERS_PER_DATAGRAM: usize = 64;
 
 /// A piforge message that foca does not carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +43,16 @@ pub enum Control {
     Leaving {
         /// Who is leaving.
         id: NodeId,
+    },
+    /// Anti-entropy (foca has no periodic full-state sync): a slice of the sender's membership
+    /// table. Sent every sync period to one random member (`reply: true` asks it to send its
+    /// table back), so a member that missed a `down` update learns it within a period instead
+    /// of only when its own probe round reaches the dead member.
+    Members {
+        /// Whether the receiver should answer with its own table.
+        reply: bool,
+        /// Members with foca's state and incarnation.
+        members: Vec<foca::Member<NodeId>>,
     },
 }
 
@@ -112,6 +125,14 @@ fn check_limits(msg: &Control) -> Result<(), WireError> {
             id
         }
         Control::Leaving { id } => id,
+        Control::Members { members, .. } => {
+            if members.len() > MAX_MEMBERS_PER_DATAGRAM
+                || members.iter().any(|m| m.id().name.len() > MAX_STR)
+            {
+                return Err(WireError::TooLarge);
+            }
+            return Ok(());
+        }
     };
     if id.name.len() > MAX_STR {
         return Err(WireError::TooLarge);
@@ -143,6 +164,10 @@ mod tests {
                 tags,
             },
             Control::Leaving { id: id() },
+            Control::Members {
+                reply: true,
+                members: vec![foca::Member::new(id(), 3, foca::State::Suspect)],
+            },
         ] {
             assert_eq!(decode(&encode_control(&msg)).unwrap(), Frame::Control(msg));
         }
@@ -167,6 +192,11 @@ mod tests {
             tags,
         });
         assert_eq!(decode(&big), Err(WireError::TooLarge));
+        let many = encode_control(&Control::Members {
+            reply: false,
+            members: vec![foca::Member::alive(id()); MAX_MEMBERS_PER_DATAGRAM + 1],
+        });
+        assert_eq!(decode(&many), Err(WireError::TooLarge));
     }
 
     proptest! {

@@ -11,9 +11,13 @@ use common::*;
 use piforge_node::membership::MemberState;
 
 fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
 }
 
 fn chromium_cmd(bin: &str, profile: &std::path::Path) -> Command {
@@ -52,7 +56,11 @@ fn dashboard_renders_members_in_chromium() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for needle in [
         "data-name=\"alpha\"",
         "data-name=\"beta\"",
@@ -61,7 +69,10 @@ fn dashboard_renders_members_in_chromium() {
         " / 8</td>",
         "2 members, 2 alive",
     ] {
-        assert!(dom.contains(needle), "{needle:?} missing from the rendered page:\n{dom}");
+        assert!(
+            dom.contains(needle),
+            "{needle:?} missing from the rendered page:\n{dom}"
+        );
     }
 
     let shot = root.path().join("dashboard.png");
@@ -71,9 +82,17 @@ fn dashboard_renders_members_in_chromium() {
         .arg(&url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let png = std::fs::read(&shot).unwrap();
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "screenshot of {} bytes", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "screenshot of {} bytes",
+        png.len()
+    );
     let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&keep, &png).unwrap();
     eprintln!("screenshot: {}", keep.display());
