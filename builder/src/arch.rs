@@ -66,7 +66,9 @@ impl FromStr for Arch {
         match s {
             "arm64" | "aarch64" => Ok(Arch::Arm64),
             "armhf" | "armv7" | "arm" => Ok(Arch::Armhf),
-            other => Err(format!("unknown architecture {other:?}: use arm64 or armhf")),
+            other => Err(format!(
+                "unknown architecture {other:?}: use arm64 or armhf"
+            )),
         }
     }
 }
@@ -80,6 +82,11 @@ mod tests {
         for a in Arch::ALL {
             assert_eq!(a.debian_name().parse::<Arch>().unwrap(), a);
         }
-        assert!("x86".parse::<Arch>().unwrap_err().contains("arm64 or armhf"));
+        assert!(
+            "x86"
+                .parse::<Arch>()
+                .unwrap_err()
+                .contains("arm64 or armhf")
+        );
     }
 }

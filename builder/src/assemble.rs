@@ -140,11 +140,20 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         File::open(&base.path).with_context(|| format!("opening {}", base.path.display()))?;
     let layout = image::read_layout(&mut base_file)
         .with_context(|| format!("reading the partition table of {}", base.path.display()))?;
-    let boot = layout.boot().with_context(|| format!("examining {}", base.path.display()))?.clone();
+    let boot = layout
+        .boot()
+        .with_context(|| format!("examining {}", base.path.display()))?
+        .clone();
     let root = layout.root().with_context(|| {
-        format!("{} has no ext4 root partition: not a Raspberry Pi OS image", base.path.display())
+        format!(
+            "{} has no ext4 root partition: not a Raspberry Pi OS image",
+            base.path.display()
+        )
     })?;
-    let facts = ext4::root_facts(&mut base_file, root)
+    let clone = base_file
+        .try_clone()
+        .with_context(|| format!("opening {}", base.path.display()))?;
+    let facts = ext4::root_facts(ReadOnly(clone), root)
         .with_context(|| format!("reading the root file system of {}", base.path.display()))?;
     let arch = resolve_arch(req.arch, facts.arch, base.entry.as_ref().map(|e| e.arch))?;
     tracing::info!(release = %facts.version_codename, %arch, boot_mount = %facts.boot_mount,
@@ -154,17 +163,27 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     let bins = Payload::locate(req.payload.as_deref())?.binaries(arch)?;
 
     // 5. The plan for the cloneable image.
-    let image_facts =
-        ImageFacts { boot_mount: facts.boot_mount.clone(), cloud_init: facts.cloud_init };
+    let image_facts = ImageFacts {
+        boot_mount: facts.boot_mount.clone(),
+        cloud_init: facts.cloud_init,
+    };
     let batch_id = hex::encode(rng.random::<[u8; 6]>());
     let cmdline = BootFs::open(ReadOnly(&mut base_file), &boot)?
         .read("cmdline.txt")?
-        .with_context(|| format!("{} has no cmdline.txt on its boot partition", base.path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} has no cmdline.txt on its boot partition",
+                base.path.display()
+            )
+        })?;
     let cmdline = String::from_utf8(cmdline).context("cmdline.txt is not UTF-8")?;
     let plan = customize::plan_image(
         &template,
         &image_facts,
-        &PiBinaries { firstboot: &bins.firstboot, node: &bins.node },
+        &PiBinaries {
+            firstboot: &bins.firstboot,
+            node: &bins.node,
+        },
         &overlays,
         &cmdline,
         &format!("piforge-{batch_id}-cloneable"),
@@ -175,7 +194,11 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     let mut batch_cards = vec![];
     for k in 1..=req.cards {
         let hostname = format!("{}-{k:02}", req.hostname_prefix);
-        let role = req.roles.iter().find(|(i, _)| *i == k).map(|(_, r)| r.clone());
+        let role = req
+            .roles
+            .iter()
+            .find(|(i, _)| *i == k)
+            .map(|(_, r)| r.clone());
         let mut card = template.clone();
         card.identity.hostname = Some(hostname.clone());
         if let Some(r) = &role {
@@ -184,13 +207,20 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             }
             card.node.tags.insert("role".into(), r.clone());
         }
-        card.validate().with_context(|| format!("checking card {k} ({hostname})"))?;
-        batch_cards.push(BatchCard { index: k, hostname, role, flashed: false });
+        card.validate()
+            .with_context(|| format!("checking card {k} ({hostname})"))?;
+        batch_cards.push(BatchCard {
+            index: k,
+            hostname,
+            role,
+            flashed: false,
+        });
         cards.push(card);
     }
 
     // 7. Write: the image through a temp file in the output dir, then the cards, then batch.toml.
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
+    remove_stale_parts(&req.out)?;
     let image_name = format!("{}.img", req.cluster);
     let image_path = req.out.join(&image_name);
     write_image(&base.path, &boot, &plan, &image_path, req.progress)?;
@@ -212,7 +242,11 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         cards: batch_cards,
     };
     batch.save(&req.out)?;
-    Ok(BuildOutcome { batch, image: image_path, new_key })
+    Ok(BuildOutcome {
+        batch,
+        image: image_path,
+        new_key,
+    })
 }
 
 /// Copies `base` to a temp file beside `dest`, writes `plan` into its FAT, syncs and renames.
@@ -230,7 +264,9 @@ fn write_image(
         .suffix(".img.part")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let size = std::fs::metadata(base).with_context(|| format!("reading {}", base.display()))?.len();
+    let size = std::fs::metadata(base)
+        .with_context(|| format!("reading {}", base.display()))?
+        .len();
     let bar = Progress::new("copying base image", Some(size).filter(|_| progress));
     sparse::copy_sparse(base, tmp.as_file_mut(), |n| bar.set_position(n))?;
     bar.finish();
@@ -242,8 +278,12 @@ fn write_image(
         }
         fs.flush()?;
     }
-    tmp.as_file().sync_all().with_context(|| format!("syncing {}", tmp.path().display()))?;
-    tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("renaming to {}", dest.display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", tmp.path().display()))?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming to {}", dest.display()))?;
     Ok(())
 }
 
@@ -262,7 +302,11 @@ pub fn check_space<T: std::io::Read + std::io::Write + std::io::Seek>(
     // Cluster slack and new directory clusters: allow 64 KiB plus 4 KiB a file.
     let needed = customize::total_bytes(plan) + 65536 + 4096 * plan.len() as u64;
     if needed > free + replaced {
-        return Err(image::ImageError::FatFull { needed, free: free + replaced }.into());
+        return Err(image::ImageError::FatFull {
+            needed,
+            free: free + replaced,
+        }
+        .into());
     }
     Ok(())
 }
@@ -301,11 +345,7 @@ fn load_overlays(req: &BuildRequest, names: &[String]) -> anyhow::Result<Vec<Loa
 }
 
 /// The card every card of the batch starts from (and the cloneable image carries).
-fn template_card(
-    req: &BuildRequest,
-    key: ClusterKey,
-    rng: &mut impl Rng,
-) -> anyhow::Result<Card> {
+fn template_card(req: &BuildRequest, key: ClusterKey, rng: &mut impl Rng) -> anyhow::Result<Card> {
     let mut card = Card::new(&req.cluster, key);
     card.cluster.seeds = req.join.clone();
     card.cluster.mdns = req.mdns;
@@ -313,9 +353,10 @@ fn template_card(
     card.access.user = req.user.clone();
     card.access.password_hash = match &req.password {
         PasswordSpec::None => None,
-        PasswordSpec::File(p) => {
-            Some(Secret::new(password::hash_password(&password::read_password_file(p)?, rng)?))
-        }
+        PasswordSpec::File(p) => Some(Secret::new(password::hash_password(
+            &password::read_password_file(p)?,
+            rng,
+        )?)),
         PasswordSpec::Hash(h) => Some(Secret::new(h.clone())),
     };
     for p in &req.ssh_keys {
@@ -357,7 +398,10 @@ fn read_ssh_keys(path: &Path) -> anyhow::Result<Vec<String>> {
         }
         let kind = k.split_whitespace().next().unwrap_or("");
         if !(kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-")) {
-            bail!("{}: {kind:?} is not an OpenSSH public key type", path.display());
+            bail!(
+                "{}: {kind:?} is not an OpenSSH public key type",
+                path.display()
+            );
         }
     }
     if keys.is_empty() {
@@ -382,11 +426,31 @@ fn resolve_arch(
     }
 }
 
+/// Removes temp images left by a build that was killed (a clean failure removes its own).
+fn remove_stale_parts(out: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".piforge-") && name.ends_with(".part") {
+            tracing::info!(file = %e.path().display(), "removing a leftover of an interrupted build");
+            std::fs::remove_file(e.path())
+                .with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_stale_cards(out: &Path, cards: &[BatchCard]) -> anyhow::Result<()> {
     let dir = out.join("cards");
-    let keep: BTreeMap<String, ()> =
-        cards.iter().map(|c| (format!("{}.toml", c.hostname), ())).collect();
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+    let keep: BTreeMap<String, ()> = cards
+        .iter()
+        .map(|c| (format!("{}.toml", c.hostname), ()))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".toml") && !keep.contains_key(&name) {
@@ -403,8 +467,14 @@ mod tests {
 
     #[test]
     fn arch_resolution() {
-        assert_eq!(resolve_arch(None, Some(Arch::Armhf), Some(Arch::Arm64)).unwrap(), Arch::Armhf);
-        assert_eq!(resolve_arch(Some(Arch::Arm64), None, None).unwrap(), Arch::Arm64);
+        assert_eq!(
+            resolve_arch(None, Some(Arch::Armhf), Some(Arch::Arm64)).unwrap(),
+            Arch::Armhf
+        );
+        assert_eq!(
+            resolve_arch(Some(Arch::Arm64), None, None).unwrap(),
+            Arch::Arm64
+        );
         let e = resolve_arch(Some(Arch::Arm64), Some(Arch::Armhf), None).unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
         assert!(resolve_arch(None, None, None).is_err());
@@ -417,6 +487,11 @@ mod tests {
         std::fs::write(&p, "# mine\nssh-ed25519 AAAAC3 me@laptop\n\n").unwrap();
         assert_eq!(read_ssh_keys(&p).unwrap(), ["ssh-ed25519 AAAAC3 me@laptop"]);
         std::fs::write(&p, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
-        assert!(read_ssh_keys(&p).unwrap_err().to_string().contains("private key"));
+        assert!(
+            read_ssh_keys(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("private key")
+        );
     }
 }

@@ -75,7 +75,11 @@ impl Batch {
     pub fn load(dir: &Path) -> anyhow::Result<Batch> {
         let path = dir.join(BATCH_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("reading {} (run `piforge build --out {}` first)", path.display(), dir.display())
+            format!(
+                "reading {} (run `piforge build --out {}` first)",
+                path.display(),
+                dir.display()
+            )
         })?;
         let b: Batch =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
@@ -103,7 +107,10 @@ impl Batch {
     /// The card with 1-based index `k`.
     pub fn card(&self, k: u32) -> anyhow::Result<&BatchCard> {
         self.cards.iter().find(|c| c.index == k).with_context(|| {
-            format!("the batch has no card {k} (it has {} cards)", self.cards.len())
+            format!(
+                "the batch has no card {k} (it has {} cards)",
+                self.cards.len()
+            )
         })
     }
 
@@ -120,7 +127,11 @@ pub fn card_path(dir: &Path, hostname: &str) -> PathBuf {
 
 /// Writes a card's card.toml into the batch dir, mode 0600 in a 0700 dir.
 pub fn save_card(dir: &Path, card: &Card) -> anyhow::Result<()> {
-    let host = card.identity.hostname.as_deref().context("a batch card has a fixed hostname")?;
+    let host = card
+        .identity
+        .hostname
+        .as_deref()
+        .context("a batch card has a fixed hostname")?;
     let cards = dir.join("cards");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -149,8 +160,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
@@ -174,7 +187,12 @@ mod tests {
             boot_mount: "/boot/firmware".into(),
             cloud_init: true,
             cluster: "lab".into(),
-            cards: vec![BatchCard { index: 1, hostname: "pi-01".into(), role: None, flashed: false }],
+            cards: vec![BatchCard {
+                index: 1,
+                hostname: "pi-01".into(),
+                role: None,
+                flashed: false,
+            }],
         };
         b.save(d.path()).unwrap();
         assert_eq!(Batch::load(d.path()).unwrap(), b);
@@ -182,7 +200,10 @@ mod tests {
         card.identity.hostname = Some("pi-01".into());
         save_card(d.path(), &card).unwrap();
         assert_eq!(load_card(d.path(), "pi-01").unwrap(), card);
-        let mode = std::fs::metadata(card_path(d.path(), "pi-01")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(card_path(d.path(), "pi-01"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(b.card(2).unwrap_err().to_string().contains("has 1 cards"));
     }

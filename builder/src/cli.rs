@@ -191,9 +191,11 @@ impl BuildArgs {
             (None, None) => PasswordSpec::None,
         };
         let wifi = match (self.wifi_ssid, self.wifi_psk_file, self.wifi_country) {
-            (Some(ssid), Some(psk_file), Some(country)) => {
-                Some(WifiSpec { ssid, psk_file, country: country.to_uppercase() })
-            }
+            (Some(ssid), Some(psk_file), Some(country)) => Some(WifiSpec {
+                ssid,
+                psk_file,
+                country: country.to_uppercase(),
+            }),
             _ => None,
         };
         let mut roles = vec![];
@@ -201,8 +203,9 @@ impl BuildArgs {
             let (k, name) = r
                 .split_once('=')
                 .with_context(|| format!("--role {r}: write it as K=NAME, e.g. --role 1=lb"))?;
-            let k: u32 =
-                k.parse().with_context(|| format!("--role {r}: {k:?} is not a card number"))?;
+            let k: u32 = k
+                .parse()
+                .with_context(|| format!("--role {r}: {k:?} is not a card number"))?;
             roles.push((k, name.to_string()));
         }
         Ok(BuildRequest {
@@ -237,7 +240,12 @@ impl BuildArgs {
 impl ExportArgs {
     /// Turns the arguments into a request.
     pub fn into_request(self, progress: bool) -> ExportRequest {
-        ExportRequest { batch_dir: self.out, card: self.card, output: self.output, progress }
+        ExportRequest {
+            batch_dir: self.out,
+            card: self.card,
+            output: self.output,
+            progress,
+        }
     }
 }
 
@@ -251,7 +259,11 @@ mod tests {
         Cli::command().debug_assert();
         for sub in ["images", "build", "export", "inspect"] {
             let mut cmd = Cli::command();
-            let help = cmd.find_subcommand_mut(sub).unwrap().render_long_help().to_string();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
             for line in help.lines() {
                 assert!(line.chars().count() <= 80, "{sub}: {line:?}");
             }
@@ -261,9 +273,14 @@ mod tests {
     #[test]
     fn password_in_clear_is_refused() {
         let cli = Cli::try_parse_from(["piforge", "build", "--password", "hunter2"]).unwrap();
-        let Command::Build(b) = cli.command else { panic!() };
+        let Command::Build(b) = cli.command else {
+            panic!()
+        };
         let e = b.into_request(false).unwrap_err().to_string();
-        assert!(e.contains("--password-file") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("--password-file") && !e.contains("hunter2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -272,11 +289,23 @@ mod tests {
             "piforge", "build", "--from", "x.img", "--cards", "2", "--role", "1=lb",
         ])
         .unwrap();
-        let Command::Build(b) = cli.command else { panic!() };
-        assert_eq!(b.into_request(false).unwrap().roles, [(1, "lb".to_string())]);
+        let Command::Build(b) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            b.into_request(false).unwrap().roles,
+            [(1, "lb".to_string())]
+        );
         let cli =
             Cli::try_parse_from(["piforge", "build", "--from", "x.img", "--role", "lb"]).unwrap();
-        let Command::Build(b) = cli.command else { panic!() };
-        assert!(b.into_request(false).unwrap_err().to_string().contains("K=NAME"));
+        let Command::Build(b) = cli.command else {
+            panic!()
+        };
+        assert!(
+            b.into_request(false)
+                .unwrap_err()
+                .to_string()
+                .contains("K=NAME")
+        );
     }
 }

@@ -29,13 +29,24 @@ pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> 
     }
     writeln!(out, "image  {}", o.image.display())?;
     if o.batch.cards.is_empty() {
-        writeln!(out, "cards  none: the image is cloneable (hostnames from the hardware serial)")?;
+        writeln!(
+            out,
+            "cards  none: the image is cloneable (hostnames from the hardware serial)"
+        )?;
     }
     for c in &o.batch.cards {
-        let role = c.role.as_deref().map(|r| format!("  role {r}")).unwrap_or_default();
+        let role = c
+            .role
+            .as_deref()
+            .map(|r| format!("  role {r}"))
+            .unwrap_or_default();
         writeln!(out, "card {:>2} {}{role}", c.index, c.hostname)?;
     }
-    writeln!(out, "next   piforge export --out {} --card 1 -o card1.img.xz", req.out.display())?;
+    writeln!(
+        out,
+        "next   piforge export --out {} --card 1 -o card1.img.xz",
+        req.out.display()
+    )?;
     Ok(())
 }
 

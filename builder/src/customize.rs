@@ -50,10 +50,16 @@ pub fn plan_image(
     files.insert(format!("{CARD_DIR}/node"), bins.node.to_vec());
     for o in overlays {
         for (rel, bytes) in &o.files {
-            files.insert(format!("{CARD_DIR}/overlays/{}/{rel}", o.name), bytes.clone());
+            files.insert(
+                format!("{CARD_DIR}/overlays/{}/{rel}", o.name),
+                bytes.clone(),
+            );
         }
     }
-    files.insert("cmdline.txt".into(), cmdline::add(cmdline_txt, &facts.boot_mount).into_bytes());
+    files.insert(
+        "cmdline.txt".into(),
+        cmdline::add(cmdline_txt, &facts.boot_mount).into_bytes(),
+    );
     files
 }
 
@@ -92,7 +98,10 @@ mod tests {
     use piforge_config::ClusterKey;
 
     fn facts(cloud_init: bool) -> ImageFacts {
-        ImageFacts { boot_mount: "/boot/firmware".into(), cloud_init }
+        ImageFacts {
+            boot_mount: "/boot/firmware".into(),
+            cloud_init,
+        }
     }
 
     #[test]
@@ -103,8 +112,18 @@ mod tests {
             manifest: Default::default(),
             files: [("files/etc/x".to_string(), b"x".to_vec())].into(),
         };
-        let bins = PiBinaries { firstboot: b"\x7fELF-fb", node: b"\x7fELF-node" };
-        let plan = plan_image(&card, &facts(false), &bins, &[overlay], "a rootwait\n", "i-1");
+        let bins = PiBinaries {
+            firstboot: b"\x7fELF-fb",
+            node: b"\x7fELF-node",
+        };
+        let plan = plan_image(
+            &card,
+            &facts(false),
+            &bins,
+            &[overlay],
+            "a rootwait\n",
+            "i-1",
+        );
         let keys: Vec<_> = plan.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
@@ -122,7 +141,10 @@ mod tests {
             "a rootwait systemd.run=/boot/firmware/piforge/firstboot \
              systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"
         );
-        assert_eq!(Card::parse(std::str::from_utf8(&plan[CARD_PATH]).unwrap()).unwrap(), card);
+        assert_eq!(
+            Card::parse(std::str::from_utf8(&plan[CARD_PATH]).unwrap()).unwrap(),
+            card
+        );
     }
 
     #[test]

@@ -61,7 +61,9 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
         .suffix(".img.part")
         .tempfile_in(&dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let size = std::fs::metadata(&src).with_context(|| format!("reading {}", src.display()))?.len();
+    let size = std::fs::metadata(&src)
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
     let bar = Progress::new("copying image", Some(size).filter(|_| req.progress));
     sparse::copy_sparse(&src, raw.as_file_mut(), |n| bar.set_position(n))?;
     bar.finish();
@@ -87,9 +89,20 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
             .with_context(|| format!("renaming to {}", req.output.display()))?;
         sha
     };
-    let name = req.output.file_name().expect("an output file has a name").to_string_lossy();
-    batch::write_atomic(&sha_path(&req.output), format!("{sha256}  {name}\n").as_bytes(), 0o644)?;
-    Ok(ExportOutcome { output: req.output.clone(), sha256 })
+    let name = req
+        .output
+        .file_name()
+        .expect("an output file has a name")
+        .to_string_lossy();
+    batch::write_atomic(
+        &sha_path(&req.output),
+        format!("{sha256}  {name}\n").as_bytes(),
+        0o644,
+    )?;
+    Ok(ExportOutcome {
+        output: req.output.clone(),
+        sha256,
+    })
 }
 
 /// Writes card `k`'s card.toml (and cloud-init meta-data) onto the FAT of `image`.
@@ -98,8 +111,10 @@ pub fn personalise(image: &mut File, batch: &Batch, dir: &Path, k: u32) -> anyho
     let card = batch::load_card(dir, &bc.hostname)?;
     let layout = image::read_layout(image).context("reading the image's partition table")?;
     let boot = layout.boot()?.clone();
-    let facts =
-        ImageFacts { boot_mount: batch.boot_mount.clone(), cloud_init: batch.cloud_init };
+    let facts = ImageFacts {
+        boot_mount: batch.boot_mount.clone(),
+        cloud_init: batch.cloud_init,
+    };
     let files = customize::plan_card(&card, &facts, &batch.instance_id(&bc.hostname));
     let fs = BootFs::open(image, &boot)?;
     crate::assemble::check_space(&fs, &files)?;
@@ -122,25 +137,40 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
         .encoder()
         .context("setting up the xz encoder")?;
     let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let size = input.metadata().with_context(|| format!("reading {}", src.display()))?.len();
+    let size = input
+        .metadata()
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
     let out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let hashing = HashWriter { inner: BufWriter::new(out), hash: Sha256::new() };
+    let hashing = HashWriter {
+        inner: BufWriter::new(out),
+        hash: Sha256::new(),
+    };
     let mut enc = liblzma::write::XzEncoder::new_stream(hashing, stream);
     let bar = Progress::new("compressing", Some(size).filter(|_| progress));
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = input.read(&mut buf).with_context(|| format!("reading {}", src.display()))?;
+        let n = input
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", src.display()))?;
         if n == 0 {
             break;
         }
-        enc.write_all(&buf[..n]).with_context(|| format!("writing {}", dest.display()))?;
+        enc.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", dest.display()))?;
         bar.inc(n as u64);
     }
     bar.finish();
-    let hashing = enc.finish().with_context(|| format!("finishing {}", dest.display()))?;
+    let hashing = enc
+        .finish()
+        .with_context(|| format!("finishing {}", dest.display()))?;
     let HashWriter { inner, hash } = hashing;
-    let file = inner.into_inner().map_err(|e| e.into_error()).context("flushing the output")?;
-    file.sync_all().with_context(|| format!("syncing {}", dest.display()))?;
+    let file = inner
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .context("flushing the output")?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", dest.display()))?;
     Ok(hex::encode(hash.finalize()))
 }
 

@@ -65,7 +65,10 @@ pub struct PartInfo {
 /// Inspects the image at `path`.
 pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = f.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let size = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
     let layout = image::read_layout(&mut f)
         .with_context(|| format!("reading the partition table of {}", path.display()))?;
     let table = match &layout.table {
@@ -104,7 +107,10 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         card_error: None,
     };
     if let Some(root) = layout.root() {
-        match ext4::root_facts(ReadOnly(&mut f), root) {
+        let clone = f
+            .try_clone()
+            .with_context(|| format!("opening {}", path.display()))?;
+        match ext4::root_facts(ReadOnly(clone), root) {
             Ok(facts) => {
                 out.release = Some(facts.version_codename.clone());
                 out.os = Some(facts.pretty_name.clone());
@@ -116,9 +122,14 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
             Err(e) => tracing::warn!(error = %e, "cannot read the root file system"),
         }
     }
-    let boot = layout.boot().with_context(|| format!("examining {}", path.display()))?.clone();
+    let boot = layout
+        .boot()
+        .with_context(|| format!("examining {}", path.display()))?
+        .clone();
     let fs = BootFs::open(ReadOnly(&mut f), &boot)?;
-    out.cmdline = fs.read("cmdline.txt")?.map(|b| String::from_utf8_lossy(&b).trim_end().to_string());
+    out.cmdline = fs
+        .read("cmdline.txt")?
+        .map(|b| String::from_utf8_lossy(&b).trim_end().to_string());
     out.payload = list_tree(&fs, CARD_DIR)?;
     if let Some(bytes) = fs.read(CARD_PATH)? {
         match Card::parse(&String::from_utf8_lossy(&bytes)) {
@@ -134,7 +145,9 @@ fn list_tree<T: std::io::Read + std::io::Write + std::io::Seek>(
     dir: &str,
 ) -> anyhow::Result<Vec<String>> {
     let mut out = vec![];
-    let Ok(names) = fs.list(dir) else { return Ok(out) };
+    let Ok(names) = fs.list(dir) else {
+        return Ok(out);
+    };
     for n in names {
         let p = format!("{dir}/{n}");
         match fs.list(&p) {
@@ -148,7 +161,10 @@ fn list_tree<T: std::io::Read + std::io::Write + std::io::Seek>(
 /// Human-readable report.
 pub fn render_text(i: &Inspection) -> String {
     let mut s = String::new();
-    s.push_str(&format!("size        {} bytes\ntable       {}\n", i.size, i.table));
+    s.push_str(&format!(
+        "size        {} bytes\ntable       {}\n",
+        i.size, i.table
+    ));
     for p in &i.partitions {
         s.push_str(&format!(
             "  p{}  start {:>12}  len {:>12}  type {:<6} {:<7} {:<10} PARTUUID={}\n",
@@ -169,7 +185,9 @@ pub fn render_text(i: &Inspection) -> String {
     s.push_str(&format!("network     {}\n", opt(&i.network)));
     s.push_str(&format!(
         "cloud-init  {}\n",
-        i.cloud_init.map_or("unknown".into(), |c| if c { "yes" } else { "no" }.to_string())
+        i.cloud_init
+            .map_or("unknown".into(), |c| if c { "yes" } else { "no" }
+                .to_string())
     ));
     s.push_str(&format!("cmdline     {}\n", opt(&i.cmdline)));
     if i.payload.is_empty() {

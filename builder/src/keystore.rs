@@ -102,8 +102,10 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&tmp)
         .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
     Ok(())
 }
@@ -124,7 +126,10 @@ mod tests {
         assert!(new1 && !new2);
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
-        let mode = std::fs::metadata(store.path("lab")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.path("lab"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
@@ -136,7 +141,10 @@ mod tests {
         store.get_or_create("lab", &mut rng).unwrap();
         std::fs::set_permissions(store.path("lab"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        let e = store.get_or_create("lab", &mut rng).unwrap_err().to_string();
+        let e = store
+            .get_or_create("lab", &mut rng)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 }

@@ -7,13 +7,25 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod assemble;
+pub mod batch;
 pub mod blockmap;
 pub mod bmap;
 pub mod cache;
 pub mod catalog;
+pub mod cli;
+pub mod commands;
+pub mod customize;
 pub mod decompress;
+pub mod export;
 pub mod fetch;
 pub mod image;
+pub mod inspect;
+pub mod keystore;
+pub mod overlay;
+pub mod password;
 pub mod payload;
 pub mod progress;
+pub mod readonly;
+pub mod sparse;
 pub mod verify;

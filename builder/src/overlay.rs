@@ -75,7 +75,11 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<LoadedOverlay> {
         hb.register_template_string(&t.source, src.as_ref())
             .map_err(|e| anyhow::anyhow!("overlay {name}: template {}: {e}", t.source))?;
     }
-    Ok(LoadedOverlay { name: name.to_string(), manifest, files })
+    Ok(LoadedOverlay {
+        name: name.to_string(),
+        manifest,
+        files,
+    })
 }
 
 /// Names of the overlays in `dir`, sorted.
@@ -103,14 +107,20 @@ fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> any
     for e in entries {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        let ty = e.file_type().with_context(|| format!("reading {}", path.display()))?;
+        let ty = e
+            .file_type()
+            .with_context(|| format!("reading {}", path.display()))?;
         if ty.is_dir() {
             collect(&path, &format!("{prefix}{name}/"), out)?;
         } else if ty.is_file() {
-            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             out.insert(format!("{prefix}{name}"), bytes);
         } else {
-            bail!("{}: overlays hold plain files and directories only", path.display());
+            bail!(
+                "{}: overlays hold plain files and directories only",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -138,18 +148,35 @@ mod tests {
             d.path(),
             "web",
             "description = \"web\"\n[[template]]\nsource = \"index.hbs\"\ndest = \"/var/www/index.html\"\n",
-            &[("files/etc/b", "b"), ("files/etc/a", "a"), ("templates/index.hbs", "{{hostname}}")],
+            &[
+                ("files/etc/b", "b"),
+                ("files/etc/a", "a"),
+                ("templates/index.hbs", "{{hostname}}"),
+            ],
         );
         let o = load(d.path(), "web").unwrap();
         let keys: Vec<_> = o.files.keys().cloned().collect();
-        assert_eq!(keys, ["files/etc/a", "files/etc/b", "overlay.toml", "templates/index.hbs"]);
+        assert_eq!(
+            keys,
+            [
+                "files/etc/a",
+                "files/etc/b",
+                "overlay.toml",
+                "templates/index.hbs"
+            ]
+        );
         assert_eq!(list(d.path()).unwrap(), ["web"]);
     }
 
     #[test]
     fn broken_overlays_are_refused_with_the_reason() {
         let d = tempfile::tempdir().unwrap();
-        overlay(d.path(), "a", "[[template]]\nsource = \"x.hbs\"\ndest = \"/x\"\n", &[]);
+        overlay(
+            d.path(),
+            "a",
+            "[[template]]\nsource = \"x.hbs\"\ndest = \"/x\"\n",
+            &[],
+        );
         overlay(
             d.path(),
             "b",

@@ -18,10 +18,13 @@ const SALT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 /// Hashes `password` with sha512-crypt and a 16-character salt drawn from `rng`.
 pub fn hash_password(password: &str, rng: &mut impl Rng) -> anyhow::Result<String> {
     if password.is_empty() {
-        bail!("the password is empty; give a non-empty one or leave the password out (SSH keys only)");
+        bail!(
+            "the password is empty; give a non-empty one or leave the password out (SSH keys only)"
+        );
     }
-    let salt: String =
-        (0..16).map(|_| SALT_ALPHABET[rng.random_range(0..SALT_ALPHABET.len())] as char).collect();
+    let salt: String = (0..16)
+        .map(|_| SALT_ALPHABET[rng.random_range(0..SALT_ALPHABET.len())] as char)
+        .collect();
     let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
         .map_err(|e| anyhow::anyhow!("setting up sha512-crypt: {e:?}"))?;
     let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
@@ -33,14 +36,19 @@ pub fn hash_password(password: &str, rng: &mut impl Rng) -> anyhow::Result<Strin
 pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
     let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin().read_to_string(&mut text).context("reading the password from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the password from stdin")?;
     } else {
         text = std::fs::read_to_string(path)
             .with_context(|| format!("reading password file {}", path.display()))?;
     }
     let line = text.lines().next().unwrap_or("").to_string();
     if line.is_empty() {
-        bail!("password file {} is empty; its first line is the password", path.display());
+        bail!(
+            "password file {} is empty; its first line is the password",
+            path.display()
+        );
     }
     Ok(line)
 }
@@ -57,7 +65,11 @@ mod tests {
         let h = hash_password("raspberry", &mut a).unwrap();
         assert!(h.starts_with("$6$"), "{h}");
         assert_eq!(h.split('$').count(), 4, "{h}");
-        assert_eq!(h, hash_password("raspberry", &mut b).unwrap(), "same seed, same hash");
+        assert_eq!(
+            h,
+            hash_password("raspberry", &mut b).unwrap(),
+            "same seed, same hash"
+        );
         assert!(!h.contains("raspberry"));
     }
 
@@ -83,7 +95,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("pw");
         std::fs::write(&p, "\n").unwrap();
-        assert!(read_password_file(&p).unwrap_err().to_string().contains("is empty"));
+        assert!(
+            read_password_file(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("is empty")
+        );
         std::fs::write(&p, "s3cret\nignored\n").unwrap();
         assert_eq!(read_password_file(&p).unwrap(), "s3cret");
     }

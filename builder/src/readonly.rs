@@ -23,7 +23,10 @@ impl<R: Seek> Seek for ReadOnly<R> {
 
 impl<R> Write for ReadOnly<R> {
     fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "this image is opened read-only"))
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "this image is opened read-only",
+        ))
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -41,7 +44,10 @@ mod tests {
         r.seek(SeekFrom::Start(1)).unwrap();
         r.read_exact(&mut b).unwrap();
         assert_eq!(b, [2, 3]);
-        assert_eq!(r.write(&[9]).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            r.write(&[9]).unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied
+        );
         assert_eq!(r.0.into_inner(), [1, 2, 3]);
     }
 }

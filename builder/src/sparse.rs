@@ -12,19 +12,28 @@ const BLOCK: usize = 64 * 1024;
 
 /// Copies `src` into the (new, empty) file `dst`, leaving all-zero 64 KiB blocks as holes.
 /// Calls `progress` with the bytes done so far.
-pub fn copy_sparse(src: &Path, dst: &mut File, mut progress: impl FnMut(u64)) -> anyhow::Result<u64> {
+pub fn copy_sparse(
+    src: &Path,
+    dst: &mut File,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<u64> {
     let mut input = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let len = input.metadata().with_context(|| format!("reading {}", src.display()))?.len();
+    let len = input
+        .metadata()
+        .with_context(|| format!("reading {}", src.display()))?
+        .len();
     let mut buf = vec![0u8; 16 * BLOCK];
     let mut done = 0u64;
     loop {
-        let n = read_full(&mut input, &mut buf).with_context(|| format!("reading {}", src.display()))?;
+        let n = read_full(&mut input, &mut buf)
+            .with_context(|| format!("reading {}", src.display()))?;
         if n == 0 {
             break;
         }
         for chunk in buf[..n].chunks(BLOCK) {
             if chunk.iter().all(|&b| b == 0) {
-                dst.seek(SeekFrom::Current(chunk.len() as i64)).context("seeking in the copy")?;
+                dst.seek(SeekFrom::Current(chunk.len() as i64))
+                    .context("seeking in the copy")?;
             } else {
                 dst.write_all(chunk).context("writing the copy")?;
             }
