@@ -267,7 +267,7 @@ fn write_image(
     let size = std::fs::metadata(base)
         .with_context(|| format!("reading {}", base.display()))?
         .len();
-    let bar = Progress::new("copying base image", Some(size).filter(|_| progress));
+    let bar = Progress::maybe(progress, "copying base image", Some(size));
     sparse::copy_sparse(base, tmp.as_file_mut(), |n| bar.set_position(n))?;
     bar.finish();
     {

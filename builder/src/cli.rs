@@ -14,7 +14,7 @@ use crate::export::ExportRequest;
 use crate::fetch::Source;
 
 /// Catalog entry built when neither --image nor --from is given.
-pub const DEFAULT_IMAGE: &str = "raspios-trixie-arm64-lite";
+pub const DEFAULT_IMAGE: &str = "trixie-lite-arm64";
 
 /// Turn a stock Raspberry Pi OS image into a self-assembling cluster.
 ///
@@ -28,6 +28,9 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// No progress output (errors and results only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -268,6 +271,14 @@ mod tests {
                 assert!(line.chars().count() <= 80, "{sub}: {line:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_default_image_is_in_the_catalog() {
+        assert_eq!(
+            Catalog::builtin().get(DEFAULT_IMAGE).unwrap().name,
+            DEFAULT_IMAGE
+        );
     }
 
     #[test]

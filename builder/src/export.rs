@@ -64,7 +64,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
     let size = std::fs::metadata(&src)
         .with_context(|| format!("reading {}", src.display()))?
         .len();
-    let bar = Progress::new("copying image", Some(size).filter(|_| req.progress));
+    let bar = Progress::maybe(req.progress, "copying image", Some(size));
     sparse::copy_sparse(&src, raw.as_file_mut(), |n| bar.set_position(n))?;
     bar.finish();
     if let Some(k) = req.card {
@@ -147,7 +147,7 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
         hash: Sha256::new(),
     };
     let mut enc = liblzma::write::XzEncoder::new_stream(hashing, stream);
-    let bar = Progress::new("compressing", Some(size).filter(|_| progress));
+    let bar = Progress::maybe(progress, "compressing", Some(size));
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = input

@@ -33,8 +33,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let progress =
-        std::io::stderr().is_terminal() || std::env::var_os("PIFORGE_PROGRESS").is_some();
+    // A bar on a terminal, a plain line every few seconds otherwise (journald, CI logs).
+    let progress = !cli.quiet;
     let mut out = std::io::stdout().lock();
     match cli.command {
         Command::Images(a) => piforge::commands::cmd_images(a.json, &mut out)?,
