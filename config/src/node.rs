@@ -35,7 +35,9 @@ pub struct NodeConfig {
     /// `bind` is a wildcard (`0.0.0.0`). Unset: the agent picks the address of the default route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
-    /// Directory for state that survives restarts (the generation counter).
+    /// Directory for state that survives restarts (the generation counter). The agent's own,
+    /// matching the unit's `StateDirectory=piforge-node`: `/var/lib/piforge` is firstboot's
+    /// identity record, read-only to the hardened node unit.
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
     /// Failure detection and reaping.
@@ -148,7 +150,7 @@ fn default_bind() -> String {
     format!("0.0.0.0:{}", crate::DEFAULT_GOSSIP_PORT)
 }
 fn default_state_dir() -> String {
-    "/var/lib/piforge".to_string()
+    "/var/lib/piforge-node".to_string()
 }
 fn default_probe_period_ms() -> u64 {
     1000
@@ -263,7 +265,7 @@ mod tests {
         );
         let m = NodeConfig::parse(&min).unwrap();
         assert_eq!(m.detector, DetectorSettings::default());
-        assert_eq!(m.state_dir, "/var/lib/piforge");
+        assert_eq!(m.state_dir, "/var/lib/piforge-node");
         assert!(m.handlers.is_empty() && m.mqtt.is_none());
     }
 

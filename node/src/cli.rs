@@ -185,7 +185,7 @@ http = "0.0.0.0:8080"
 # Address others reach the gossip socket at (default: address of the default route).
 # advertise = "192.168.1.21:7946"
 # Generation counter lives here (a restart is the same member, a newer generation).
-state-dir = "/var/lib/piforge"
+state-dir = "/var/lib/piforge-node"
 
 [cluster]
 # Cluster name: also authenticated with every datagram and advertised over mDNS.
