@@ -73,10 +73,16 @@ pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) -> Vec<tokio::task:
         tokio::spawn(run_webhook(w.clone(), rx));
     }
     if let Some(m) = &req.mqtt {
+        // A backup alert publisher waits until the elected one surely saw the failure too.
+        let backup = Duration::from_millis(
+            req.detector.suspect_to_failed_ms + 2 * req.detector.probe_period_ms,
+        )
+        .max(Duration::from_secs(2));
         wait.extend(crate::mqtt::spawn(
             m.clone(),
             req.name.clone(),
             shared.clone(),
+            backup,
         ));
     }
     wait
