@@ -240,10 +240,17 @@ pub fn spawn(
             .publish(&t.status, QoS::AtLeastOnce, true, "left")
             .await;
         let _ = client.disconnect().await;
+        // `Outgoing::Disconnect` is reported before the packet surely left the socket; the
+        // broker closing the connection (an error here) is the proof it got a clean
+        // DISCONNECT and will not publish the last will.
         let drain = async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
+            let mut sent = false;
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => sent = true,
+                    Ok(_) => {}
+                    Err(_) if sent => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         };
