@@ -100,10 +100,12 @@ pub struct BuildArgs {
     /// Wi-Fi regulatory country (two letters, e.g. DE).
     #[arg(long, value_name = "CC", requires = "wifi_ssid")]
     pub wifi_country: Option<String>,
-    /// Overlay every card gets (repeatable; see overlays/).
+    /// Default overlay: every card without a --role gets it (repeatable; see
+    /// overlays/).
     #[arg(long, value_name = "NAME")]
     pub overlay: Vec<String>,
-    /// Give card K the role (overlay) NAME, e.g. --role 1=lb (repeatable).
+    /// Give card K the role (overlay) NAME instead of the defaults and the tag
+    /// role=NAME, e.g. --role 1=lb or --role 1=lb,metrics (repeatable).
     #[arg(long, value_name = "K=NAME")]
     pub role: Vec<String>,
     /// Architecture (default: detected from the image).

@@ -382,4 +382,15 @@ mod tests {
         let e = format!("{:#}", check_template("{{#if}}{{/if}}", false).unwrap_err());
         assert!(e.contains("#if needs an argument"), "{e}");
     }
+
+    #[test]
+    fn every_shipped_overlay_passes_the_checks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
+        let names = list(&dir).unwrap();
+        assert_eq!(names, ["alert", "lb", "metrics", "monitor", "web"]);
+        for n in &names {
+            let o = load(&dir, n).unwrap_or_else(|e| panic!("{n}: {e:#}"));
+            assert!(!o.manifest.description.is_empty(), "{n}");
+        }
+    }
 }

@@ -57,6 +57,10 @@ pub struct Template {
     /// Command run after the output changed (e.g. `systemctl reload haproxy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// File mode of a static template's output, e.g. `mode = 0o600` for a file the user puts
+    /// a token into (default 0o644; the node writes live outputs 0o644).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// The shape of a value a template can reach (see [`STATIC_VARS`], [`LIVE_VARS`]).
@@ -189,6 +193,17 @@ impl OverlayManifest {
                     format!("{:?} must be a file name under templates/", t.source),
                 );
             }
+            if let Some(mode) = t.mode
+                && (t.live || mode > 0o777)
+            {
+                return invalid(
+                    "template.mode",
+                    format!(
+                        "{}: mode applies to static templates and is at most 0o777",
+                        t.source
+                    ),
+                );
+            }
             if t.command.is_some() && !t.live {
                 return invalid(
                     "template.command",
@@ -267,6 +282,15 @@ mod tests {
         assert!(err(&t("source = \"a\"\ndest = \"/etc/../a\"")).contains("'..'"));
         assert!(err(&t("source = \"../a\"\ndest = \"/a\"")).contains("under templates/"));
         assert!(err(&t("source = \"a\"\ndest = \"/a\"\ncommand = \"x\"")).contains("live"));
+        assert!(err(&t("source = \"a\"\ndest = \"/a\"\nmode = 0o1777")).contains("0o777"));
+        assert!(
+            err(&t(
+                "source = \"a\"\ndest = \"/a\"\nlive = true\nmode = 0o600"
+            ))
+            .contains("mode")
+        );
+        let m = OverlayManifest::parse(&t("source = \"a\"\ndest = \"/a\"\nmode = 0o600")).unwrap();
+        assert_eq!(m.templates[0].mode, Some(0o600));
         assert!(err("enable = [\"../x.service\"]").starts_with("enable"));
         assert!(err("enable = [\"haproxy\"]").starts_with("enable"));
         assert!(err("tags = { \"a=b\" = \"c\" }").starts_with("tags"));
