@@ -6,7 +6,8 @@
 //! a group `k_v` (so `role=web` → `role_web`), sanitised into a valid Ansible group name: ASCII
 //! letters, digits and `_`, not starting with a digit (`role=web-1` → `role_web_1`). Two tag
 //! values that sanitise to the same name share the group. A member whose name could not be an
-//! inventory host name (see [`valid_host_name`]) is left out rather than breaking the INI.
+//! inventory host name (see [`valid_host_name`]) or whose `ip` is not an IP address is left
+//! out rather than breaking (or forging lines into) the INI.
 //! Pure: members in, text or JSON out.
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ fn listed(members: &[ApiMember]) -> Vec<&ApiMember> {
     let mut v: Vec<&ApiMember> = members
         .iter()
         .filter(|m| m.state == MemberState::Alive && valid_host_name(&m.name))
+        .filter(|m| m.ip.parse::<std::net::IpAddr>().is_ok())
         .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v.dedup_by(|a, b| a.name == b.name);
