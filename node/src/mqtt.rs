@@ -319,8 +319,9 @@ impl Publisher {
                     }
                 });
             }
-            EventKind::MemberJoin if lock(&self.book).has_alert(&e.member.name) => {
-                if self.rank(&e.member.name) == 0 {
+            EventKind::MemberJoin => {
+                let alerted = lock(&self.book).has_alert(&e.member.name);
+                if alerted && self.rank(&e.member.name) == 0 {
                     lock(&self.book).clear(&e.member.name);
                     let (client, topic) = (self.client.clone(), self.topics.alert(&e.member.name));
                     tokio::spawn(async move {
