@@ -1,8 +1,12 @@
-//! A real HAProxy load balancer kept by `piforge-node render` (issue #7): three web backends on
-//! 127.0.0.2–4, a web agent beside each (tagged `role=web`, `http-port=<port>`, gossip on the
-//! backend's address), an lb agent on 127.0.0.1, and haproxy in master-worker mode on a loopback
-//! port whose config is rendered from the lb agent's member list. The render command checks the
-//! config with `haproxy -c` and reloads haproxy with SIGUSR2.
+//! A real HAProxy load balancer kept by `piforge-node render` (issue #7) with the shipped `lb`
+//! overlay: three web backends on 127.0.0.2–4, a web agent beside each (tagged `role=web`,
+//! `http-port=<port>`, gossip on the backend's address), an lb agent on 127.0.0.1, and haproxy
+//! in master-worker mode reading a config directory like the overlay's unit does
+//! (`overlays/lb/files/etc/haproxy/piforge/00-main.cfg`, with the binds moved to loopback ports
+//! and the root-only `user`/`group`/syslog lines dropped, plus `50-backend.cfg` rendered from
+//! `overlays/lb/templates/backend.cfg.hbs` over the lb agent's member list). The render
+//! command checks the config with `haproxy -c` and reloads haproxy with SIGUSR2 (on the Pi:
+//! `systemctl try-reload-or-restart haproxy`).
 //!
 //! Asserted: requests round-robin over all three backends; after one web *agent* is SIGKILLed
 //! (its HTTP server keeps running, so haproxy's own health checks cannot be what removes it)
@@ -22,27 +26,29 @@ use common::*;
 use piforge_node::client;
 use piforge_node::membership::MemberState;
 
-/// The lb template of this test: a whole haproxy.cfg, the backend from alive `role=web`
-/// members at `<gossip ip>:<http-port tag>`, health checks on. `@FRONT@` is the frontend.
-const TEMPLATE: &str = "\
-global
-    maxconn 256
+/// The shipped lb overlay.
+const LB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../overlays/lb");
 
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-
-frontend www
-    bind @FRONT@
-    default_backend web
-
-backend web
-    balance roundrobin
-    option httpchk GET /
-{{#each alive}}{{#if (eq tags.role \"web\")}}    server {{name}} {{ip}}:{{lookup tags \"http-port\"}} check inter 1s
-{{/if}}{{/each}}";
+/// The overlay's main config, made runnable by an unprivileged test: frontend and stats on
+/// loopback ports, no user switch, no syslog.
+fn main_cfg(front: &str, stats: &str) -> String {
+    let shipped = std::fs::read_to_string(format!("{LB}/files/etc/haproxy/piforge/00-main.cfg"))
+        .expect("reading the lb overlay's 00-main.cfg");
+    assert!(
+        shipped.contains("bind :80\n") && shipped.contains("bind :8404\n"),
+        "{shipped}"
+    );
+    shipped
+        .replace("bind :80\n", &format!("bind {front}\n"))
+        .replace("bind :8404\n", &format!("bind {stats}\n"))
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !(l.starts_with("user ") || l.starts_with("group ") || l.starts_with("log /dev/log"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
 
 fn haproxy_bin() -> PathBuf {
     let found = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
@@ -101,9 +107,11 @@ fn answers(front: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-fn check_config(haproxy: &Path, cfg: &Path) {
+fn check_config(haproxy: &Path, main: &Path, cfg: &Path) {
     let out = Command::new(haproxy)
         .arg("-c")
+        .arg("-f")
+        .arg(main)
         .arg("-f")
         .arg(cfg)
         .output()
@@ -155,9 +163,12 @@ fn haproxy_follows_the_alive_web_members() {
     }
 
     let front = free_tcp().to_string();
-    let tpl = dir.join("haproxy.cfg.hbs");
-    std::fs::write(&tpl, TEMPLATE.replace("@FRONT@", &front)).unwrap();
-    let cfg = dir.join("haproxy.cfg");
+    let conf_dir = dir.join("haproxy");
+    std::fs::create_dir(&conf_dir).unwrap();
+    let main = conf_dir.join("00-main.cfg");
+    std::fs::write(&main, main_cfg(&front, &free_tcp().to_string())).unwrap();
+    let tpl = PathBuf::from(format!("{LB}/templates/backend.cfg.hbs"));
+    let cfg = conf_dir.join("50-backend.cfg");
     let render = |extra: &[&str]| {
         let mut c = Command::new(BIN);
         c.args([
@@ -176,7 +187,7 @@ fn haproxy_follows_the_alive_web_members() {
     let st = render(&["--once"]).status().unwrap();
     assert!(st.success());
     assert_eq!(servers(&cfg), names);
-    check_config(&haproxy, &cfg);
+    check_config(&haproxy, &main, &cfg);
 
     // haproxy in master-worker mode: SIGUSR2 to the master re-reads the config.
     let hap_log = dir.join("haproxy.log");
@@ -184,7 +195,7 @@ fn haproxy_follows_the_alive_web_members() {
         Command::new(&haproxy)
             .arg("-W")
             .arg("-f")
-            .arg(&cfg)
+            .arg(&conf_dir)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&hap_log).unwrap())
             .spawn()
@@ -198,9 +209,10 @@ fn haproxy_follows_the_alive_web_members() {
     let reloads = dir.join("reloads");
     // Keep every rendered config, refuse to reload a bad one, count the reloads.
     let command = format!(
-        "cp {cfg} {snaps}/$(date +%s%N).cfg && {hap} -c -q -f {cfg} && kill -USR2 {pid} && \
+        "cp {cfg} {snaps}/$(date +%s%N).cfg && {hap} -c -q -f {dir} && kill -USR2 {pid} && \
          echo reload >> {reloads}",
         cfg = cfg.display(),
+        dir = conf_dir.display(),
         snaps = snaps.display(),
         hap = haproxy.display(),
         pid = hap.0.id(),
@@ -234,7 +246,7 @@ fn haproxy_follows_the_alive_web_members() {
     let t = wait_for("web-3 out of the rendered backend", 20, || {
         servers(&cfg) == ["web-1", "web-2"]
     });
-    eprintln!("SIGKILL → web-3 out of haproxy.cfg after {t:?}");
+    eprintln!("SIGKILL → web-3 out of the rendered backend after {t:?}");
     wait_for("a reload", 10, || reload_count() >= 1);
     let t = wait_for("traffic only to web-1 and web-2", 15, || {
         !answers(&front, 4).iter().any(|g| g == "web-3")
@@ -264,7 +276,7 @@ fn haproxy_follows_the_alive_web_members() {
         .collect();
     assert!(rendered.len() >= 2, "{rendered:?}");
     for r in &rendered {
-        check_config(&haproxy, r);
+        check_config(&haproxy, &main, r);
     }
     assert!(reload_count() >= 2);
     let log = std::fs::read_to_string(&hap_log).unwrap_or_default();
