@@ -191,8 +191,8 @@ pub struct InventoryArgs {
     /// Print the variables of one host (empty: --list has them all).
     #[arg(long, value_name = "HOST", conflicts_with = "script")]
     pub host: Option<String>,
-    /// Write an executable inventory script to the cache and print its path:
-    /// ansible -i "$(piforge inventory --script)" all -m ping
+    /// Write an inventory script to the cache and print its path, for
+    /// `ansible -i "$(piforge inventory --script)"`.
     #[arg(long)]
     pub script: bool,
 }

@@ -77,7 +77,7 @@ pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) -> Vec<tokio::task:
         let backup = Duration::from_millis(
             req.detector.suspect_to_failed_ms + 2 * req.detector.probe_period_ms,
         )
-        .max(Duration::from_secs(2));
+        .max(Duration::from_secs(3));
         wait.extend(crate::mqtt::spawn(
             m.clone(),
             req.name.clone(),
