@@ -302,4 +302,35 @@ mod tests {
         );
         OverlayManifest::parse("enable = [\"x.timer\", \"getty@tty2.service\"]").unwrap();
     }
+
+    #[test]
+    fn member_fields_are_the_api_members_fields() {
+        let m = crate::members::ApiMember {
+            name: "pi-01".into(),
+            addr: "10.0.0.1:7946".into(),
+            ip: "10.0.0.1".into(),
+            port: 7946,
+            generation: 1,
+            state: crate::members::MemberState::Alive,
+            phi: 0.0,
+            threshold: 8.0,
+            tags: BTreeMap::new(),
+            uptime: 1,
+            last_seen: None,
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = MEMBER_FIELDS.iter().map(|(n, _)| *n).collect();
+        keys.sort();
+        want.sort();
+        assert_eq!(
+            keys, want,
+            "the builder checks live templates against MEMBER_FIELDS"
+        );
+    }
 }

@@ -338,6 +338,9 @@ impl Checker {
             };
             return self.walk(ty, tail, raw);
         }
+        if s.is_empty() || s == "." {
+            return Ok(self.stack[at].ty);
+        }
         let segs = segments(s)?;
         let first = segs.first().copied().unwrap_or("this");
         if level == 0 {
