@@ -71,9 +71,10 @@ pub struct BuildRequest {
     pub ssh_keys: Vec<PathBuf>,
     /// Wi-Fi.
     pub wifi: Option<WifiSpec>,
-    /// Overlays every card gets.
+    /// Default overlays: every card without a role (and the cloneable image) gets them.
     pub overlays: Vec<String>,
-    /// `(card index, overlay)` roles.
+    /// `(card index, overlay)` roles: the card gets that overlay (or `A,B`: those) instead of
+    /// the defaults, and the tag `role=` the first.
     pub roles: Vec<(u32, String)>,
     /// Architecture, when forced.
     pub arch: Option<Arch>,
@@ -194,17 +195,19 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     let mut batch_cards = vec![];
     for k in 1..=req.cards {
         let hostname = format!("{}-{k:02}", req.hostname_prefix);
-        let role = req
+        let role_overlays = req
             .roles
             .iter()
             .find(|(i, _)| *i == k)
-            .map(|(_, r)| r.clone());
+            .map(|(_, r)| role_names(r));
         let mut card = template.clone();
         card.identity.hostname = Some(hostname.clone());
+        // A card with a role gets its role's overlays instead of the defaults.
+        let role = role_overlays.as_ref().map(|names| names[0].clone());
+        if let Some(names) = role_overlays {
+            card.overlays = names;
+        }
         if let Some(r) = &role {
-            if !card.overlays.contains(r) {
-                card.overlays.push(r.clone());
-            }
             card.node.tags.insert("role".into(), r.clone());
         }
         card.validate()
@@ -311,7 +314,13 @@ pub fn check_space<T: std::io::Read + std::io::Write + std::io::Seek>(
     Ok(())
 }
 
+/// The overlays of a role: `lb` or `lb,metrics` (the first names the role).
+fn role_names(role: &str) -> Vec<String> {
+    role.split(',').map(|n| n.trim().to_string()).collect()
+}
+
 fn check_roles(req: &BuildRequest) -> anyhow::Result<()> {
+    let mut seen = vec![];
     for (k, name) in &req.roles {
         if *k == 0 || *k > req.cards {
             bail!(
@@ -320,14 +329,28 @@ fn check_roles(req: &BuildRequest) -> anyhow::Result<()> {
                 req.cards
             );
         }
+        if seen.contains(k) {
+            bail!(
+                "--role {k}={name}: card {k} already has a role; give one --role per card \
+                 (several overlays: --role {k}=A,B)"
+            );
+        }
+        seen.push(*k);
+        if role_names(name).iter().any(String::is_empty) {
+            bail!(
+                "--role {k}={name:?} names no overlay: write --role {k}=NAME with an overlay \
+                 from the overlays directory"
+            );
+        }
     }
     Ok(())
 }
 
+/// Every overlay any card uses: the defaults and all roles' overlays, sorted.
 fn all_overlays(req: &BuildRequest) -> Vec<String> {
     let mut names: Vec<String> = req.overlays.clone();
     for (_, r) in &req.roles {
-        names.push(r.clone());
+        names.extend(role_names(r));
     }
     names.sort();
     names.dedup();
@@ -478,6 +501,59 @@ mod tests {
         let e = resolve_arch(Some(Arch::Arm64), Some(Arch::Armhf), None).unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
         assert!(resolve_arch(None, None, None).is_err());
+    }
+
+    #[test]
+    fn roles_replace_the_defaults_and_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let mut req = BuildArgsFixture::request(d.path());
+        req.overlays = vec!["web".into()];
+        req.roles = vec![(1, "lb,metrics".into()), (3, "web".into())];
+        check_roles(&req).unwrap();
+        assert_eq!(all_overlays(&req), ["lb", "metrics", "web"]);
+        assert_eq!(role_names("lb,metrics"), ["lb", "metrics"]);
+        req.roles = vec![(1, "lb".into()), (1, "web".into())];
+        let e = check_roles(&req).unwrap_err().to_string();
+        assert!(e.contains("already has a role"), "{e}");
+        req.roles = vec![(4, "lb".into())];
+        let e = check_roles(&req).unwrap_err().to_string();
+        assert!(e.contains("there is no card 4"), "{e}");
+        req.roles = vec![(2, "".into())];
+        let e = check_roles(&req).unwrap_err().to_string();
+        assert!(e.contains("names no overlay"), "{e}");
+    }
+
+    struct BuildArgsFixture;
+
+    impl BuildArgsFixture {
+        fn request(dir: &Path) -> BuildRequest {
+            BuildRequest {
+                base: BaseRequest::File(dir.join("base.img")),
+                base_name: "base.img".into(),
+                cards: 3,
+                cluster: "lab".into(),
+                hostname_prefix: "pi".into(),
+                user: "pi".into(),
+                password: PasswordSpec::None,
+                ssh_keys: vec![],
+                wifi: None,
+                overlays: vec![],
+                roles: vec![],
+                arch: None,
+                seed: Some(1),
+                out: dir.join("out"),
+                payload: None,
+                overlays_dir: None,
+                cache_dir: dir.join("cache"),
+                key_file: None,
+                join: vec![],
+                mdns: true,
+                timezone: None,
+                keymap: None,
+                locale: None,
+                progress: false,
+            }
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::cache::{BaseRequest, Cache};
 use crate::catalog::Catalog;
 use crate::export::ExportRequest;
 use crate::fetch::Source;
+use crate::inventory::{InventoryOutput, InventoryRequest};
 
 /// Catalog entry built when neither --image nor --from is given.
 pub const DEFAULT_IMAGE: &str = "trixie-lite-arm64";
@@ -47,6 +48,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Show partitions, release, boot mount, cmdline and card (secrets redacted) of an image.
     Inspect(InspectArgs),
+    /// Print the Ansible inventory of a running cluster (found by mDNS, or --node).
+    Inventory(InventoryArgs),
 }
 
 /// `piforge images`
@@ -100,10 +103,12 @@ pub struct BuildArgs {
     /// Wi-Fi regulatory country (two letters, e.g. DE).
     #[arg(long, value_name = "CC", requires = "wifi_ssid")]
     pub wifi_country: Option<String>,
-    /// Overlay every card gets (repeatable; see overlays/).
+    /// Default overlay: every card without a --role gets it (repeatable; see
+    /// overlays/).
     #[arg(long, value_name = "NAME")]
     pub overlay: Vec<String>,
-    /// Give card K the role (overlay) NAME, e.g. --role 1=lb (repeatable).
+    /// Give card K the role (overlay) NAME instead of the defaults and the tag
+    /// role=NAME, e.g. --role 1=lb or --role 1=lb,metrics (repeatable).
     #[arg(long, value_name = "K=NAME")]
     pub role: Vec<String>,
     /// Architecture (default: detected from the image).
@@ -166,6 +171,61 @@ pub struct InspectArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `piforge inventory`
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// Ask this node's HTTP API instead of looking on the LAN by mDNS.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<String>,
+    /// The cluster to list (needed when the LAN has several).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Seconds to look for nodes on the LAN; also the HTTP timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub timeout: f64,
+    /// Print dynamic-inventory JSON (what Ansible asks a script for).
+    #[arg(long, visible_alias = "json", conflicts_with_all = ["host", "script"])]
+    pub list: bool,
+    /// Print the variables of one host (empty: --list has them all).
+    #[arg(long, value_name = "HOST", conflicts_with = "script")]
+    pub host: Option<String>,
+    /// Write an inventory script to the cache and print its path, for
+    /// `ansible -i "$(piforge inventory --script)"`.
+    #[arg(long)]
+    pub script: bool,
+}
+
+impl InventoryArgs {
+    /// Checks the arguments and turns them into a request.
+    pub fn into_request(self) -> anyhow::Result<InventoryRequest> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 3600.0) {
+            bail!(
+                "--timeout {}: give seconds between 0 and 3600",
+                self.timeout
+            );
+        }
+        if let Some(n) = &self.node {
+            let port = n.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                bail!("--node {n}: write it as HOST:PORT, e.g. --node 192.168.1.21:8080");
+            }
+        }
+        let output = match (self.list, self.host, self.script) {
+            (_, _, true) => InventoryOutput::Script,
+            (_, Some(h), _) => InventoryOutput::Host(h),
+            (true, _, _) => InventoryOutput::List,
+            _ => InventoryOutput::Ini,
+        };
+        Ok(InventoryRequest {
+            node: self.node,
+            cluster: self.cluster,
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            output,
+            script_dir: Cache::default_root().join("inventory"),
+        })
+    }
 }
 
 impl BuildArgs {
@@ -260,7 +320,7 @@ mod tests {
     #[test]
     fn cli_is_consistent_and_help_fits_80_columns() {
         Cli::command().debug_assert();
-        for sub in ["images", "build", "export", "inspect"] {
+        for sub in ["images", "build", "export", "inspect", "inventory"] {
             // What `piforge SUB --help` prints, piped or not.
             let help = Cli::try_parse_from(["piforge", sub, "--help"])
                 .unwrap_err()
@@ -291,6 +351,32 @@ mod tests {
             e.contains("--password-file") && !e.contains("hunter2"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn inventory_args() {
+        let req = |args: &[&str]| {
+            let mut v = vec!["piforge", "inventory"];
+            v.extend_from_slice(args);
+            let Command::Inventory(a) = Cli::try_parse_from(v).unwrap().command else {
+                panic!()
+            };
+            a.into_request()
+        };
+        assert_eq!(req(&[]).unwrap().output, InventoryOutput::Ini);
+        assert_eq!(req(&["--json"]).unwrap().output, InventoryOutput::List);
+        assert_eq!(
+            req(&["--host", "pi-1"]).unwrap().output,
+            InventoryOutput::Host("pi-1".into())
+        );
+        let r = req(&["--script", "--node", "10.0.0.1:8080", "--timeout", "0.5"]).unwrap();
+        assert_eq!(r.output, InventoryOutput::Script);
+        assert_eq!(r.timeout, std::time::Duration::from_millis(500));
+        let e = req(&["--node", "10.0.0.1"]).unwrap_err().to_string();
+        assert!(e.contains("HOST:PORT"), "{e}");
+        assert!(req(&["--timeout=0"]).is_err());
+        assert!(req(&["--timeout=-1"]).is_err());
+        assert!(Cli::try_parse_from(["piforge", "inventory", "--list", "--script"]).is_err());
     }
 
     #[test]

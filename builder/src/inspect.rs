@@ -1,12 +1,12 @@
 //! `piforge inspect IMAGE`: what is in an image — partitions, release, boot mount, network
-//! stack, the card (secrets redacted) and the kernel command line. Read-only: the image is
+//! stack, the card (secrets redacted), the overlays it carries and the kernel command line. Read-only: the image is
 //! opened through [`ReadOnly`], so inspecting can never change it.
 
 use std::fs::File;
 use std::path::Path;
 
 use anyhow::Context;
-use piforge_config::{CARD_DIR, CARD_PATH, Card};
+use piforge_config::{CARD_DIR, CARD_PATH, Card, OverlayManifest};
 use serde::Serialize;
 
 use crate::image::{self, ext4, fat::BootFs};
@@ -41,6 +41,21 @@ pub struct Inspection {
     pub card: Option<toml::Value>,
     /// Why the card could not be read, if it is there but broken.
     pub card_error: Option<String>,
+    /// Overlays under `piforge/overlays/` on the FAT.
+    pub overlays: Vec<OverlayInfo>,
+}
+
+/// One overlay carried by the image.
+#[derive(Debug, Serialize)]
+pub struct OverlayInfo {
+    /// Directory name.
+    pub name: String,
+    /// Whether the image's card applies it (the cloneable image's defaults).
+    pub applied: bool,
+    /// The manifest, if it parses.
+    pub manifest: Option<OverlayManifest>,
+    /// Why the manifest could not be read.
+    pub error: Option<String>,
 }
 
 /// One partition.
@@ -105,6 +120,7 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         payload: vec![],
         card: None,
         card_error: None,
+        overlays: vec![],
     };
     if let Some(root) = layout.root() {
         let clone = f
@@ -131,11 +147,32 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         .read("cmdline.txt")?
         .map(|b| String::from_utf8_lossy(&b).trim_end().to_string());
     out.payload = list_tree(&fs, CARD_DIR)?;
+    let mut applied = vec![];
     if let Some(bytes) = fs.read(CARD_PATH)? {
         match Card::parse(&String::from_utf8_lossy(&bytes)) {
-            Ok(card) => out.card = Some(card.redacted().0),
+            Ok(card) => {
+                applied = card.overlays.clone();
+                out.card = Some(card.redacted().0);
+            }
             Err(e) => out.card_error = Some(e.to_string()),
         }
+    }
+    let mut names = fs.list(&format!("{CARD_DIR}/overlays")).unwrap_or_default();
+    names.sort();
+    for name in names {
+        let manifest = fs.read(&format!("{CARD_DIR}/overlays/{name}/overlay.toml"))?;
+        let (manifest, error) =
+            match manifest.map(|b| OverlayManifest::parse(&String::from_utf8_lossy(&b))) {
+                Some(Ok(m)) => (Some(m), None),
+                Some(Err(e)) => (None, Some(e.to_string())),
+                None => (None, Some("no overlay.toml".to_string())),
+            };
+        out.overlays.push(OverlayInfo {
+            applied: applied.contains(&name),
+            name,
+            manifest,
+            error,
+        });
     }
     Ok(out)
 }
@@ -207,6 +244,56 @@ pub fn render_text(i: &Inspection) -> String {
     }
     if let Some(e) = &i.card_error {
         s.push_str(&format!("card.toml   INVALID: {e}\n"));
+    }
+    if !i.overlays.is_empty() {
+        s.push_str("overlays    (* = applied by the image's card; cards of a batch name theirs)\n");
+    }
+    for o in &i.overlays {
+        let mark = if o.applied { "*" } else { " " };
+        let Some(m) = &o.manifest else {
+            s.push_str(&format!(
+                " {mark}{}  INVALID: {}\n",
+                o.name,
+                o.error.as_deref().unwrap_or("")
+            ));
+            continue;
+        };
+        s.push_str(&format!(" {mark}{}  {}\n", o.name, m.description));
+        if !m.packages.is_empty() {
+            s.push_str(&format!("    packages   {}\n", m.packages.join(" ")));
+        }
+        if !m.tags.is_empty() {
+            let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("    tags       {}\n", tags.join(" ")));
+        }
+        if !m.enable.is_empty() {
+            s.push_str(&format!("    enable     {}\n", m.enable.join(" ")));
+        }
+        for t in &m.templates {
+            let kind = if t.live { "live" } else { "static" };
+            s.push_str(&format!(
+                "    template   {} -> {} ({kind})",
+                t.source, t.dest
+            ));
+            if let Some(c) = &t.command {
+                s.push_str(&format!(", then `{c}`"));
+            }
+            s.push('\n');
+        }
+        for h in &m.handlers {
+            let events = if h.events.is_empty() {
+                "all events".to_string()
+            } else {
+                h.events.join(" ")
+            };
+            s.push_str(&format!("    handler    {} on {events}\n", h.command));
+        }
+        for w in &m.webhooks {
+            s.push_str(&format!("    webhook    {}\n", w.url));
+        }
+        if let Some(q) = &m.mqtt {
+            s.push_str(&format!("    mqtt       {}\n", q.broker));
+        }
     }
     s
 }

@@ -21,6 +21,7 @@ pub mod export;
 pub mod fetch;
 pub mod image;
 pub mod inspect;
+pub mod inventory;
 pub mod keystore;
 pub mod overlay;
 pub mod password;

@@ -41,6 +41,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => piforge::commands::cmd_build(a.into_request(progress)?, &mut out)?,
         Command::Export(a) => piforge::commands::cmd_export(a.into_request(progress), &mut out)?,
         Command::Inspect(a) => piforge::commands::cmd_inspect(&a.image, a.json, &mut out)?,
+        Command::Inventory(a) => {
+            out.write_all(piforge::inventory::run(&a.into_request()?)?.as_bytes())?
+        }
     }
     out.flush()?;
     Ok(())

@@ -1,15 +1,24 @@
 //! Loading and checking role overlays from `overlays/<name>/` on the host.
 //!
 //! An overlay is `overlay.toml` (see `piforge_config::overlay`), a `files/` tree copied onto
-//! the Pi's root, and `templates/*.hbs`. Everything is checked at build time — unknown keys,
-//! missing template files, template syntax — so a broken overlay fails here, not at boot.
-//! Rendering templates is the Pi's job (firstboot for static ones, the node for live ones).
+//! the Pi's root, and `templates/*.hbs`. Everything is checked at build time so a broken
+//! overlay fails here, not at boot: unknown keys and bad values in the manifest, missing or
+//! unreferenced template files, symlinks that leave the overlay, template syntax, and
+//! variables a template reads that its renderer does not provide (statically, on every
+//! branch: see [`vars`]); each template is also rendered once against sample contexts of the
+//! right shape. Rendering for real is the Pi's job (firstboot for static templates, the node
+//! for live ones).
+
+pub mod vars;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::OverlayManifest;
+use serde_json::json;
+
+use self::vars::Context as TemplateContext;
 
 /// An overlay read from disk: its manifest and every file under it, by relative path.
 #[derive(Debug, Clone)]
@@ -54,14 +63,22 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<LoadedOverlay> {
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("reading {}", manifest_path.display()))?;
     let manifest = OverlayManifest::parse(&text)
-        .with_context(|| format!("checking {}", manifest_path.display()))?;
+        .with_context(|| format!("overlay {name}: checking {}", manifest_path.display()))?;
     let mut files = BTreeMap::new();
     files.insert("overlay.toml".to_string(), text.into_bytes());
+    check_entries(&root, name)?;
     for sub in ["files", "templates"] {
-        collect(&root.join(sub), &format!("{sub}/"), &mut files)?;
+        collect(&root, &root.join(sub), &format!("{sub}/"), &mut files)?;
     }
-    let mut hb = handlebars::Handlebars::new();
-    hb.set_strict_mode(true);
+    for key in files.keys().filter(|k| k.starts_with("templates/")) {
+        let source = &key["templates/".len()..];
+        if !manifest.templates.iter().any(|t| t.source == source) {
+            bail!(
+                "overlay {name}: {key} is not named by any [[template]] in overlay.toml \
+                 (add one, or delete the file; partials are not supported)"
+            );
+        }
+    }
     for t in &manifest.templates {
         let key = format!("templates/{}", t.source);
         let Some(src) = files.get(&key) else {
@@ -71,9 +88,9 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<LoadedOverlay> {
                 root.join(&key).display()
             );
         };
-        let src = String::from_utf8_lossy(src);
-        hb.register_template_string(&t.source, src.as_ref())
-            .map_err(|e| anyhow::anyhow!("overlay {name}: template {}: {e}", t.source))?;
+        let src = std::str::from_utf8(src)
+            .map_err(|_| anyhow::anyhow!("overlay {name}: {key} is not UTF-8 text"))?;
+        check_template(src, t.live).with_context(|| format!("overlay {name}: checking {key}"))?;
     }
     Ok(LoadedOverlay {
         name: name.to_string(),
@@ -95,7 +112,94 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> anyhow::Result<()> {
+/// Renders `source` the way the Pi does (no HTML escaping, default helpers) after the static
+/// variable check, against sample contexts: for a static template the one firstboot builds
+/// (empty member lists), for a live one the node's with no members and with a few members of
+/// every state and of the roles `web` and `lb`. Returns the last rendering.
+pub fn check_template(source: &str, live: bool) -> anyhow::Result<String> {
+    let ctx = if live {
+        TemplateContext::Live
+    } else {
+        TemplateContext::Static
+    };
+    vars::check(source, ctx).map_err(anyhow::Error::msg)?;
+    let mut hb = handlebars::Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    let mut last = String::new();
+    for sample in sample_contexts(live) {
+        last = hb
+            .render_template(source, &sample)
+            .map_err(|e| anyhow::anyhow!("rendering a sample: {e}"))?;
+    }
+    Ok(last)
+}
+
+fn sample_member(name: &str, ip: &str, state: &str, role: &str) -> serde_json::Value {
+    json!({
+        "name": name, "addr": format!("{ip}:7946"), "ip": ip, "port": 7946,
+        "generation": 1, "state": state, "phi": 0.5, "threshold": 8.0,
+        "tags": { "role": role }, "uptime": 60, "last_seen": 0.25,
+    })
+}
+
+fn sample_contexts(live: bool) -> Vec<serde_json::Value> {
+    if !live {
+        return vec![json!({
+            "hostname": "pi-01", "cluster": "piforge", "tags": { "role": "web" },
+            "members": [], "alive": [],
+        })];
+    }
+    let members = vec![
+        sample_member("pi-01", "192.0.2.1", "alive", "lb"),
+        sample_member("pi-02", "192.0.2.2", "alive", "web"),
+        sample_member("pi-03", "192.0.2.3", "suspect", "web"),
+        sample_member("pi-04", "192.0.2.4", "failed", "web"),
+        sample_member("pi-05", "192.0.2.5", "left", "monitor"),
+    ];
+    let alive: Vec<_> = members
+        .iter()
+        .filter(|m| m["state"] == "alive")
+        .cloned()
+        .collect();
+    vec![
+        json!({ "members": [], "alive": [] }),
+        json!({ "members": members, "alive": alive }),
+    ]
+}
+
+/// Top-level entries an overlay directory may hold.
+const OVERLAY_ENTRIES: &[&str] = &["overlay.toml", "files", "templates", "README.md"];
+
+fn check_entries(root: &Path, name: &str) -> anyhow::Result<()> {
+    for e in std::fs::read_dir(root).with_context(|| format!("reading {}", root.display()))? {
+        let e = e.with_context(|| format!("reading {}", root.display()))?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !OVERLAY_ENTRIES.contains(&n.as_str()) {
+            bail!(
+                "overlay {name}: unexpected {} (an overlay holds {})",
+                e.path().display(),
+                OVERLAY_ENTRIES.join(", ")
+            );
+        }
+    }
+    for sub in ["files", "templates"] {
+        let p = root.join(sub);
+        if p.exists() && !p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            bail!("overlay {name}: {} must be a directory", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Reads the tree under `dir` into `out` (keys `prefix` + relative path). Symlinks are
+/// followed only when they stay inside `root` (the overlay) and end at a plain file, which is
+/// then copied as a file (the FAT has no symlinks); anything else is refused.
+fn collect(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    out: &mut BTreeMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
     if !dir.exists() {
         return Ok(());
     }
@@ -105,14 +209,40 @@ fn collect(dir: &Path, prefix: &str, out: &mut BTreeMap<String, Vec<u8>>) -> any
         .with_context(|| format!("reading {}", dir.display()))?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(name) = e.file_name().to_str().map(String::from) else {
+            bail!("{}: file names must be UTF-8", e.path().display());
+        };
         let path = e.path();
         let ty = e
             .file_type()
             .with_context(|| format!("reading {}", path.display()))?;
+        if ty.is_symlink() {
+            let target =
+                std::fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
+            let real = std::fs::canonicalize(&path).ok();
+            let inside = match (&real, std::fs::canonicalize(root)) {
+                (Some(r), Ok(top)) => r.starts_with(&top),
+                _ => false,
+            };
+            if target.is_absolute() || !inside {
+                bail!(
+                    "{} is a symlink to {} outside the overlay: the card carries copies, so \
+                     put the file itself in the overlay",
+                    path.display(),
+                    target.display()
+                );
+            }
+            if !real.as_deref().is_some_and(Path::is_file) {
+                bail!(
+                    "{} is a symlink to {}, which is not a file",
+                    path.display(),
+                    target.display()
+                );
+            }
+        }
         if ty.is_dir() {
-            collect(&path, &format!("{prefix}{name}/"), out)?;
-        } else if ty.is_file() {
+            collect(root, &path, &format!("{prefix}{name}/"), out)?;
+        } else if ty.is_file() || ty.is_symlink() {
             let bytes =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             out.insert(format!("{prefix}{name}"), bytes);
@@ -187,10 +317,80 @@ mod tests {
         let e = format!("{:#}", load(d.path(), "a").unwrap_err());
         assert!(e.contains("is missing"), "{e}");
         let e = format!("{:#}", load(d.path(), "b").unwrap_err());
-        assert!(e.contains("template x.hbs"), "{e}");
+        assert!(e.contains("overlay b: checking templates/x.hbs"), "{e}");
         let e = format!("{:#}", load(d.path(), "c").unwrap_err());
         assert!(e.contains("packages"), "{e}");
         let e = format!("{:#}", load(d.path(), "nope").unwrap_err());
         assert!(e.contains("known: a, b, c"), "{e}");
+    }
+
+    #[test]
+    fn unknown_variables_stray_templates_and_escaping_symlinks_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let live = "[[template]]\nsource = \"b.hbs\"\ndest = \"/b\"\nlive = true\n";
+        overlay(
+            d.path(),
+            "var",
+            live,
+            &[("templates/b.hbs", "{{#each alive}}{{hostname}}{{/each}}")],
+        );
+        let e = format!("{:#}", load(d.path(), "var").unwrap_err());
+        assert!(
+            e.contains("overlay var: checking templates/b.hbs")
+                && e.contains("unknown variable `hostname`"),
+            "{e}"
+        );
+        overlay(d.path(), "stray", "", &[("templates/extra.hbs", "x")]);
+        let e = format!("{:#}", load(d.path(), "stray").unwrap_err());
+        assert!(e.contains("templates/extra.hbs is not named"), "{e}");
+        overlay(d.path(), "typo", "", &[("file/etc/x", "x")]);
+        let e = format!("{:#}", load(d.path(), "typo").unwrap_err());
+        assert!(e.contains("unexpected") && e.contains("typo/file"), "{e}");
+
+        std::fs::write(d.path().join("secret"), "outside").unwrap();
+        overlay(d.path(), "link", "", &[("files/etc/inside", "in")]);
+        let etc = d.path().join("link/files/etc");
+        std::os::unix::fs::symlink("inside", etc.join("ok")).unwrap();
+        let o = load(d.path(), "link").unwrap();
+        assert_eq!(
+            o.files["files/etc/ok"], b"in",
+            "an inner link is copied as a file"
+        );
+        std::os::unix::fs::symlink("../../../secret", etc.join("escape")).unwrap();
+        let e = format!("{:#}", load(d.path(), "link").unwrap_err());
+        assert!(
+            e.contains("escape is a symlink") && e.contains("outside"),
+            "{e}"
+        );
+        std::fs::remove_file(etc.join("escape")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("link/files/etc/inside"), etc.join("abs"))
+            .unwrap();
+        let e = format!("{:#}", load(d.path(), "link").unwrap_err());
+        assert!(e.contains("abs is a symlink"), "{e}");
+    }
+
+    #[test]
+    fn sample_renders_use_the_pi_settings() {
+        let out = check_template("<{{hostname}}>", false).unwrap();
+        assert_eq!(out, "<pi-01>", "no HTML escaping, firstboot's context");
+        let out = check_template(
+            "{{#each alive}}{{#if (eq tags.role \"web\")}}{{name}} {{/if}}{{/each}}",
+            true,
+        )
+        .unwrap();
+        assert_eq!(out, "pi-02 ", "only alive members are in alive");
+        let e = format!("{:#}", check_template("{{#if}}{{/if}}", false).unwrap_err());
+        assert!(e.contains("#if needs an argument"), "{e}");
+    }
+
+    #[test]
+    fn every_shipped_overlay_passes_the_checks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
+        let names = list(&dir).unwrap();
+        assert_eq!(names, ["alert", "lb", "metrics", "monitor", "web"]);
+        for n in &names {
+            let o = load(&dir, n).unwrap_or_else(|e| panic!("{n}: {e:#}"));
+            assert!(!o.manifest.description.is_empty(), "{n}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`node`]: `/etc/piforge/node.toml` (written by firstboot, read by the node agent).
 //! - [`overlay`]: `overlays/<name>/overlay.toml`, the manifest of a role overlay.
 //! - [`cmdline`]: the kernel command line arguments piforge adds and removes.
+//! - [`discovery`]: the mDNS service type and TXT keys agents advertise.
+//! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
 //!
 //! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
@@ -15,6 +17,9 @@
 
 pub mod card;
 pub mod cmdline;
+pub mod discovery;
+pub mod inventory;
+pub mod members;
 pub mod node;
 pub mod overlay;
 pub mod secret;

@@ -1,14 +1,17 @@
-//! `overlays/<name>/overlay.toml`: the manifest of a role overlay.
+//! `overlays/<name>/overlay.toml`: the manifest of a role overlay, and the variables its
+//! templates may use.
 //!
 //! An overlay directory holds `overlay.toml`, a `files/` tree copied onto the root file system,
 //! and `templates/*.hbs` rendered with the card (and, for live templates, the membership).
-//! The builder validates overlays and copies them onto the card; firstboot applies them.
+//! The builder validates overlays and copies them onto the card; firstboot applies them. This
+//! module only parses and checks the manifest text; it reads no files and renders nothing.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::card::CardError;
+use crate::node::{EventHandler, MqttSettings, Webhook};
 
 /// Parsed `overlay.toml`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -27,8 +30,17 @@ pub struct OverlayManifest {
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     /// Templates to render.
-    #[serde(default, rename = "template")]
+    #[serde(default, rename = "template", skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
+    /// Event handlers added to the node's `node.toml` (`[[handler]]`).
+    #[serde(default, rename = "handler", skip_serializing_if = "Vec::is_empty")]
+    pub handlers: Vec<EventHandler>,
+    /// Webhooks added to the node's `node.toml` (`[[webhook]]`).
+    #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<Webhook>,
+    /// MQTT broker for the node (`[mqtt]`); the first overlay that sets one wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<MqttSettings>,
 }
 
 /// `[[template]]` of an overlay.
@@ -45,6 +57,79 @@ pub struct Template {
     /// Command run after the output changed (e.g. `systemctl reload haproxy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// File mode of a static template's output, e.g. `mode = 0o600` for a file the user puts
+    /// a token into (default 0o644; the node writes live outputs 0o644).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// The shape of a value a template can reach (see [`STATIC_VARS`], [`LIVE_VARS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarKind {
+    /// A string.
+    Text,
+    /// A number (or `null`, like a member's `last_seen` for the node itself).
+    Number,
+    /// Tags: any key, string values (`tags.role`, `tags.[x-y]`, `#each tags`).
+    Tags,
+    /// An array of members; each element has the fields in [`MEMBER_FIELDS`].
+    Members,
+}
+
+/// Variables of a static template, rendered once by firstboot. `members` and `alive` are empty
+/// there (the node has not joined yet), so a template written for both renders in both places.
+pub const STATIC_VARS: &[(&str, VarKind)] = &[
+    ("hostname", VarKind::Text),
+    ("cluster", VarKind::Text),
+    ("tags", VarKind::Tags),
+    ("members", VarKind::Members),
+    ("alive", VarKind::Members),
+];
+
+/// Variables of a live template, rendered by `piforge-node render` on every membership
+/// change: all members (sorted by name) and the alive ones.
+pub const LIVE_VARS: &[(&str, VarKind)] =
+    &[("members", VarKind::Members), ("alive", VarKind::Members)];
+
+/// Fields of one member (`GET /api/members` of the node agent).
+pub const MEMBER_FIELDS: &[(&str, VarKind)] = &[
+    ("name", VarKind::Text),
+    ("addr", VarKind::Text),
+    ("ip", VarKind::Text),
+    ("port", VarKind::Number),
+    ("generation", VarKind::Number),
+    ("state", VarKind::Text),
+    ("phi", VarKind::Number),
+    ("threshold", VarKind::Number),
+    ("tags", VarKind::Tags),
+    ("uptime", VarKind::Number),
+    ("last_seen", VarKind::Number),
+];
+
+/// Handlebars helpers a template may call: the built-ins of the `handlebars` crate that both
+/// firstboot and the node register (nothing else is registered).
+pub const HELPERS: &[&str] = &[
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len",
+];
+
+fn invalid(field: &'static str, reason: String) -> Result<(), CardError> {
+    Err(CardError::Invalid { field, reason })
+}
+
+fn unit_name_ok(u: &str) -> bool {
+    let units = [
+        ".service", ".socket", ".timer", ".path", ".target", ".mount",
+    ];
+    units.iter().any(|s| u.ends_with(s) && u.len() > s.len())
+        && u.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.@:\\".contains(&c))
+}
+
+fn tag_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(&c))
 }
 
 impl OverlayManifest {
@@ -52,32 +137,109 @@ impl OverlayManifest {
     pub fn parse(text: &str) -> Result<OverlayManifest, CardError> {
         let m: OverlayManifest =
             toml::from_str(text).map_err(|e| CardError::Syntax(e.message().to_string()))?;
-        for p in &m.packages {
+        m.check()?;
+        Ok(m)
+    }
+
+    fn check(&self) -> Result<(), CardError> {
+        for p in &self.packages {
             let ok = !p.is_empty()
                 && p.bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"+-.".contains(&c));
             if !ok {
-                return Err(CardError::Invalid {
-                    field: "packages",
-                    reason: format!("{p:?} is not a Debian package name (a-z, 0-9, '+', '-', '.')"),
-                });
+                return invalid(
+                    "packages",
+                    format!("{p:?} is not a Debian package name (a-z, 0-9, '+', '-', '.')"),
+                );
             }
         }
-        for t in &m.templates {
-            if !t.dest.starts_with('/') || t.dest.contains("..") {
-                return Err(CardError::Invalid {
-                    field: "template.dest",
-                    reason: format!("{:?} must be an absolute path without '..'", t.dest),
-                });
-            }
-            if t.source.contains("..") || t.source.starts_with('/') {
-                return Err(CardError::Invalid {
-                    field: "template.source",
-                    reason: format!("{:?} must be a file name under templates/", t.source),
-                });
+        for u in &self.enable {
+            if !unit_name_ok(u) {
+                return invalid(
+                    "enable",
+                    format!("{u:?} is not a systemd unit name like haproxy.service"),
+                );
             }
         }
-        Ok(m)
+        for k in self.tags.keys() {
+            if !tag_key_ok(k) {
+                return invalid(
+                    "tags",
+                    format!("{k:?} is not a tag name (a-z, A-Z, 0-9, '-', '_', '.')"),
+                );
+            }
+        }
+        let mut dests = vec![];
+        for t in &self.templates {
+            if !t.dest.starts_with('/')
+                || t.dest.ends_with('/')
+                || t.dest.split('/').any(|s| s == "..")
+            {
+                return invalid(
+                    "template.dest",
+                    format!("{:?} must be an absolute file path without '..'", t.dest),
+                );
+            }
+            if dests.contains(&&t.dest) {
+                return invalid("template.dest", format!("two templates write {:?}", t.dest));
+            }
+            dests.push(&t.dest);
+            if t.source.is_empty()
+                || t.source.starts_with('/')
+                || t.source.split('/').any(|s| s == ".." || s.is_empty())
+            {
+                return invalid(
+                    "template.source",
+                    format!("{:?} must be a file name under templates/", t.source),
+                );
+            }
+            if let Some(mode) = t.mode
+                && (t.live || mode > 0o777)
+            {
+                return invalid(
+                    "template.mode",
+                    format!(
+                        "{}: mode applies to static templates and is at most 0o777",
+                        t.source
+                    ),
+                );
+            }
+            if t.command.is_some() && !t.live {
+                return invalid(
+                    "template.command",
+                    format!(
+                        "{}: a command runs when a live template's output changes; \
+                         set live = true or drop the command",
+                        t.source
+                    ),
+                );
+            }
+        }
+        for h in &self.handlers {
+            if !h.command.starts_with('/') || h.command.split('/').any(|s| s == "..") {
+                return invalid(
+                    "handler.command",
+                    format!(
+                        "{:?} must be the absolute path of an executable (handlers run \
+                         without a shell)",
+                        h.command
+                    ),
+                );
+            }
+        }
+        for w in &self.webhooks {
+            if !w.url.starts_with("http://") {
+                return invalid(
+                    "webhook.url",
+                    format!(
+                        "{:?}: the node posts plain http://host:port/path; use a handler \
+                         with curl for https",
+                        w.url
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -85,23 +247,90 @@ impl OverlayManifest {
 mod tests {
     use super::*;
 
+    fn err(text: &str) -> String {
+        OverlayManifest::parse(text).unwrap_err().to_string()
+    }
+
     #[test]
     fn parses_and_refuses_shell_in_packages() {
         let ok = "description = \"web\"\npackages = [\"lighttpd\"]\n[[template]]\nsource = \"a.hbs\"\ndest = \"/etc/a\"\n";
         let m = OverlayManifest::parse(ok).unwrap();
         assert_eq!(m.templates[0].dest, "/etc/a");
-        let bad = "packages = [\"curl; rm -rf /\"]\n";
+        for bad in ["curl; rm -rf /", "a$(id)", "a b", "`x`", "A", ""] {
+            let e = err(&format!("packages = [{bad:?}]\n"));
+            assert!(e.starts_with("packages: "), "{bad}: {e}");
+        }
+        assert!(err("colour = 1").contains("colour"));
+    }
+
+    #[test]
+    fn handlers_webhooks_and_mqtt_round_trip() {
+        let text = "[[handler]]\ncommand = \"/usr/local/bin/x\"\nevents = [\"member-failed\"]\n\
+                    [[webhook]]\nurl = \"http://127.0.0.1:9/h\"\n[mqtt]\nbroker = \"127.0.0.1:1883\"\n";
+        let m = OverlayManifest::parse(text).unwrap();
+        assert_eq!(m.handlers[0].events, ["member-failed"]);
+        assert_eq!(m.handlers[0].timeout_secs, 30);
+        assert_eq!(m.mqtt.as_ref().unwrap().topic_prefix, "piforge");
+        let again = OverlayManifest::parse(&toml::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+    }
+
+    #[test]
+    fn refuses_what_cannot_work_on_the_pi() {
+        let t = |s: &str| format!("[[template]]\n{s}\n");
+        assert!(err(&t("source = \"a\"\ndest = \"etc/a\"")).contains("absolute"));
+        assert!(err(&t("source = \"a\"\ndest = \"/etc/../a\"")).contains("'..'"));
+        assert!(err(&t("source = \"../a\"\ndest = \"/a\"")).contains("under templates/"));
+        assert!(err(&t("source = \"a\"\ndest = \"/a\"\ncommand = \"x\"")).contains("live"));
+        assert!(err(&t("source = \"a\"\ndest = \"/a\"\nmode = 0o1777")).contains("0o777"));
         assert!(
-            OverlayManifest::parse(bad)
-                .unwrap_err()
-                .to_string()
-                .contains("packages")
+            err(&t(
+                "source = \"a\"\ndest = \"/a\"\nlive = true\nmode = 0o600"
+            ))
+            .contains("mode")
         );
+        let m = OverlayManifest::parse(&t("source = \"a\"\ndest = \"/a\"\nmode = 0o600")).unwrap();
+        assert_eq!(m.templates[0].mode, Some(0o600));
+        assert!(err("enable = [\"../x.service\"]").starts_with("enable"));
+        assert!(err("enable = [\"haproxy\"]").starts_with("enable"));
+        assert!(err("tags = { \"a=b\" = \"c\" }").starts_with("tags"));
+        assert!(err("[[handler]]\ncommand = \"led.sh\"").contains("absolute"));
+        assert!(err("[[webhook]]\nurl = \"https://x/\"").contains("http://"));
         assert!(
-            OverlayManifest::parse("colour = 1")
-                .unwrap_err()
-                .to_string()
-                .contains("colour")
+            err("[[template]]\nsource = \"a\"\ndest = \"/a\"\n[[template]]\nsource = \"b\"\ndest = \"/a\"")
+                .contains("two templates")
+        );
+        OverlayManifest::parse("enable = [\"x.timer\", \"getty@tty2.service\"]").unwrap();
+    }
+
+    #[test]
+    fn member_fields_are_the_api_members_fields() {
+        let m = crate::members::ApiMember {
+            name: "pi-01".into(),
+            addr: "10.0.0.1:7946".into(),
+            ip: "10.0.0.1".into(),
+            port: 7946,
+            generation: 1,
+            state: crate::members::MemberState::Alive,
+            phi: 0.0,
+            threshold: 8.0,
+            tags: BTreeMap::new(),
+            uptime: 1,
+            last_seen: None,
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut want: Vec<&str> = MEMBER_FIELDS.iter().map(|(n, _)| *n).collect();
+        keys.sort();
+        want.sort();
+        assert_eq!(
+            keys, want,
+            "the builder checks live templates against MEMBER_FIELDS"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Role overlays shipped on the card under `piforge/overlays/<name>/`: `files/` copied onto the
 //! root, units enabled, static templates rendered with handlebars, live templates installed with
-//! a `piforge-node render` unit, tags merged into node.toml and packages handed to
-//! `piforge-packages.service`.
+//! a `piforge-node render` unit, tags, event handlers, webhooks and MQTT merged into node.toml
+//! and packages handed to `piforge-packages.service`.
 //!
 //! Pure planning like the rest of `plan`; the FAT has no modes, so executables are recognised by
 //! where they live. It does not validate overlays beyond `OverlayManifest::parse` (the builder
@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use piforge_config::OverlayManifest;
 use piforge_config::card::Card;
+use piforge_config::node::{EventHandler, MqttSettings, Webhook};
+use piforge_config::{NodeConfig, OverlayManifest};
 
 use crate::apply::{Action, Loc, Owner};
 use crate::facts::State;
@@ -23,6 +24,35 @@ pub(crate) struct OverlayPlan {
     pub(crate) tags: BTreeMap<String, String>,
     /// Debian packages, deduplicated, in overlay order.
     pub(crate) packages: Vec<String>,
+    /// Event handlers of all overlays, in overlay order.
+    pub(crate) handlers: Vec<EventHandler>,
+    /// Webhooks of all overlays, in overlay order.
+    pub(crate) webhooks: Vec<Webhook>,
+    /// The first overlay's MQTT broker.
+    pub(crate) mqtt: Option<MqttSettings>,
+}
+
+impl OverlayPlan {
+    /// Adds what the overlays contribute to the node's config. The card's own tags and MQTT
+    /// settings win over an overlay's; handlers and webhooks are added after the card's.
+    pub(crate) fn merge_into(&self, node: &mut NodeConfig) {
+        for (k, v) in &self.tags {
+            node.tags.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for h in &self.handlers {
+            if !node.handlers.contains(h) {
+                node.handlers.push(h.clone());
+            }
+        }
+        for w in &self.webhooks {
+            if !node.webhooks.contains(w) {
+                node.webhooks.push(w.clone());
+            }
+        }
+        if node.mqtt.is_none() {
+            node.mqtt = self.mqtt.clone();
+        }
+    }
 }
 
 /// What a static (non-live) overlay template sees. `members`/`alive` are empty at first boot,
@@ -76,6 +106,7 @@ pub(crate) fn overlay_actions(
     let all_tags = &merged_tags(card, state);
     let mut tags = BTreeMap::new();
     let mut packages: Vec<String> = vec![];
+    let (mut handlers, mut webhooks, mut mqtt) = (vec![], vec![], None);
     let payload = state.tree(&b("piforge"));
     for name in &card.overlays {
         let dir = format!("piforge/overlays/{name}");
@@ -188,7 +219,7 @@ pub(crate) fn overlay_actions(
             let rendered = hb
                 .render_template(&tmpl, &ctx)
                 .map_err(|e| err(format!("rendering {}: {e}", t.source)))?;
-            out.push(write(r(&t.dest), rendered, 0o644));
+            out.push(write(r(&t.dest), rendered, t.mode.unwrap_or(0o644)));
         }
         for (k, v) in m.tags {
             tags.entry(k).or_insert(v);
@@ -198,7 +229,83 @@ pub(crate) fn overlay_actions(
                 packages.push(p);
             }
         }
+        handlers.extend(m.handlers);
+        webhooks.extend(m.webhooks);
+        if mqtt.is_none() {
+            mqtt = m.mqtt;
+        }
         notes.push(format!("overlay {name} applied"));
     }
-    Ok(OverlayPlan { tags, packages })
+    Ok(OverlayPlan {
+        tags,
+        packages,
+        handlers,
+        webhooks,
+        mqtt,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_context_has_exactly_the_documented_variables() {
+        let tags = BTreeMap::new();
+        let ctx = TemplateContext {
+            hostname: "pi-01",
+            cluster: "lab",
+            tags: &tags,
+            members: vec![],
+            alive: vec![],
+        };
+        // The top-level keys, as handlebars sees them.
+        let hb = handlebars::Handlebars::new();
+        let listed = hb
+            .render_template("{{#each this}}{{@key}} {{/each}}", &ctx)
+            .unwrap();
+        let mut keys: Vec<&str> = listed.split_whitespace().collect();
+        let mut want: Vec<&str> = piforge_config::overlay::STATIC_VARS
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        keys.sort();
+        want.sort();
+        assert_eq!(
+            keys, want,
+            "the builder checks templates against STATIC_VARS"
+        );
+    }
+
+    #[test]
+    fn card_settings_win_and_overlay_handlers_are_added() {
+        let key = piforge_config::ClusterKey::from_bytes([1; 32]);
+        let mut card = Card::new("lab", key);
+        card.node.tags.insert("role".into(), "lb".into());
+        let mut node = NodeConfig::from_card(&card, "pi-01");
+        let h = EventHandler {
+            command: "/usr/local/bin/alert".into(),
+            events: vec!["member-failed".into()],
+            timeout_secs: 10,
+        };
+        let plan = OverlayPlan {
+            tags: [
+                ("role".to_string(), "alert".to_string()),
+                ("x".to_string(), "1".to_string()),
+            ]
+            .into(),
+            packages: vec![],
+            handlers: vec![h.clone(), h.clone()],
+            webhooks: vec![],
+            mqtt: Some(MqttSettings {
+                broker: "127.0.0.1:1883".into(),
+                topic_prefix: "piforge".into(),
+            }),
+        };
+        plan.merge_into(&mut node);
+        assert_eq!(node.tags["role"], "lb");
+        assert_eq!(node.tags["x"], "1");
+        assert_eq!(node.handlers, [h]);
+        assert_eq!(node.mqtt.unwrap().broker, "127.0.0.1:1883");
+    }
 }

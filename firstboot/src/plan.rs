@@ -596,10 +596,8 @@ fn install_actions(
     out.push(mkdir("etc/piforge", 0o755));
     let mut node = NodeConfig::from_card(card, &id.hostname);
     node.state_dir = NODE_STATE_DIR.to_string();
-    for (k, v) in ov.tags {
-        // The card's own tags win over an overlay's.
-        node.tags.entry(k).or_insert(v);
-    }
+    // The card's own tags win over an overlay's; overlay handlers are added.
+    ov.merge_into(&mut node);
     out.push(write(
         r(piforge_config::NODE_CONFIG_PATH),
         node.render(),

@@ -6,7 +6,8 @@
 //!   hardened (it needs no write access outside its state directory).
 //! - `piforge-reidentify.service`: every boot, before the network, the clone check.
 //! - `piforge-packages.service`: overlay apt packages once the network is online, retrying
-//!   with a growing delay until it succeeds once.
+//!   with a growing delay until it succeeds once. A config file an overlay already put in
+//!   place is kept (`--force-confold`), never a prompt that would hang the unit.
 
 /// Where units are installed on the root.
 pub const UNIT_DIR: &str = "etc/systemd/system";
@@ -96,6 +97,7 @@ Type=oneshot\n\
 Environment=DEBIAN_FRONTEND=noninteractive\n\
 ExecStart=/bin/sh -c 'for delay in 10 30 60 120 300 600; do \
 apt-get update && xargs -r -a {PACKAGES_LIST} apt-get install -y --no-install-recommends \
+-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 && touch {PACKAGES_DONE} && exit 0; echo \"retrying in $delay s\"; sleep $delay; done; exit 1'\n\
 TimeoutStartSec=infinity\n\
 Restart=on-failure\n\
@@ -215,6 +217,10 @@ mod tests {
         assert!(u.contains("After=network-online.target\n"));
         assert!(u.contains("Restart=on-failure\n"));
         assert!(u.contains("for delay in"));
+        assert!(
+            u.contains("--force-confold"),
+            "an overlay's config must survive the install"
+        );
     }
 
     #[test]

@@ -215,7 +215,7 @@ pub async fn run(req: AgentRequest) -> Result<()> {
     tokio::spawn(crate::http::serve(listener, shared.clone()));
     let sinks = crate::events::spawn_sinks(&req, &shared);
     let mdns = if req.mdns {
-        match crate::mdns::start(&req.name, advertise, shared.clone()) {
+        match crate::mdns::start(&req.name, advertise, http_addr.port(), shared.clone()) {
             Ok(d) => Some(d),
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "mDNS discovery is off");

@@ -1,38 +1,14 @@
 //! JSON types of the HTTP API, shared by the server ([`crate::http`]) and the CLI client
-//! ([`crate::client`]). Only data and conversions; no I/O.
+//! ([`crate::client`]). The member list itself ([`ApiMember`]) lives in `piforge-config`
+//! because the host's `piforge inventory` reads it too. Only data and conversions; no I/O.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::{Event, MemberInfo, MemberState};
+use crate::membership::{Event, MemberInfo};
 
-/// One member in `GET /api/members`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ApiMember {
-    /// Member name.
-    pub name: String,
-    /// Gossip address, `ip:port`.
-    pub addr: String,
-    /// IP of the gossip address.
-    pub ip: String,
-    /// Gossip port.
-    pub port: u16,
-    /// Process generation.
-    pub generation: u64,
-    /// alive, suspect, failed or left.
-    pub state: MemberState,
-    /// Phi-accrual suspicion level.
-    pub phi: f64,
-    /// Phi threshold.
-    pub threshold: f64,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Seconds since this generation came up (as seen by the answering node).
-    pub uptime: u64,
-    /// Seconds since the last datagram from it; `null` for self.
-    pub last_seen: Option<f64>,
-}
+pub use piforge_config::members::ApiMember;
 
 impl From<MemberInfo> for ApiMember {
     fn from(m: MemberInfo) -> Self {

@@ -380,7 +380,7 @@ pub fn cmd_client(cmd: Command) -> Result<()> {
             host,
         } => {
             if host.is_some() {
-                println!("{{}}");
+                println!("{}", piforge_config::inventory::inventory_host_json());
                 return Ok(());
             }
             let ms = client::members(&http)?;

@@ -3,8 +3,8 @@
 //! Each sink runs in its own task and never blocks gossip: a slow handler is killed after its
 //! timeout, a webhook runs on the blocking pool, and a sink that falls behind loses events
 //! (logged) rather than stalling the loop. Handlers get Serf-style input: `PIFORGE_EVENT`,
-//! `PIFORGE_SELF_NAME`, `PIFORGE_SELF_ADDR`, `PIFORGE_CLUSTER` and `PIFORGE_TAG_<KEY>` of self in
-//! the environment, and one line per member on stdin: `name<TAB>ip<TAB>port<TAB>state<TAB>tags`
+//! `PIFORGE_SELF_NAME`, `PIFORGE_SELF_ADDR`, `PIFORGE_CLUSTER`, `PIFORGE_TAG_<KEY>` of self and
+//! `PIFORGE_OBSERVER_RANK` in the environment, and one line per member on stdin: `name<TAB>ip<TAB>port<TAB>state<TAB>tags`
 //! with tags as `k=v,k=v`. This module does not decide what an event is.
 
 use std::process::Stdio;
@@ -32,13 +32,32 @@ pub fn member_line(m: &MemberInfo) -> String {
     )
 }
 
-/// The environment of a handler for `event` on node `me`.
-pub fn handler_env(event: &Event, me: &MemberInfo, cluster: &str) -> Vec<(String, String)> {
+/// This node's rank among the observers of an event about `subject`: how many members alive
+/// in `members` (other than `subject`) sort before `me` by name. Every node runs its handlers
+/// for every event it sees; a handler that should act once per cluster (an SMS) can exit
+/// unless `PIFORGE_OBSERVER_RANK` is 0. Unlike the MQTT alerts there is no backup: if the
+/// rank-0 node is down too, nobody acts.
+pub fn observer_rank(me: &str, subject: &str, members: &[MemberInfo]) -> usize {
+    members
+        .iter()
+        .filter(|m| m.state == crate::membership::MemberState::Alive)
+        .filter(|m| m.name != subject && m.name.as_str() < me)
+        .count()
+}
+
+/// The environment of a handler for `event` on node `me`, `rank` from [`observer_rank`].
+pub fn handler_env(
+    event: &Event,
+    me: &MemberInfo,
+    cluster: &str,
+    rank: usize,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("PIFORGE_EVENT".to_string(), event.kind.as_str().to_string()),
         ("PIFORGE_SELF_NAME".to_string(), me.name.clone()),
         ("PIFORGE_SELF_ADDR".to_string(), me.addr.to_string()),
         ("PIFORGE_CLUSTER".to_string(), cluster.to_string()),
+        ("PIFORGE_OBSERVER_RANK".to_string(), rank.to_string()),
     ];
     for (k, v) in &me.tags {
         let key: String = k
@@ -73,10 +92,16 @@ pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) -> Vec<tokio::task:
         tokio::spawn(run_webhook(w.clone(), rx));
     }
     if let Some(m) = &req.mqtt {
+        // A backup alert publisher waits until the elected one surely saw the failure too.
+        let backup = Duration::from_millis(
+            req.detector.suspect_to_failed_ms + 2 * req.detector.probe_period_ms,
+        )
+        .max(Duration::from_secs(3));
         wait.extend(crate::mqtt::spawn(
             m.clone(),
             req.name.clone(),
             shared.clone(),
+            backup,
         ));
     }
     wait
@@ -108,7 +133,8 @@ async fn run_handler(
             let ms = shared.core().members(now);
             (ms[0].clone(), ms)
         };
-        let env = handler_env(&event, &me, &shared.cluster);
+        let rank = observer_rank(&me.name, &event.member.name, &members);
+        let env = handler_env(&event, &me, &shared.cluster, rank);
         let mut stdin: String = String::new();
         if members.iter().any(|m| m.name == event.member.name) {
             stdin.push_str(&member_line(&event.member));
@@ -234,10 +260,30 @@ mod tests {
             kind: EventKind::MemberJoin,
             member: m.clone(),
         };
-        let env = handler_env(&e, &m, "lab");
+        let env = handler_env(&e, &m, "lab", 2);
         assert!(env.contains(&("PIFORGE_EVENT".into(), "member-join".into())));
+        assert!(env.contains(&("PIFORGE_OBSERVER_RANK".into(), "2".into())));
         assert!(env.contains(&("PIFORGE_TAG_X_Y".into(), "1".into())));
         assert!(env.contains(&("PIFORGE_CLUSTER".into(), "lab".into())));
+    }
+
+    #[test]
+    fn observer_rank_counts_alive_members_before_me() {
+        let at = |name: &str, state: MemberState| MemberInfo {
+            name: name.into(),
+            state,
+            ..member()
+        };
+        let ms = [
+            at("pi-1", MemberState::Alive),
+            at("pi-2", MemberState::Failed),
+            at("pi-3", MemberState::Alive),
+            at("pi-4", MemberState::Alive),
+        ];
+        assert_eq!(observer_rank("pi-3", "pi-2", &ms), 1);
+        assert_eq!(observer_rank("pi-3", "pi-1", &ms), 0);
+        assert_eq!(observer_rank("pi-1", "pi-4", &ms), 0);
+        assert_eq!(observer_rank("pi-4", "pi-9", &ms), 2);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! mDNS/DNS-SD discovery (`mdns-sd`, pure Rust): advertise `_piforge._udp.local.` with the
-//! cluster name in TXT, browse the same type, and join every instance of the same cluster.
+//! cluster name, member name and HTTP API port in TXT, browse the same type, and join every instance of the same cluster.
 //!
 //! `mdns-sd` opens 5353 with address and port reuse, so it coexists with avahi-daemon. The
 //! daemon runs its own thread; the browse loop runs on another and only calls
@@ -15,8 +15,8 @@ use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
 use crate::agent::Shared;
 
-/// The DNS-SD service type.
-pub const SERVICE_TYPE: &str = "_piforge._udp.local.";
+pub use piforge_config::discovery::SERVICE_TYPE;
+use piforge_config::discovery::{TXT_CLUSTER, TXT_HTTP_PORT, TXT_NAME};
 
 /// Which gossip address to join for a resolved instance, if any: same cluster, not ourselves,
 /// an IPv4 address (the first in sorted order, for determinism).
@@ -42,12 +42,23 @@ pub fn instance_name(name: &str, cluster: &str) -> String {
 }
 
 /// Starts advertising and browsing. Keep the daemon alive for as long as discovery should run.
-pub fn start(name: &str, advertise: SocketAddr, shared: Arc<Shared>) -> Result<ServiceDaemon> {
+/// `http_port` goes into TXT so `piforge inventory` on a laptop can find the HTTP API.
+pub fn start(
+    name: &str,
+    advertise: SocketAddr,
+    http_port: u16,
+    shared: Arc<Shared>,
+) -> Result<ServiceDaemon> {
     let daemon = ServiceDaemon::new().context("starting the mDNS daemon")?;
     let cluster = shared.cluster.clone();
     let instance = instance_name(name, &cluster);
     let host = format!("{name}.local.");
-    let props = [("cluster", cluster.as_str()), ("name", name)];
+    let http_port = http_port.to_string();
+    let props = [
+        (TXT_CLUSTER, cluster.as_str()),
+        (TXT_NAME, name),
+        (TXT_HTTP_PORT, http_port.as_str()),
+    ];
     let info = if advertise.ip().is_unspecified() {
         ServiceInfo::new(
             SERVICE_TYPE,
@@ -84,7 +95,7 @@ pub fn start(name: &str, advertise: SocketAddr, shared: Arc<Shared>) -> Result<S
                     &cluster,
                     &our_fullname,
                     s.get_fullname(),
-                    s.get_property_val_str("cluster"),
+                    s.get_property_val_str(TXT_CLUSTER),
                     &addrs,
                     s.get_port(),
                 );

@@ -57,45 +57,7 @@ impl Identity for NodeId {
     }
 }
 
-/// The state of a member as piforge reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MemberState {
-    /// Answering probes.
-    Alive,
-    /// Suspected by SWIM (not yet refuted, not yet failed). Phi is reported next to the state
-    /// but does not drive it: with SWIM a node talks directly to few peers, so per-pair
-    /// inter-arrival times are too sparse in large clusters (see node/README.md).
-    Suspect,
-    /// Declared down without having said goodbye.
-    Failed,
-    /// Left on purpose.
-    Left,
-}
-
-impl MemberState {
-    /// The lowercase name used in JSON, metrics and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Failed => "failed",
-            MemberState::Left => "left",
-        }
-    }
-
-    /// Parses [`MemberState::as_str`] output.
-    pub fn parse(s: &str) -> Option<MemberState> {
-        [
-            MemberState::Alive,
-            MemberState::Suspect,
-            MemberState::Failed,
-            MemberState::Left,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
-    }
-}
+pub use piforge_config::members::MemberState;
 
 /// One member as seen from this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

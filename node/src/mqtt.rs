@@ -1,32 +1,69 @@
-//! MQTT sink (rumqttc, plain TCP, no TLS): events, a retained per-node status, and a last will.
+//! MQTT sink (rumqttc, plain TCP, no TLS): events, a retained per-node status, a last will, and
+//! cluster-wide alerts published once.
 //!
 //! Topics (prefix from `[mqtt] topic-prefix`, default `piforge`):
 //! - `<prefix>/<cluster>/nodes/<self>/status`, retained: `online` after connecting, `left` on a
 //!   graceful leave, and `offline` from the broker itself (last will) when the node vanishes.
 //! - `<prefix>/<cluster>/events/<self>`: one JSON [`crate::api::ApiEvent`] per event this node
 //!   observes (QoS 1). Each agent publishes under its own name, so subscribers can tell
-//!   observers apart.
+//!   observers apart; a failure seen by N nodes is N messages here.
+//! - `<prefix>/<cluster>/alerts/<member>`, retained: one JSON [`Alert`] (`"alert": "failed"`)
+//!   per failure of a member generation, **published once for the whole cluster**; cleared
+//!   (empty retained message) when the member is back.
+//!
+//! Who publishes an alert: every node subscribes to the cluster's `nodes/+/status` and
+//! `alerts/+` topics, so it knows which members are `online` at the broker and which failures
+//! were already alerted. On `member-failed` a node ranks the members that are alive in its view
+//! *and* online at the broker (itself always counted), by name, without the failed one
+//! ([`alert_rank`]). Rank 0 publishes at once; rank r waits r × the backup delay and publishes
+//! only if no alert for that member generation has reached it meanwhile (the elected node died
+//! too, or lost the broker). The retained alert is the deduplication record, so a node that
+//! (re)connects later learns about it and stays quiet. Duplicates need the elected publisher's
+//! message to take longer than the backup delay (detector suspect→failed plus two probe
+//! periods) to travel through the broker.
 //!
 //! The sink runs in its own task and never blocks gossip; while the broker is away events are
 //! queued in rumqttc up to its capacity and then dropped with a warning.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use piforge_config::node::MqttSettings;
 use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::agent::Shared;
 use crate::api::ApiEvent;
+use crate::membership::{Event, EventKind, MemberState};
 
-/// The topics of one node.
+/// The topics of one node in its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    /// Retained status topic.
+    /// Retained status topic of this node.
     pub status: String,
-    /// Event topic.
+    /// Event topic of this node.
     pub events: String,
+    /// `<prefix>/<cluster>/nodes/`: status topics of all nodes start with it.
+    pub nodes: String,
+    /// `<prefix>/<cluster>/alerts/`: alert topics start with it.
+    pub alerts: String,
+}
+
+impl Topics {
+    /// The retained alert topic of `member`.
+    pub fn alert(&self, member: &str) -> String {
+        format!("{}{member}", self.alerts)
+    }
+
+    /// Subscription filters: every node's status, every alert.
+    pub fn filters(&self) -> [String; 2] {
+        [
+            format!("{}+/status", self.nodes),
+            format!("{}+", self.alerts),
+        ]
+    }
 }
 
 /// Topics for node `name` of `cluster` under `prefix`.
@@ -34,14 +71,110 @@ pub fn topics(prefix: &str, cluster: &str, name: &str) -> Topics {
     Topics {
         status: format!("{prefix}/{cluster}/nodes/{name}/status"),
         events: format!("{prefix}/{cluster}/events/{name}"),
+        nodes: format!("{prefix}/{cluster}/nodes/"),
+        alerts: format!("{prefix}/{cluster}/alerts/"),
     }
 }
 
+/// The body of a retained alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What happened; `failed` is the only alert so far.
+    pub alert: String,
+    /// The member it is about.
+    pub member: String,
+    /// Its generation (a restart is a new generation, so a new alert).
+    pub generation: u64,
+    /// Its gossip address.
+    pub addr: String,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+    /// The node that published the alert.
+    pub observer: String,
+}
+
+/// Parses an alert body from the broker (untrusted: anyone may publish there).
+pub fn parse_alert(payload: &[u8]) -> Option<Alert> {
+    serde_json::from_slice(payload).ok()
+}
+
+/// What this node has learnt from the broker: which nodes are online and which failures were
+/// alerted. Fed with every message on the [`Topics::filters`].
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    online: BTreeSet<String>,
+    alerted: BTreeMap<String, u64>,
+}
+
+impl AlertBook {
+    /// Records one message (status or alert); anything else is ignored.
+    pub fn observe(&mut self, t: &Topics, topic: &str, payload: &[u8]) {
+        if let Some(node) = topic
+            .strip_prefix(&t.nodes)
+            .and_then(|r| r.strip_suffix("/status"))
+        {
+            if payload == b"online" {
+                self.online.insert(node.to_string());
+            } else {
+                self.online.remove(node);
+            }
+        } else if let Some(member) = topic.strip_prefix(&t.alerts) {
+            match parse_alert(payload) {
+                Some(a) if a.alert == "failed" && a.member == member => {
+                    self.alerted.insert(a.member, a.generation);
+                }
+                _ => {
+                    self.alerted.remove(member);
+                }
+            }
+        }
+    }
+
+    /// Whether a `failed` alert for this member generation (or a newer one) is on the broker.
+    pub fn alerted(&self, member: &str, generation: u64) -> bool {
+        self.alerted.get(member).is_some_and(|g| *g >= generation)
+    }
+
+    /// Whether any alert about `member` is retained on the broker.
+    pub fn has_alert(&self, member: &str) -> bool {
+        self.alerted.contains_key(member)
+    }
+
+    /// Records an alert this node published itself.
+    pub fn record(&mut self, member: &str, generation: u64) {
+        self.alerted.insert(member.to_string(), generation);
+    }
+
+    /// Forgets the alert about `member` (after clearing it).
+    pub fn clear(&mut self, member: &str) {
+        self.alerted.remove(member);
+    }
+
+    /// Nodes whose retained status is `online`.
+    pub fn online(&self) -> &BTreeSet<String> {
+        &self.online
+    }
+}
+
+/// This node's place in the line of alert publishers for a failure of `subject`: the number of
+/// members before `me` (by name) that are alive in `alive` and online at the broker, excluding
+/// `subject`. `me` counts as online whatever the broker says. 0 means "publish now".
+pub fn alert_rank(me: &str, subject: &str, alive: &[String], online: &BTreeSet<String>) -> usize {
+    alive
+        .iter()
+        .filter(|n| n.as_str() != subject && n.as_str() != me)
+        .filter(|n| online.contains(n.as_str()))
+        .filter(|n| n.as_str() < me)
+        .count()
+}
+
 /// Starts the MQTT task; it returns after publishing `left` once the node has left.
+/// `backup_delay` is how long each rank waits for the one before it to publish an alert.
 pub fn spawn(
     settings: MqttSettings,
     name: String,
     shared: Arc<Shared>,
+    backup_delay: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let Some((host, port)) = settings
         .broker
@@ -58,18 +191,35 @@ pub fn spawn(
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     let rx = shared.events.subscribe();
     let mut leaving = shared.leaving.subscribe();
+    let book: Arc<Mutex<AlertBook>> = Arc::default();
     Some(tokio::spawn(async move {
-        let publisher = tokio::spawn(publish_events(client.clone(), t.events.clone(), rx));
+        let publisher = tokio::spawn(publish_events(
+            Publisher {
+                client: client.clone(),
+                topics: t.clone(),
+                me: name,
+                shared,
+                book: book.clone(),
+                backup_delay,
+            },
+            rx,
+        ));
         loop {
             tokio::select! {
                 ev = eventloop.poll() => match ev {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!("connected to the mqtt broker");
                         let c = client.clone();
-                        let topic = t.status.clone();
+                        let t = t.clone();
                         tokio::spawn(async move {
-                            let _ = c.publish(topic, QoS::AtLeastOnce, true, "online").await;
+                            let _ = c.publish(&t.status, QoS::AtLeastOnce, true, "online").await;
+                            for f in t.filters() {
+                                let _ = c.subscribe(f, QoS::AtLeastOnce).await;
+                            }
                         });
+                    }
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
+                        lock(&book).observe(&t, &p.topic, &p.payload);
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -90,10 +240,17 @@ pub fn spawn(
             .publish(&t.status, QoS::AtLeastOnce, true, "left")
             .await;
         let _ = client.disconnect().await;
+        // `Outgoing::Disconnect` is reported before the packet surely left the socket; the
+        // broker closing the connection (an error here) is the proof it got a clean
+        // DISCONNECT and will not publish the last will.
         let drain = async {
-            while let Ok(ev) = eventloop.poll().await {
-                if matches!(ev, MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
+            let mut sent = false;
+            loop {
+                match eventloop.poll().await {
+                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => sent = true,
+                    Ok(_) => {}
+                    Err(_) if sent => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
         };
@@ -101,14 +258,88 @@ pub fn spawn(
     }))
 }
 
-async fn publish_events(
+fn lock(book: &Mutex<AlertBook>) -> std::sync::MutexGuard<'_, AlertBook> {
+    book.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Publisher {
     client: AsyncClient,
-    topic: String,
-    mut rx: broadcast::Receiver<(u64, crate::membership::Event)>,
-) {
+    topics: Topics,
+    me: String,
+    shared: Arc<Shared>,
+    book: Arc<Mutex<AlertBook>>,
+    backup_delay: Duration,
+}
+
+impl Publisher {
+    /// The rank of this node for an alert about `subject`, from the current view.
+    fn rank(&self, subject: &str) -> usize {
+        let alive: Vec<String> = {
+            let now = self.shared.now();
+            self.shared
+                .core()
+                .members(now)
+                .into_iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| m.name)
+                .collect()
+        };
+        let online = lock(&self.book).online().clone();
+        alert_rank(&self.me, subject, &alive, &online)
+    }
+
+    fn on_event(&self, e: &Event) {
+        match e.kind {
+            EventKind::MemberFailed => {
+                let rank = self.rank(&e.member.name);
+                let alert = Alert {
+                    alert: "failed".into(),
+                    member: e.member.name.clone(),
+                    generation: e.member.generation,
+                    addr: e.member.addr.to_string(),
+                    tags: e.member.tags.clone(),
+                    observer: self.me.clone(),
+                };
+                let delay = self.backup_delay * rank as u32;
+                let (client, topic, book) = (
+                    self.client.clone(),
+                    self.topics.alert(&alert.member),
+                    self.book.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if lock(&book).alerted(&alert.member, alert.generation) {
+                        return;
+                    }
+                    lock(&book).record(&alert.member, alert.generation);
+                    tracing::info!(member = %alert.member, rank, "publishing the failure alert");
+                    let body = serde_json::to_vec(&alert).unwrap_or_default();
+                    if let Err(e) = client.publish(topic, QoS::AtLeastOnce, true, body).await {
+                        tracing::warn!(error = %e, "mqtt alert publish failed");
+                    }
+                });
+            }
+            EventKind::MemberJoin => {
+                let alerted = lock(&self.book).has_alert(&e.member.name);
+                if alerted && self.rank(&e.member.name) == 0 {
+                    lock(&self.book).clear(&e.member.name);
+                    let (client, topic) = (self.client.clone(), self.topics.alert(&e.member.name));
+                    tokio::spawn(async move {
+                        // An empty retained message deletes the retained alert.
+                        let _ = client.publish(topic, QoS::AtLeastOnce, true, "").await;
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn publish_events(p: Publisher, mut rx: broadcast::Receiver<(u64, Event)>) {
     loop {
         match rx.recv().await {
             Ok((seq, e)) => {
+                p.on_event(&e);
                 let body = match serde_json::to_vec(&ApiEvent::new(seq, e)) {
                     Ok(b) => b,
                     Err(e) => {
@@ -116,7 +347,11 @@ async fn publish_events(
                         continue;
                     }
                 };
-                if let Err(e) = client.publish(&topic, QoS::AtLeastOnce, false, body).await {
+                if let Err(e) = p
+                    .client
+                    .publish(&p.topics.events, QoS::AtLeastOnce, false, body)
+                    .await
+                {
                     tracing::warn!(error = %e, "mqtt publish failed");
                 }
             }
@@ -137,5 +372,71 @@ mod tests {
         let t = topics("piforge", "lab", "pi-1");
         assert_eq!(t.status, "piforge/lab/nodes/pi-1/status");
         assert_eq!(t.events, "piforge/lab/events/pi-1");
+        assert_eq!(t.alert("pi-2"), "piforge/lab/alerts/pi-2");
+        assert_eq!(
+            t.filters(),
+            [
+                "piforge/lab/nodes/+/status".to_string(),
+                "piforge/lab/alerts/+".to_string()
+            ]
+        );
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_lowest_online_survivor_publishes_first() {
+        let alive = names(&["a", "b", "c", "d"]);
+        let online: BTreeSet<String> = names(&["a", "b", "c", "d"]).into_iter().collect();
+        // d failed: a publishes, b and c are backups 1 and 2.
+        assert_eq!(alert_rank("a", "d", &alive, &online), 0);
+        assert_eq!(alert_rank("b", "d", &alive, &online), 1);
+        assert_eq!(alert_rank("c", "d", &alive, &online), 2);
+        // a failed (still alive in a stale view): b publishes.
+        assert_eq!(alert_rank("b", "a", &alive, &online), 0);
+        // a has no broker connection: it does not count before b.
+        let no_a: BTreeSet<String> = names(&["b", "c"]).into_iter().collect();
+        assert_eq!(alert_rank("b", "d", &alive, &no_a), 0);
+        // A node always counts itself, even before its own `online` came back.
+        assert_eq!(alert_rank("a", "d", &alive, &BTreeSet::new()), 0);
+        // Members not alive in the view do not count.
+        assert_eq!(alert_rank("c", "d", &names(&["c", "d"]), &online), 0);
+    }
+
+    #[test]
+    fn book_follows_status_and_alerts() {
+        let t = topics("piforge", "lab", "a");
+        let mut b = AlertBook::default();
+        b.observe(&t, "piforge/lab/nodes/b/status", b"online");
+        b.observe(&t, "piforge/lab/nodes/c/status", b"online");
+        b.observe(&t, "piforge/lab/nodes/c/status", b"offline");
+        b.observe(&t, "piforge/other/nodes/x/status", b"online");
+        assert_eq!(b.online().iter().collect::<Vec<_>>(), ["b"]);
+        let alert = Alert {
+            alert: "failed".into(),
+            member: "c".into(),
+            generation: 5,
+            addr: "10.0.0.3:7946".into(),
+            tags: BTreeMap::new(),
+            observer: "b".into(),
+        };
+        b.observe(
+            &t,
+            "piforge/lab/alerts/c",
+            &serde_json::to_vec(&alert).unwrap(),
+        );
+        assert!(b.alerted("c", 5) && b.alerted("c", 4) && !b.alerted("c", 6));
+        // An alert whose body names another member than its topic is not believed.
+        b.observe(
+            &t,
+            "piforge/lab/alerts/d",
+            &serde_json::to_vec(&alert).unwrap(),
+        );
+        assert!(!b.has_alert("d"));
+        b.observe(&t, "piforge/lab/alerts/c", b"");
+        assert!(!b.has_alert("c"));
+        assert_eq!(parse_alert(b"{not json"), None);
     }
 }

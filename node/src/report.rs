@@ -1,8 +1,8 @@
 //! Pure renderings of a member list for the CLI: filtering, the `members` table (like
-//! `serf members`), and Ansible inventories (static INI and dynamic JSON). Values in, strings
-//! out; the CLI does the HTTP call and the printing.
+//! `serf members`), and Ansible inventories (static INI and dynamic JSON, defined in
+//! `piforge-config` and shared with the host's `piforge inventory`). Values in, strings out;
+//! the CLI does the HTTP call and the printing.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::api::ApiMember;
@@ -46,78 +46,7 @@ pub fn members_table(members: &[ApiMember]) -> String {
     s
 }
 
-fn group_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Groups: `role_<v>` per `role` tag value, `<k>_<v>` for every other tag, and `alive` members
-/// only (an inventory is for running things). Group → sorted host names.
-fn groups(members: &[ApiMember]) -> BTreeMap<String, Vec<String>> {
-    let mut g: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in members.iter().filter(|m| m.state == MemberState::Alive) {
-        for (k, v) in &m.tags {
-            g.entry(group_name(&format!("{k}_{v}")))
-                .or_default()
-                .push(m.name.clone());
-        }
-    }
-    for hosts in g.values_mut() {
-        hosts.sort();
-        hosts.dedup();
-    }
-    g
-}
-
-/// Static INI inventory: `[all]` with `ansible_host=`, then one group per tag.
-pub fn inventory_ini(members: &[ApiMember]) -> String {
-    let mut s = String::from("[all]\n");
-    for m in members.iter().filter(|m| m.state == MemberState::Alive) {
-        let _ = writeln!(s, "{} ansible_host={}", m.name, m.ip);
-    }
-    for (group, hosts) in groups(members) {
-        let _ = write!(s, "\n[{group}]\n");
-        for h in hosts {
-            let _ = writeln!(s, "{h}");
-        }
-    }
-    s
-}
-
-/// Ansible dynamic-inventory JSON (`--list`): groups with `hosts`, `all`, and
-/// `_meta.hostvars` with `ansible_host`, gossip port and tags.
-pub fn inventory_json(members: &[ApiMember]) -> serde_json::Value {
-    let alive: Vec<&ApiMember> = members
-        .iter()
-        .filter(|m| m.state == MemberState::Alive)
-        .collect();
-    let mut root = serde_json::Map::new();
-    let mut hostvars = serde_json::Map::new();
-    for m in &alive {
-        hostvars.insert(
-            m.name.clone(),
-            serde_json::json!({
-                "ansible_host": m.ip,
-                "piforge_gossip_port": m.port,
-                "piforge_tags": m.tags,
-            }),
-        );
-    }
-    let all: Vec<&str> = alive.iter().map(|m| m.name.as_str()).collect();
-    root.insert("all".into(), serde_json::json!({ "hosts": all }));
-    for (group, hosts) in groups(members) {
-        root.insert(group, serde_json::json!({ "hosts": hosts }));
-    }
-    root.insert("_meta".into(), serde_json::json!({ "hostvars": hostvars }));
-    serde_json::Value::Object(root)
-}
+pub use piforge_config::inventory::{inventory_ini, inventory_json};
 
 #[cfg(test)]
 mod tests {

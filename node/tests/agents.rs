@@ -176,7 +176,8 @@ fn handlers_and_webhooks_fire_once_per_event() {
         &script,
         format!(
             "#!/bin/sh\nwhile IFS=\"$(printf '\\t')\" read -r name ip port state tags; do\n\
-             echo \"$PIFORGE_EVENT $PIFORGE_SELF_NAME $name $state $tags\" >> {}\ndone\n",
+             echo \"$PIFORGE_EVENT $PIFORGE_SELF_NAME $name $state $tags rank=$PIFORGE_OBSERVER_RANK\" \
+             >> {}\ndone\n",
             out.display()
         ),
     )
@@ -214,7 +215,10 @@ fn handlers_and_webhooks_fire_once_per_event() {
     assert_eq!(count("member-failed", "b"), 1, "{lines}");
     assert_eq!(count("member-leave", "c"), 1, "{lines}");
     assert_eq!(count("member-failed", "c"), 0, "{lines}");
-    assert!(lines.contains("member-join a b alive role=r-b"), "{lines}");
+    assert!(
+        lines.contains("member-join a b alive role=r-b rank=0"),
+        "{lines}"
+    );
 
     let hooks = got.lock().unwrap().clone();
     let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();

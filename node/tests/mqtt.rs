@@ -1,6 +1,8 @@
 //! MQTT with a real mosquitto (Debian `mosquitto`) started by the test on a free loopback
-//! port: exactly one message per event, retained `online`/`left` status, and the broker's last
-//! will `offline` for a SIGKILLed agent. Skipped, loudly, when `mosquitto` is not installed.
+//! port: exactly one message per event and observer, retained `online`/`left` status, the
+//! broker's last will `offline` for a SIGKILLed agent, and exactly one cluster-wide `failed`
+//! alert for a SIGKILLed member (retained, cleared when it comes back). Fails when `mosquitto`
+//! is not installed (CI installs it).
 
 mod common;
 
@@ -13,11 +15,36 @@ use common::*;
 use piforge_node::membership::MemberState;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
-fn mosquitto_bin() -> Option<String> {
+fn mosquitto_bin() -> String {
     ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .map(String::from)
+        .expect("mosquitto is not installed: apt-get install mosquitto (CI: ci/setup installs it)")
+}
+
+/// A mosquitto on a free loopback port.
+fn broker(dir: &std::path::Path) -> (Broker, u16) {
+    let port = free_tcp().port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .unwrap();
+    let broker = Broker(
+        Command::new(mosquitto_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("mosquitto", 10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (broker, port)
 }
 
 struct Broker(Child);
@@ -30,8 +57,8 @@ impl Drop for Broker {
 
 type Seen = Arc<Mutex<Vec<(String, String, bool)>>>;
 
-fn subscribe(port: u16) -> Seen {
-    let mut opts = MqttOptions::new("piforge-test-sub", "127.0.0.1", port);
+fn subscribe(port: u16, id: &str) -> Seen {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut conn) = Client::new(opts, 64);
     client
@@ -67,31 +94,9 @@ fn status(seen: &Seen, node: &str) -> Option<String> {
 
 #[test]
 fn mqtt_events_status_and_last_will() {
-    let Some(bin) = mosquitto_bin() else {
-        eprintln!("SKIPPED mqtt test: mosquitto is not installed (apt-get install mosquitto)");
-        return;
-    };
     let root = tempfile::tempdir().unwrap();
-    let port = free_tcp().port();
-    let conf = root.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .unwrap();
-    let broker = Broker(
-        Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("mosquitto", 10, || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let seen = subscribe(port);
+    let (broker, port) = broker(root.path());
+    let seen = subscribe(port, "piforge-test-sub");
     std::thread::sleep(Duration::from_millis(300));
 
     let mqtt = format!("[mqtt]\nbroker = \"127.0.0.1:{port}\"\n");
@@ -163,5 +168,106 @@ fn mqtt_events_status_and_last_will() {
         Some(&1),
         "{events:?}"
     );
+    drop(broker);
+}
+
+/// Alerts about `member` that `seen` received: (body, retained flag), non-empty only.
+fn alerts(seen: &Seen, member: &str) -> Vec<(serde_json::Value, bool)> {
+    let topic = format!("piforge/test/alerts/{member}");
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, b, _)| *t == topic && !b.is_empty())
+        .map(|(_, b, r)| (serde_json::from_str(b).unwrap(), *r))
+        .collect()
+}
+
+#[test]
+fn sigkill_gives_exactly_one_failed_alert() {
+    let root = tempfile::tempdir().unwrap();
+    let (broker, port) = broker(root.path());
+    let seen = subscribe(port, "piforge-test-alerts");
+    std::thread::sleep(Duration::from_millis(300));
+    let mqtt = format!("[mqtt]\nbroker = \"127.0.0.1:{port}\"\n");
+    // Four observers with MQTT; the victim is `a`, the lowest name, so the elected publisher
+    // must skip it and be `b`.
+    let mut a = Agent::new(root.path(), "a", &[], KEY, &mqtt);
+    let b = Agent::new(root.path(), "b", &[&a], KEY, &mqtt);
+    let c = Agent::new(root.path(), "c", &[&a], KEY, &mqtt);
+    let d = Agent::new(root.path(), "d", &[&b], KEY, &mqtt);
+    for n in ["a", "b", "c", "d"] {
+        all_see(&[&a, &b, &c, &d], n, MemberState::Alive, 15);
+    }
+    wait_for("everyone online", 10, || {
+        ["a", "b", "c", "d"]
+            .iter()
+            .all(|n| status(&seen, n).as_deref() == Some("online"))
+    });
+    // Let every agent's own subscription see the others' retained `online`.
+    std::thread::sleep(Duration::from_millis(500));
+
+    a.signal("KILL");
+    a.wait_exit(5);
+    let t = all_see(&[&b, &c, &d], "a", MemberState::Failed, 15);
+    eprintln!("SIGKILL → failed everywhere after {t:?}");
+    wait_for("the failure alert", 10, || !alerts(&seen, "a").is_empty());
+    // Backups wait 3 s per rank (the minimum; test timings are shorter): c 3 s, d 6 s after
+    // their own detection. Give them all that and more, then count.
+    std::thread::sleep(Duration::from_secs(8));
+    let got = alerts(&seen, "a");
+    assert_eq!(got.len(), 1, "not exactly one alert: {got:?}");
+    let alert = &got[0].0;
+    assert_eq!(alert["alert"], "failed");
+    assert_eq!(alert["member"], "a");
+    assert_eq!(
+        alert["observer"], "b",
+        "the elected publisher is the lowest survivor"
+    );
+    assert_eq!(alert["tags"]["role"], "r-a");
+    // The per-observer event feed still has one `member-failed` from each survivor.
+    let failed_events = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, body, _)| {
+            t.starts_with("piforge/test/events/") && {
+                let v: serde_json::Value = serde_json::from_str(body).unwrap();
+                v["event"] == "member-failed" && v["member"]["name"] == "a"
+            }
+        })
+        .count();
+    assert_eq!(failed_events, 3);
+    wait_for("last will offline", 15, || {
+        status(&seen, "a").as_deref() == Some("offline")
+    });
+
+    // A late subscriber finds the alert retained.
+    let late = subscribe(port, "piforge-test-late");
+    wait_for("retained alert", 5, || !alerts(&late, "a").is_empty());
+    let got = alerts(&late, "a");
+    assert!(got.len() == 1 && got[0].1, "{got:?}");
+
+    // `a` comes back (new generation): the elected node clears the retained alert, and no new
+    // `failed` alert appears.
+    a.seeds = vec![b.gossip];
+    a.start();
+    all_see(&[&b, &c, &d], "a", MemberState::Alive, 15);
+    wait_for("alert cleared", 10, || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|(t, body, _)| t == "piforge/test/alerts/a" && body.is_empty())
+    });
+    let later = subscribe(port, "piforge-test-later");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        alerts(&later, "a").is_empty(),
+        "the alert is still retained"
+    );
+    assert!(
+        status(&later, "a").is_some(),
+        "the later subscriber got nothing at all"
+    );
+    assert_eq!(alerts(&seen, "a").len(), 1);
     drop(broker);
 }

@@ -29,6 +29,8 @@ pub fn free_tcp() -> SocketAddr {
 
 pub struct Agent {
     pub name: String,
+    /// `[tags]` of node.toml, `k = "v"` lines.
+    pub tags: Vec<(String, String)>,
     pub gossip: SocketAddr,
     pub http: String,
     pub dir: PathBuf,
@@ -38,25 +40,56 @@ pub struct Agent {
 
 impl Agent {
     pub fn config(&self, key: &str, extra: &str) {
+        let tags: String = self
+            .tags
+            .iter()
+            .map(|(k, v)| format!("\"{k}\" = \"{v}\"\n"))
+            .collect();
         let text = format!(
             "schema-version = 1\nname = \"{}\"\nstate-dir = \"{}\"\n\
              [cluster]\nname = \"test\"\nkey = \"{key}\"\nmdns = false\n\
-             [tags]\nrole = \"r-{}\"\n\
+             [tags]\n{tags}\
              [detector]\nprobe-period-ms = 300\nprobe-rtt-ms = 100\nsuspect-to-failed-ms = 1200\n\
              {extra}",
             self.name,
             self.dir.join("state").display(),
-            self.name
         );
         std::fs::write(self.dir.join("node.toml"), text).unwrap();
     }
 
     pub fn new(root: &Path, name: &str, seeds: &[&Agent], key: &str, extra: &str) -> Agent {
+        let role = format!("r-{name}");
+        Agent::spawn(
+            root,
+            name,
+            "127.0.0.1",
+            &[("role", &role)],
+            seeds,
+            key,
+            extra,
+        )
+    }
+
+    /// An agent whose gossip socket is on `ip` (any 127.0.0.0/8 address is loopback), with
+    /// these tags.
+    pub fn spawn(
+        root: &Path,
+        name: &str,
+        ip: &str,
+        tags: &[(&str, &str)],
+        seeds: &[&Agent],
+        key: &str,
+        extra: &str,
+    ) -> Agent {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let mut a = Agent {
             name: name.into(),
-            gossip: free_udp(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            gossip: UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap(),
             http: free_tcp().to_string(),
             dir,
             child: None,

