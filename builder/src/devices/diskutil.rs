@@ -321,3 +321,169 @@ pub fn check_target(
         notes: super::raw_disk_hint(path).into_iter().collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(body: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD \
+             PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist \
+             version=\"1.0\">\n{body}\n</plist>\n"
+        )
+    }
+
+    /// A MacBook: internal disk0 (APFS store disk0s2 → container disk3 holding `/` through a
+    /// sealed snapshot and /System/Volumes/Data), and an SD card disk4 in the built-in reader
+    /// with bootfs mounted.
+    fn macbook() -> (String, BTreeMap<String, String>) {
+        let list = doc(r#"<dict>
+<key>AllDisks</key><array><string>disk0</string><string>disk0s1</string><string>disk0s2</string><string>disk3</string><string>disk4</string><string>disk4s1</string><string>disk4s2</string></array>
+<key>AllDisksAndPartitions</key>
+<array>
+  <dict>
+    <key>Content</key><string>GUID_partition_scheme</string>
+    <key>DeviceIdentifier</key><string>disk0</string>
+    <key>OSInternal</key><false/>
+    <key>Partitions</key>
+    <array>
+      <dict><key>Content</key><string>EFI</string><key>DeviceIdentifier</key><string>disk0s1</string><key>Size</key><integer>314572800</integer><key>VolumeName</key><string>EFI</string></dict>
+      <dict><key>Content</key><string>Apple_APFS</string><key>DeviceIdentifier</key><string>disk0s2</string><key>Size</key><integer>500963741696</integer></dict>
+    </array>
+    <key>Size</key><integer>500277790720</integer>
+  </dict>
+  <dict>
+    <key>APFSPhysicalStores</key><array><dict><key>DeviceIdentifier</key><string>disk0s2</string></dict></array>
+    <key>APFSVolumes</key>
+    <array>
+      <dict><key>DeviceIdentifier</key><string>disk3s1</string><key>MountPoint</key><string>/System/Volumes/Data</string><key>VolumeName</key><string>Data</string></dict>
+      <dict><key>DeviceIdentifier</key><string>disk3s3</string><key>MountedSnapshots</key><array><dict><key>Sealed</key><string>Yes</string><key>SnapshotBSD</key><string>disk3s3s1</string><key>SnapshotMountPoint</key><string>/</string></dict></array><key>VolumeName</key><string>Macintosh HD</string></dict>
+    </array>
+    <key>Content</key><string>EF57347C-0000-11AA-AA11-00306543ECAC</string>
+    <key>DeviceIdentifier</key><string>disk3</string>
+    <key>Size</key><integer>500963741696</integer>
+  </dict>
+  <dict>
+    <key>Content</key><string>FDisk_partition_scheme</string>
+    <key>DeviceIdentifier</key><string>disk4</string>
+    <key>Partitions</key>
+    <array>
+      <dict><key>Content</key><string>Windows_FAT_32</string><key>DeviceIdentifier</key><string>disk4s1</string><key>MountPoint</key><string>/Volumes/bootfs</string><key>Size</key><integer>536870912</integer><key>VolumeName</key><string>bootfs</string></dict>
+      <dict><key>Content</key><string>Linux</string><key>DeviceIdentifier</key><string>disk4s2</string><key>Size</key><integer>31373000704</integer></dict>
+    </array>
+    <key>Size</key><integer>31914983424</integer>
+  </dict>
+</array>
+<key>VolumesFromDisks</key><array><string>bootfs</string></array>
+<key>WholeDisks</key><array><string>disk0</string><string>disk3</string><string>disk4</string></array>
+</dict>"#);
+        let info0 = doc(r#"<dict>
+<key>BusProtocol</key><string>Apple Fabric</string>
+<key>DeviceIdentifier</key><string>disk0</string>
+<key>Internal</key><true/>
+<key>MediaName</key><string>APPLE SSD AP0512Q</string>
+<key>Removable</key><false/><key>RemovableMedia</key><false/>
+<key>RemovableMediaOrExternalDevice</key><false/>
+<key>Size</key><integer>500277790720</integer>
+<key>VirtualOrPhysical</key><string>Physical</string>
+<key>WholeDisk</key><true/><key>WritableMedia</key><true/>
+</dict>"#);
+        let info3 = doc(r#"<dict>
+<key>BusProtocol</key><string>Apple Fabric</string>
+<key>DeviceIdentifier</key><string>disk3</string>
+<key>Internal</key><true/>
+<key>VirtualOrPhysical</key><string>Virtual</string>
+<key>WholeDisk</key><true/>
+</dict>"#);
+        let info4 = doc(r#"<dict>
+<key>BusProtocol</key><string>Secure Digital</string>
+<key>DeviceIdentifier</key><string>disk4</string>
+<key>Ejectable</key><true/>
+<key>Internal</key><true/>
+<key>MediaName</key><string>SD Card Reader</string>
+<key>Removable</key><true/><key>RemovableMedia</key><true/>
+<key>RemovableMediaOrExternalDevice</key><true/>
+<key>TotalSize</key><integer>31914983424</integer>
+<key>VirtualOrPhysical</key><string>Physical</string>
+<key>WholeDisk</key><true/><key>WritableMedia</key><true/>
+</dict>"#);
+        let infos = BTreeMap::from([
+            ("disk0".to_string(), info0),
+            ("disk3".to_string(), info3),
+            ("disk4".to_string(), info4),
+        ]);
+        (list, infos)
+    }
+
+    #[test]
+    fn a_macbook_lists_its_internal_disk_as_system_and_the_sd_card_as_flashable() {
+        let (list, infos) = macbook();
+        let devs = devices_from_plists(&list, &infos).expect("parses");
+        let names: Vec<_> = devs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["disk0", "disk4"],
+            "the APFS container is not a disk to flash"
+        );
+
+        let d0 = &devs[0];
+        assert_eq!(d0.bus, Bus::Nvme);
+        assert_eq!(d0.holders, vec!["disk3".to_string()]);
+        let e = super::super::assess(
+            d0,
+            None,
+            &super::super::Policy {
+                force: true,
+                ..Default::default()
+            },
+        )
+        .expect_err("system disk");
+        assert_eq!(e.code(), "system-disk");
+        assert!(e.to_string().contains("holds / "), "{e}");
+
+        let d4 = &devs[1];
+        assert_eq!(d4.bus, Bus::Mmc);
+        assert!(d4.removable);
+        assert_eq!(d4.size, 31_914_983_424);
+        assert_eq!(d4.model, "SD Card Reader");
+        assert_eq!(d4.partitions[0].label.as_deref(), Some("bootfs"));
+        assert_eq!(d4.partitions[1].number, 2);
+        assert_eq!(
+            d4.mount_points_to_unmount(),
+            vec![PathBuf::from("/Volumes/bootfs")]
+        );
+        assert!(super::super::assess(d4, Some(4 << 30), &Default::default()).is_ok());
+    }
+
+    #[test]
+    fn a_locked_card_is_read_only_and_missing_info_is_conservative() {
+        let (list, mut infos) = macbook();
+        let locked = infos["disk4"].replace(
+            "<key>WritableMedia</key><true/>",
+            "<key>WritableMedia</key><false/>",
+        );
+        infos.insert("disk4".into(), locked);
+        let devs = devices_from_plists(&list, &infos).expect("parses");
+        assert!(devs[1].read_only);
+        infos.remove("disk4");
+        let devs = devices_from_plists(&list, &infos).expect("parses");
+        assert_eq!(devs[1].internal, Some(true));
+        assert!(!devs[1].removable);
+        assert_eq!(devs[1].size, 31_914_983_424, "size falls back to the list");
+    }
+
+    #[test]
+    fn broken_plists_are_errors() {
+        let (_, infos) = macbook();
+        assert!(devices_from_plists("<plist><dict>", &infos).is_err());
+        let (list, mut infos) = macbook();
+        infos.insert("disk4".into(), "not xml".into());
+        assert!(devices_from_plists(&list, &infos).is_err());
+        // A document without the expected keys is simply empty.
+        assert_eq!(
+            devices_from_plists(&doc("<dict/>"), &BTreeMap::new()),
+            Ok(vec![])
+        );
+    }
+}

@@ -1110,3 +1110,201 @@ pub fn cmd_devices_in(root: &SysRoot, json: bool, out: &mut impl Write) -> anyho
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> Device {
+        Device {
+            name: "sdb".into(),
+            path: "/dev/sdb".into(),
+            size: 32 << 30,
+            model: "STORAGE DEVICE".into(),
+            vendor: "Generic".into(),
+            bus: Bus::Usb,
+            removable: true,
+            read_only: false,
+            emmc: false,
+            internal: None,
+            holders: vec![],
+            mounts: vec![],
+            swaps: vec![],
+            partitions: vec![],
+            backing_file: None,
+        }
+    }
+
+    fn refusal(d: &Device, image: Option<u64>, force: bool) -> Option<&'static str> {
+        assess(
+            d,
+            image,
+            &Policy {
+                force,
+                ..Policy::default()
+            },
+        )
+        .err()
+        .map(|e| e.code())
+    }
+
+    #[test]
+    fn partition_names_map_to_their_disk() {
+        for (part, disk) in [
+            ("sdb1", "sdb"),
+            ("sdaa12", "sdaa"),
+            ("vda3", "vda"),
+            ("mmcblk0p1", "mmcblk0"),
+            ("nvme0n1p2", "nvme0n1"),
+            ("loop0p1", "loop0"),
+            ("disk4s1", "disk4"),
+            ("rdisk4s2", "rdisk4"),
+        ] {
+            assert_eq!(partition_parent(part).as_deref(), Some(disk), "{part}");
+        }
+        for whole in [
+            "sdb", "mmcblk0", "nvme0n1", "disk4", "rdisk12", "loop0", "vda", "sd1",
+        ] {
+            assert_eq!(partition_parent(whole), None, "{whole}");
+        }
+    }
+
+    #[test]
+    fn raw_disk_hint_only_for_buffered_whole_disks() {
+        let h = raw_disk_hint(Path::new("/dev/disk4")).expect("hint");
+        assert!(h.contains("/dev/rdisk4"), "{h}");
+        assert_eq!(raw_disk_hint(Path::new("/dev/rdisk4")), None);
+        assert_eq!(raw_disk_hint(Path::new("/dev/disk4s1")), None);
+        assert_eq!(raw_disk_hint(Path::new("/dev/sdb")), None);
+    }
+
+    #[test]
+    fn rules_apply_in_order_and_force_lifts_only_two() {
+        let ok = card();
+        assert_eq!(refusal(&ok, Some(1 << 30), false), None);
+
+        let mut sys = card();
+        sys.mounts.push(MountUse {
+            device: "/dev/sdb2".into(),
+            mount_point: "/".into(),
+            via_holder: false,
+        });
+        sys.read_only = true;
+        sys.size = 1 << 40;
+        assert_eq!(
+            refusal(&sys, Some(1 << 50), true),
+            Some("system-disk"),
+            "first rule wins"
+        );
+
+        let mut other_mount = card();
+        other_mount.mounts.push(MountUse {
+            device: "/dev/sdb1".into(),
+            mount_point: "/media/x/bootfs".into(),
+            via_holder: false,
+        });
+        assert_eq!(
+            refusal(&other_mount, None, false),
+            None,
+            "unmounted later, not refused"
+        );
+        // `/boot/firmware2` or `/var/lib` are not system mount points.
+        other_mount.mounts[0].mount_point = "/var/lib".into();
+        assert_eq!(refusal(&other_mount, None, false), None);
+
+        let mut ro = card();
+        ro.read_only = true;
+        assert_eq!(refusal(&ro, None, true), Some("read-only"));
+        let mut fixed = card();
+        fixed.removable = false;
+        fixed.bus = Bus::Sata;
+        assert_eq!(refusal(&fixed, None, false), Some("not-removable"));
+        assert_eq!(refusal(&fixed, None, true), None);
+        // A USB disk the kernel does not call removable is still a reader.
+        fixed.bus = Bus::Usb;
+        assert_eq!(refusal(&fixed, None, false), None);
+        let mut mac_internal = card();
+        mac_internal.internal = Some(true);
+        mac_internal.removable = false;
+        mac_internal.bus = Bus::Mmc;
+        assert_eq!(refusal(&mac_internal, None, false), Some("not-removable"));
+        mac_internal.removable = true;
+        assert_eq!(
+            refusal(&mac_internal, None, false),
+            None,
+            "built-in SD slot with a card"
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_a_distinct_code() {
+        let p = PathBuf::from("/dev/x");
+        let all = [
+            SafetyError::NoSuchDevice { path: p.clone() },
+            SafetyError::NoParent {
+                path: p.clone(),
+                parent: p.clone(),
+            },
+            SafetyError::NotATarget {
+                path: p.clone(),
+                what: "FIFO",
+            },
+            SafetyError::Partition {
+                path: p.clone(),
+                disk: p.clone(),
+            },
+            SafetyError::Virtual {
+                path: p.clone(),
+                what: "RAM disk",
+            },
+            SafetyError::SystemDisk {
+                path: p.clone(),
+                mount_point: p.clone(),
+                device: p.clone(),
+            },
+            SafetyError::SwapInUse {
+                path: p.clone(),
+                swap: p.clone(),
+            },
+            SafetyError::ReadOnly { path: p.clone() },
+            SafetyError::Busy {
+                path: p.clone(),
+                holders: "dm-0".into(),
+            },
+            SafetyError::InUse { path: p.clone() },
+            SafetyError::NoMedium { path: p.clone() },
+            SafetyError::TooSmall {
+                path: p.clone(),
+                size: "1".into(),
+                need: "2".into(),
+            },
+            SafetyError::NotRemovable {
+                path: p.clone(),
+                bus: "sata",
+                model: "m".into(),
+            },
+            SafetyError::TooLarge {
+                path: p.clone(),
+                size: "1".into(),
+                max: "2".into(),
+            },
+            SafetyError::NotInteractive,
+            SafetyError::Declined,
+            SafetyError::Discovery("x".into()),
+        ];
+        let mut codes: Vec<_> = all.iter().map(SafetyError::code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn confirm_accepts_only_yes() {
+        let mut out = Vec::new();
+        assert!(confirm("go? ", &mut "yes\n".as_bytes(), &mut out));
+        assert!(confirm("go? ", &mut "  yes  \r\n".as_bytes(), &mut out));
+        assert!(!confirm("go? ", &mut "YES please\n".as_bytes(), &mut out));
+        assert!(!confirm("go? ", &mut "".as_bytes(), &mut out));
+        assert!(String::from_utf8_lossy(&out).starts_with("go? "));
+    }
+}

@@ -224,7 +224,10 @@ pub fn probe(root: &SysRoot, tables: &Tables, name: &str) -> anyhow::Result<Opti
         .filter(|s| !s.is_empty())
         .or_else(|| read_trim(&dev_dir.join("name")))
         .unwrap_or_default();
-    let vendor = read_trim(&dev_dir.join("vendor")).unwrap_or_default();
+    // virtio and NVMe controllers put a numeric PCI vendor id there: not worth showing.
+    let vendor = read_trim(&dev_dir.join("vendor"))
+        .filter(|v| !v.starts_with("0x"))
+        .unwrap_or_default();
     let bus = bus_of(name, &canonical);
     let emmc = bus == Bus::Mmc && read_trim(&dev_dir.join("type")).as_deref() == Some("MMC");
     let backing_file = if bus == Bus::Loop {
