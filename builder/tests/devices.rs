@@ -637,6 +637,96 @@ fn a_real_loop_device_is_discovered_and_accepted() {
     drop(detach);
 }
 
+/// A real mounted filesystem on a real loop device: listed to unmount, the exclusive open fails
+/// while it is mounted, [`devices::unmount`] unmounts it, and an exclusive opener elsewhere makes
+/// the check refuse the disk as in use. Needs root, losetup, mkfs.ext4 and mount.
+#[test]
+fn a_mounted_loop_device_is_unmounted_and_an_exclusive_holder_makes_it_busy() {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let root = fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !root || Command::new("losetup").arg("--version").output().is_err() {
+        skip("needs root and losetup");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let img = dir.path().join("card.img");
+    fs::File::create(&img)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("image");
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+        .expect("losetup");
+    if !out.status.success() {
+        skip(&format!(
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let node = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let _detach = Detach(node.clone());
+    let mnt = dir.path().join("mnt point");
+    fs::create_dir(&mnt).expect("mkdir");
+    let mkfs = Command::new("mkfs.ext4")
+        .arg("-q")
+        .arg(&node)
+        .status()
+        .expect("mkfs.ext4");
+    assert!(mkfs.success(), "mkfs.ext4 {}", node.display());
+    let mount = Command::new("mount")
+        .arg(&node)
+        .arg(&mnt)
+        .output()
+        .expect("mount");
+    if !mount.status.success() {
+        skip(&format!(
+            "mount failed: {}",
+            String::from_utf8_lossy(&mount.stderr)
+        ));
+        return;
+    }
+    let _umount = Umount(mnt.clone());
+
+    let t = devices::check_target(&node, 1 << 20, &Policy::default()).expect("a loop target");
+    assert_eq!(
+        t.mount_points_to_unmount(),
+        vec![mnt.clone()],
+        "the escaped space decoded"
+    );
+    let e = devices::probe_exclusive(&node).expect_err("mounted: the exclusive open fails");
+    assert_eq!(e.code(), "in-use");
+    devices::unmount(&t).expect("unmounting");
+    let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!table.contains("mnt\\040point"), "still mounted:\n{table}");
+
+    // Someone else holds the disk exclusively: refused before any byte is written.
+    let holder = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(devices::exclusive_flag())
+        .open(&node)
+        .expect("exclusive open");
+    let e = devices::check_target(&node, 1 << 20, &Policy::default()).expect_err("held");
+    assert_eq!(e.code(), "in-use");
+    assert!(e.to_string().contains("in use by another program"), "{e}");
+    drop(holder);
+    assert!(devices::check_target(&node, 1 << 20, &Policy::default()).is_ok());
+}
+
+struct Umount(PathBuf);
+
+impl Drop for Umount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
 /// Skips with a message, or fails when `PIFORGE_TEST_LOOP=1` says loop devices must work here.
 fn skip(why: &str) {
     assert!(

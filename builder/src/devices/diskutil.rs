@@ -315,10 +315,14 @@ pub fn check_target(
         .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
     dev.path = path.to_path_buf();
     super::assess(&dev, Some(image_len), policy)?;
+    let notes: Vec<String> = super::raw_disk_hint(path).into_iter().collect();
+    for n in &notes {
+        tracing::warn!("{n}");
+    }
     Ok(Target {
         path: path.into(),
         kind: TargetKind::Device(Box::new(dev)),
-        notes: super::raw_disk_hint(path).into_iter().collect(),
+        notes,
     })
 }
 
