@@ -255,7 +255,8 @@ pub fn list() -> anyhow::Result<Vec<Device>> {
 /// `diskutil unmountDisk DISK`.
 #[cfg(target_os = "macos")]
 pub fn unmount_disk(path: &Path) -> anyhow::Result<()> {
-    run_diskutil(&["unmountDisk", &path.to_string_lossy()]).map(|_| ())
+    let disk = path.to_string_lossy();
+    run_diskutil(&["unmountDisk", disk.as_ref()]).map(|_| ())
 }
 
 /// macOS [`super::check_target`]: `/dev/diskN` or `/dev/rdiskN` (partitions refused), judged
