@@ -1,11 +1,14 @@
 //! bmap files (`piforge flash --bmap FILE`, or found beside `--image`): the parser must never
 //! panic, and whatever it accepts must have sorted, disjoint ranges inside the image whose
-//! byte ranges the flash plan can use without overflow.
+//! byte ranges the flash plan can use without overflow. Also the xz index reader flash uses to
+//! learn an `.img.xz`'s size before writing a device.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = piforge::decompress::parse_xz_index(data);
+    let _ = piforge::decompress::xz_uncompressed_size(&mut std::io::Cursor::new(data));
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -387,6 +387,14 @@ fn open_image(path: &Path, bmap: Option<&Path>) -> anyhow::Result<Image> {
             Some(source::plan_from_bmap(&b.bmap)),
             Some(b.bmap.image_size),
         ),
+        // xz records the decompressed size in its index: no need to decode to learn it.
+        None if format == Format::Xz => {
+            let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            (
+                None,
+                decompress::xz_uncompressed_size(&mut f).ok().flatten(),
+            )
+        }
         None => (None, None),
     };
     Ok(Image::Stream {
