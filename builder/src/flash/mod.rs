@@ -208,6 +208,15 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
             checked,
         });
     }
+    // Personalise each card's boot partition (fails here, before writing, if the FAT is full).
+    if let (Some(b), Image::Raw { path, len, plan }) = (&batch, &*image) {
+        for j in &mut jobs {
+            if let Some((k, _)) = &j.card {
+                j.patch = Some(personalise(path, *len, plan, b, &req.batch_dir, *k)?);
+            }
+        }
+    }
+
     if !req.verify_only {
         for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
             devices::confirm_stdin(&j.checked, req.yes)
@@ -216,15 +225,6 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
         for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
             devices::unmount(&j.checked)
                 .with_context(|| format!("unmounting {}", j.target.display()))?;
-        }
-    }
-
-    // Personalise each card's boot partition (fails here, before writing, if the FAT is full).
-    if let (Some(b), Image::Raw { path, len, plan }) = (&batch, &*image) {
-        for j in &mut jobs {
-            if let Some((k, _)) = &j.card {
-                j.patch = Some(personalise(path, *len, plan, b, &req.batch_dir, *k)?);
-            }
         }
     }
 
