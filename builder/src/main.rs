@@ -41,6 +41,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Build(a) => piforge::commands::cmd_build(a.into_request(progress)?, &mut out)?,
         Command::Export(a) => piforge::commands::cmd_export(a.into_request(progress), &mut out)?,
         Command::Inspect(a) => piforge::commands::cmd_inspect(&a.image, a.json, &mut out)?,
+        Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
+        Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
     }
     out.flush()?;
     Ok(())
