@@ -2,6 +2,7 @@
 //! defaulting arguments lives here; the library never sees clap.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,8 @@ use crate::cache::{BaseRequest, Cache};
 use crate::catalog::Catalog;
 use crate::export::ExportRequest;
 use crate::fetch::Source;
+use crate::flash::FlashRequest;
+use crate::flash::engine::WriteOptions;
 use crate::inventory::{InventoryOutput, InventoryRequest};
 
 /// Catalog entry built when neither --image nor --from is given.
@@ -50,6 +53,10 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print the Ansible inventory of a running cluster (found by mDNS, or --node).
     Inventory(InventoryArgs),
+    /// Write the next card of a batch (or any image) to SD cards or image files, verified.
+    Flash(FlashArgs),
+    /// List the disks that could be flashed, and why the others can't.
+    Devices(DevicesArgs),
 }
 
 /// `piforge images`
@@ -228,6 +235,84 @@ impl InventoryArgs {
     }
 }
 
+/// `piforge flash`
+#[derive(Debug, Args)]
+pub struct FlashArgs {
+    /// Devices (/dev/sdb, /dev/rdisk4) or image files to write; several are written at once,
+    /// each with the next card of the batch.
+    #[arg(value_name = "TARGET", required = true)]
+    pub targets: Vec<PathBuf>,
+    /// Batch directory (as given to `build --out`).
+    #[arg(long, value_name = "DIR", default_value = "piforge-out")]
+    pub out: PathBuf,
+    /// Write card K of the batch (default: the next one not yet flashed).
+    #[arg(long, value_name = "K", conflicts_with = "image")]
+    pub card: Option<u32>,
+    /// Write this image instead of a batch card (.img, .xz, .gz, .zst, .zip).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Write only the ranges of this bmap (default: FILE.bmap beside --image, if any).
+    #[arg(long, value_name = "FILE", requires = "image")]
+    pub bmap: Option<PathBuf>,
+    /// Don't ask before overwriting a device.
+    #[arg(short, long)]
+    pub yes: bool,
+    /// Don't read the written blocks back to compare them.
+    #[arg(long, conflicts_with = "verify_only")]
+    pub no_verify: bool,
+    /// Accept a disk that is not removable or larger than 256 GiB (never a system disk).
+    #[arg(long)]
+    pub force: bool,
+    /// Write nothing: compare the targets with the image (needs --card K with a batch).
+    #[arg(long)]
+    pub verify_only: bool,
+    /// Leave devices attached afterwards (default: eject where the system can).
+    #[arg(long)]
+    pub no_eject: bool,
+    /// Seconds writing the end of a device may take before the card is called counterfeit.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub end_timeout: u64,
+}
+
+/// `piforge devices`
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Test knob: milliseconds to sleep after each 4 MiB written, so a test can interrupt a flash
+/// mid-way. Not an option: nobody wants a slower flash.
+pub const THROTTLE_ENV: &str = "PIFORGE_TEST_THROTTLE_MS";
+
+impl FlashArgs {
+    /// Turns the arguments into a request.
+    pub fn into_request(self, progress: bool) -> FlashRequest {
+        let throttle = std::env::var(THROTTLE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        FlashRequest {
+            targets: self.targets,
+            batch_dir: self.out,
+            card: self.card,
+            image: self.image,
+            bmap: self.bmap,
+            yes: self.yes,
+            verify: !self.no_verify,
+            force: self.force,
+            verify_only: self.verify_only,
+            eject: !self.no_eject,
+            progress,
+            write: WriteOptions {
+                end_timeout: Duration::from_secs(self.end_timeout),
+                throttle,
+            },
+        }
+    }
+}
+
 impl BuildArgs {
     /// Checks the arguments and turns them into a request.
     pub fn into_request(self, progress: bool) -> anyhow::Result<BuildRequest> {
@@ -320,7 +405,15 @@ mod tests {
     #[test]
     fn cli_is_consistent_and_help_fits_80_columns() {
         Cli::command().debug_assert();
-        for sub in ["images", "build", "export", "inspect", "inventory"] {
+        for sub in [
+            "images",
+            "build",
+            "export",
+            "inspect",
+            "inventory",
+            "flash",
+            "devices",
+        ] {
             // What `piforge SUB --help` prints, piped or not.
             let help = Cli::try_parse_from(["piforge", sub, "--help"])
                 .unwrap_err()

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::assemble::{self, BuildRequest};
 use crate::catalog::Catalog;
 use crate::export::{self, ExportRequest};
+use crate::flash::{self, FlashRequest};
 use crate::inspect;
 
 /// `piforge images [--json]`
@@ -67,4 +68,26 @@ pub fn cmd_inspect(image: &Path, json: bool, out: &mut impl Write) -> anyhow::Re
         write!(out, "{}", inspect::render_text(&i))?;
     }
     Ok(())
+}
+
+/// `piforge flash ...`: one line per target on stdout; fails if any target failed (after all
+/// of them finished: one bad card does not stop the others).
+pub fn cmd_flash(req: &FlashRequest, out: &mut impl Write) -> anyhow::Result<()> {
+    let results = flash::flash(req)?;
+    let mut failed = Vec::new();
+    for (t, r) in req.targets.iter().zip(results) {
+        match r {
+            Ok(o) => writeln!(out, "{}", flash::render_outcome(&o, req.verify_only))?,
+            Err(e) => {
+                tracing::error!(target = %t.display(), "{e:#}");
+                failed.push(format!("{}: {e:#}", t.display()));
+            }
+        }
+    }
+    out.flush()?;
+    match failed.len() {
+        0 => Ok(()),
+        1 => anyhow::bail!("{}", failed[0]),
+        n => anyhow::bail!("{n} targets failed: {}", failed.join("; ")),
+    }
 }

@@ -372,6 +372,101 @@ impl<R: Read> Read for XzReader<R> {
     }
 }
 
+/// The decompressed size of an `.xz` file, from its stream footers and indexes (read backwards
+/// from the end, every concatenated stream, stream padding skipped), without decoding any
+/// data. `None` when the file is not a well-formed xz file (the caller then has to decode it
+/// to learn the size).
+pub fn xz_uncompressed_size<R: Read + Seek>(r: &mut R) -> io::Result<Option<u64>> {
+    /// The largest index read (an index lists 16-byte-ish records per block: 64 MiB is
+    /// millions of blocks).
+    const MAX_INDEX: u64 = 64 << 20;
+    let mut pos = r.seek(SeekFrom::End(0))?;
+    let mut total = 0u64;
+    let mut word = [0u8; 4];
+    while pos > 0 {
+        // Stream padding: zero words between and after streams.
+        r.seek(SeekFrom::Start(pos.saturating_sub(4)))?;
+        r.read_exact(&mut word)?;
+        if pos >= 4 && word == [0; 4] {
+            pos -= 4;
+            continue;
+        }
+        if pos < 24 {
+            return Ok(None);
+        }
+        let mut footer = [0u8; 12];
+        r.seek(SeekFrom::Start(pos - 12))?;
+        r.read_exact(&mut footer)?;
+        if footer[10..] != *b"YZ" {
+            return Ok(None);
+        }
+        let backward = (u64::from(u32::from_le_bytes([
+            footer[4], footer[5], footer[6], footer[7],
+        ])) + 1)
+            * 4;
+        if backward > MAX_INDEX || backward + 24 > pos {
+            return Ok(None);
+        }
+        let index_start = pos - 12 - backward;
+        let mut index = vec![0u8; backward as usize];
+        r.seek(SeekFrom::Start(index_start))?;
+        r.read_exact(&mut index)?;
+        let Some((size, blocks)) = parse_xz_index(&index) else {
+            return Ok(None);
+        };
+        let Some(start) = index_start
+            .checked_sub(blocks)
+            .and_then(|s| s.checked_sub(12))
+        else {
+            return Ok(None);
+        };
+        let mut magic = [0u8; 6];
+        r.seek(SeekFrom::Start(start))?;
+        r.read_exact(&mut magic)?;
+        if magic != [0xFD, b'7', b'z', b'X', b'Z', 0x00] {
+            return Ok(None);
+        }
+        let Some(t) = total.checked_add(size) else {
+            return Ok(None);
+        };
+        total = t;
+        pos = start;
+    }
+    Ok(Some(total))
+}
+
+/// Parses an xz index (indicator, record count, records of unpadded and uncompressed size,
+/// padding, CRC32 not checked): returns (uncompressed bytes, bytes of the blocks it lists,
+/// each padded to 4) (pure).
+pub fn parse_xz_index(index: &[u8]) -> Option<(u64, u64)> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..9 {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7F) << (7 * i);
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    if index.first() != Some(&0) {
+        return None;
+    }
+    let mut at = 1;
+    let count = varint(index, &mut at)?;
+    let (mut size, mut blocks) = (0u64, 0u64);
+    for _ in 0..count {
+        let unpadded = varint(index, &mut at)?;
+        let uncompressed = varint(index, &mut at)?;
+        size = size.checked_add(uncompressed)?;
+        blocks = blocks.checked_add(unpadded.checked_add(3)? / 4 * 4)?;
+    }
+    // What is left: 0-3 padding bytes and the CRC32.
+    (index.len().checked_sub(at)? <= 7).then_some((size, blocks))
+}
+
 /// liblzma's multi-threaded xz decoder, one thread per available core.
 pub fn xz_mt_decoder() -> io::Result<liblzma::stream::Stream> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -541,6 +636,39 @@ pub fn decompress_slice(data: &[u8], limit: u64) -> io::Result<(Format, Vec<u8>)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn xz_size_comes_from_the_indexes_of_every_stream() {
+        use liblzma::write::XzEncoder;
+        let enc = |data: &[u8]| {
+            let mut e = XzEncoder::new(Vec::new(), 1);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let a: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let mut file = enc(&a);
+        assert_eq!(
+            super::xz_uncompressed_size(&mut io::Cursor::new(&file)).unwrap(),
+            Some(300_000)
+        );
+        // Concatenated streams with stream padding between them.
+        file.extend_from_slice(&[0; 8]);
+        file.extend(enc(&a[..1000]));
+        file.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            super::xz_uncompressed_size(&mut io::Cursor::new(&file)).unwrap(),
+            Some(301_000)
+        );
+        let cut = &file[..file.len() - 30];
+        assert_eq!(
+            super::xz_uncompressed_size(&mut io::Cursor::new(cut)).unwrap(),
+            None
+        );
+        assert_eq!(
+            super::xz_uncompressed_size(&mut io::Cursor::new(b"not xz at all, no")).unwrap(),
+            None
+        );
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -1,8 +1,10 @@
 //! `piforge export`: one complete image out of a batch — the cloneable one, or card K
 //! personalised — as `.img` or multi-threaded `.img.xz`, with a `.sha256` beside it.
 //!
-//! The output is written to `FILE.part` and renamed when complete; the `.sha256` is written
-//! after the image it describes. xz uses a fixed block size, so the compressed bytes do not
+//! The output is written to `FILE.part` and renamed when complete; the `.sha256` and the
+//! `.bmap` (`FILE.bmap`: the used blocks of the raw image from its FAT/ext4 allocation, each
+//! range with its sha256, for `bmaptool copy` and `piforge flash --image`) are written after
+//! the image they describe. xz uses a fixed block size, so the compressed bytes do not
 //! depend on the number of threads (reproducible releases on any machine).
 
 use std::fs::File;
@@ -42,6 +44,8 @@ pub struct ExportOutcome {
     pub output: PathBuf,
     /// Its sha256 (of the file as written, compressed or not).
     pub sha256: String,
+    /// The `.bmap` written beside it.
+    pub bmap: PathBuf,
 }
 
 /// Runs an export.
@@ -71,6 +75,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
         personalise(raw.as_file_mut(), &batch, &req.batch_dir, k)?;
     }
     raw.as_file().sync_all().context("syncing the image")?;
+    let bmap = bmap_of(raw.as_file_mut())?;
 
     let sha256 = if compress {
         let part = part_path(&req.output);
@@ -99,9 +104,12 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
         format!("{sha256}  {name}\n").as_bytes(),
         0o644,
     )?;
+    let bmap_path = bmap_path(&req.output);
+    batch::write_atomic(&bmap_path, &bmap, 0o644)?;
     Ok(ExportOutcome {
         output: req.output.clone(),
         sha256,
+        bmap: bmap_path,
     })
 }
 
@@ -193,6 +201,22 @@ impl<W: Write> Write for HashWriter<W> {
 fn part_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".part");
+    PathBuf::from(s)
+}
+
+/// The bmap v2.0 text of a raw image (its block map, ranges checksummed).
+fn bmap_of(raw: &mut File) -> anyhow::Result<Vec<u8>> {
+    let len = raw.metadata().context("reading the image's size")?.len();
+    let map = crate::blockmap::map_image(raw, len).context("mapping the image's used blocks")?;
+    let mut out = Vec::new();
+    crate::bmap::write_bmap(raw, &map, &mut out).context("writing the bmap")?;
+    Ok(out)
+}
+
+/// `FILE.bmap` beside `FILE` (where `bmaptool copy FILE` looks first).
+pub fn bmap_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".bmap");
     PathBuf::from(s)
 }
 

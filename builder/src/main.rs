@@ -44,6 +44,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inventory(a) => {
             out.write_all(piforge::inventory::run(&a.into_request()?)?.as_bytes())?
         }
+        Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
+        Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
     }
     out.flush()?;
     Ok(())

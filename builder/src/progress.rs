@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How often the plain (non-TTY) reporter prints.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -44,6 +44,16 @@ impl Progress {
     /// A reporter for `what` (e.g. "fetching x.img.xz") of `total` bytes if known: a bar when
     /// stderr is a terminal, plain lines otherwise.
     pub fn new(what: &str, total: Option<u64>) -> Progress {
+        Progress::new_in(
+            &MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+            what,
+            total,
+        )
+    }
+
+    /// [`Progress::new`], the bar drawn as one of the lines of `multi` (several at once, e.g.
+    /// one per card being flashed). A `multi` whose draw target is hidden means: own bar.
+    pub fn new_in(multi: &MultiProgress, what: &str, total: Option<u64>) -> Progress {
         let mode = if io::stderr().is_terminal() {
             let bar = match total {
                 Some(t) => ProgressBar::new(t),
@@ -59,6 +69,11 @@ impl Progress {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar.set_message(what.to_owned());
+            let bar = if multi.is_hidden() {
+                bar
+            } else {
+                multi.add(bar)
+            };
             Mode::Bar(bar)
         } else {
             Mode::Plain(Mutex::new(PlainState {

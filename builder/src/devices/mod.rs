@@ -1,0 +1,1310 @@
+//! `piforge devices` and the safety rules a flash target must pass before any byte is written.
+//!
+//! Discovery (Linux: `/sys/block`, `/proc/self/mountinfo`, `/proc/swaps`, `/dev/disk/by-label`;
+//! macOS: `diskutil list -plist` / `diskutil info -plist`) produces [`Device`]s; one pure
+//! function, [`assess`], judges a device against a [`Policy`] and returns the first rule it
+//! breaks as a [`SafetyError`]. Everything reads through an injectable [`SysRoot`], so tests run
+//! the real code over a fake sysfs tree.
+//!
+//! The API the flash command uses, in order:
+//! 1. [`check_target`]`(path, image_len, &policy)` → a [`Target`] (a device that passed every
+//!    rule, or a regular file), or the [`SafetyError`] to print (exit 1, nothing written).
+//! 2. [`confirm_text`]`(&target)`: what will be destroyed; [`confirm_stdin`] asks for it unless
+//!    `--yes` (refuses when stdin is not a terminal); [`confirm`] is the pure prompt underneath.
+//! 3. [`unmount`]`(&target)`: unmounts its partitions (Linux `umount`, macOS
+//!    `diskutil unmountDisk`), then on Linux checks that an exclusive open succeeds.
+//! 4. Open the device with [`exclusive_flag`] in `custom_flags` so nothing mounts it meanwhile.
+//!
+//! [`list`] and [`cmd_devices`] serve `piforge devices [--json]`.
+//!
+//! Deliberately not here: opening a device for writing, block maps, progress, eject (the flash
+//! module), reading partition tables from the device (labels come from udev's
+//! `/dev/disk/by-label`), and Windows.
+
+pub mod diskutil;
+pub mod mountinfo;
+pub mod plist;
+pub mod sysfs;
+
+use std::fs;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::progress::human_bytes;
+
+/// Mount points that make the disk under them the running system's disk: a disk holding any of
+/// them is refused even with `--force` (`/boot/efi` and `/efi` too: the machine boots from it).
+pub const SYSTEM_MOUNTS: [&str; 8] = [
+    "/",
+    "/boot",
+    "/boot/firmware",
+    "/boot/efi",
+    "/efi",
+    "/home",
+    "/usr",
+    "/var",
+];
+
+/// Largest disk accepted without `--force`: 256 GiB. The biggest common SD cards are 256 GiB;
+/// anything bigger is more likely a backup drive than a card for a Pi.
+pub const DEFAULT_MAX_SIZE: u64 = 256 << 30;
+
+/// Where the kernel's views of devices live. [`SysRoot::host`] is the running machine; tests
+/// point every field into a temp dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysRoot {
+    /// sysfs, normally `/sys`.
+    pub sys: PathBuf,
+    /// The mount table, normally `/proc/self/mountinfo`.
+    pub mountinfo: PathBuf,
+    /// The active swap areas, normally `/proc/swaps`.
+    pub swaps: PathBuf,
+    /// Device nodes, normally `/dev` (also holds `disk/by-label`).
+    pub dev: PathBuf,
+}
+
+impl SysRoot {
+    /// The running machine.
+    pub fn host() -> SysRoot {
+        SysRoot {
+            sys: "/sys".into(),
+            mountinfo: "/proc/self/mountinfo".into(),
+            swaps: "/proc/swaps".into(),
+            dev: "/dev".into(),
+        }
+    }
+
+    /// A fake machine under `root`: `root/sys`, `root/proc/self/mountinfo`, `root/proc/swaps`,
+    /// `root/dev`.
+    pub fn under(root: &Path) -> SysRoot {
+        SysRoot {
+            sys: root.join("sys"),
+            mountinfo: root.join("proc/self/mountinfo"),
+            swaps: root.join("proc/swaps"),
+            dev: root.join("dev"),
+        }
+    }
+}
+
+/// The bus a disk hangs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bus {
+    /// USB (card readers, sticks, external drives).
+    Usb,
+    /// MMC/SD host controller (a laptop's or a Pi's SD slot; `emmc` says when it is soldered).
+    Mmc,
+    /// NVMe.
+    Nvme,
+    /// SATA/ATA.
+    Sata,
+    /// Other SCSI (SAS, iSCSI, UAS bridges the path did not reveal).
+    Scsi,
+    /// virtio (virtual machines).
+    Virtio,
+    /// A loop device (Linux) or disk image (macOS): a file pretending to be a disk.
+    Loop,
+    /// Anything else.
+    Other,
+}
+
+impl Bus {
+    /// Lowercase name for tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bus::Usb => "usb",
+            Bus::Mmc => "mmc",
+            Bus::Nvme => "nvme",
+            Bus::Sata => "sata",
+            Bus::Scsi => "scsi",
+            Bus::Virtio => "virtio",
+            Bus::Loop => "loop",
+            Bus::Other => "other",
+        }
+    }
+}
+
+/// A partition of a [`Device`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Partition {
+    /// Partition number (1 for `sdb1`).
+    pub number: u32,
+    /// Kernel name (`sdb1`, `mmcblk0p1`, `disk4s1`).
+    pub name: String,
+    /// Device node.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Filesystem label when known.
+    pub label: Option<String>,
+    /// Where it is mounted (empty when not).
+    pub mount_points: Vec<PathBuf>,
+}
+
+/// A filesystem mounted from a disk, one of its partitions, or a holder stacked on them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct MountUse {
+    /// The device node mounted (`/dev/sdb1`, `/dev/dm-0`).
+    pub device: PathBuf,
+    /// Where.
+    pub mount_point: PathBuf,
+    /// Mounted through a dm/md/APFS holder rather than from the disk or a partition.
+    pub via_holder: bool,
+}
+
+/// A whole disk as discovery sees it. No judgement here: see [`assess`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Device {
+    /// Kernel name (`sdb`, `mmcblk0`, `disk4`).
+    pub name: String,
+    /// Device node (`/dev/sdb`, `/dev/disk4`).
+    pub path: PathBuf,
+    /// Size in bytes (0: no medium in the reader).
+    pub size: u64,
+    /// Model, trimmed (may be empty).
+    pub model: String,
+    /// Vendor, trimmed (may be empty).
+    pub vendor: String,
+    /// Bus.
+    pub bus: Bus,
+    /// The kernel (or macOS) calls the medium removable.
+    pub removable: bool,
+    /// Write-protected (an SD card's lock switch, a read-only loop device).
+    pub read_only: bool,
+    /// An MMC device that is soldered eMMC, not an SD card.
+    pub emmc: bool,
+    /// macOS: the disk is internal (`None` on Linux).
+    pub internal: Option<bool>,
+    /// dm/md/LVM (Linux) or APFS containers (macOS) stacked on the disk or its partitions.
+    pub holders: Vec<String>,
+    /// Everything mounted from it, directly or through holders.
+    pub mounts: Vec<MountUse>,
+    /// Active swap areas on it (partitions, or swap files on its filesystems).
+    pub swaps: Vec<PathBuf>,
+    /// Partitions, by number.
+    pub partitions: Vec<Partition>,
+    /// Loop devices: the file behind it.
+    pub backing_file: Option<PathBuf>,
+}
+
+impl Device {
+    /// Mount points to unmount before writing (direct mounts only; mounts through holders make
+    /// the disk busy instead), deepest first so nested mounts go before their parents.
+    pub fn mount_points_to_unmount(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self
+            .mounts
+            .iter()
+            .filter(|m| !m.via_holder)
+            .map(|m| m.mount_point.clone())
+            .collect();
+        v.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        v.dedup();
+        v
+    }
+
+    /// "Vendor Model", or "(unknown model)".
+    pub fn description(&self) -> String {
+        let d = format!("{} {}", self.vendor, self.model).trim().to_string();
+        if d.is_empty() {
+            "(unknown model)".into()
+        } else {
+            d
+        }
+    }
+
+    /// May this kind of disk be a card without `--force`: removable media, an SD slot or USB
+    /// reader, a loop device or disk image? Soldered eMMC and internal macOS disks are not.
+    pub fn card_like(&self) -> bool {
+        if self.emmc || self.internal == Some(true) && !self.removable {
+            return false;
+        }
+        self.removable || matches!(self.bus, Bus::Usb | Bus::Mmc | Bus::Loop)
+    }
+}
+
+/// What `--force` and friends allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// `--force`: accept non-removable and oversized disks (never system disks, swap, busy or
+    /// read-only ones, nor too-small ones).
+    pub force: bool,
+    /// Largest disk accepted without `--force`, bytes.
+    pub max_size: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            force: false,
+            max_size: DEFAULT_MAX_SIZE,
+        }
+    }
+}
+
+/// Why a target is refused. Each message says what to do about it. [`SafetyError::code`] is a
+/// stable kebab-case name for scripts (`piforge devices --json`).
+#[derive(Debug, Error)]
+pub enum SafetyError {
+    /// A path under `/dev` that does not exist or that the kernel does not know as a disk.
+    #[error("no such device {path}: `piforge devices` lists the disks of this machine")]
+    NoSuchDevice {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A new image file was asked for in a directory that does not exist.
+    #[error("cannot create {path}: directory {parent} does not exist")]
+    NoParent {
+        /// The path given.
+        path: PathBuf,
+        /// Its missing parent.
+        parent: PathBuf,
+    },
+    /// A directory, character device (other than macOS raw disks), FIFO or socket.
+    #[error("{path} is a {what}, not a disk or an image file")]
+    NotATarget {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A partition was given instead of its disk.
+    #[error("{path} is a partition: give the whole disk {disk}")]
+    Partition {
+        /// The path given.
+        path: PathBuf,
+        /// The whole disk to give instead.
+        disk: PathBuf,
+    },
+    /// A RAM disk, dm/md device, optical drive or similar.
+    #[error("{path} is a {what}, not a card")]
+    Virtual {
+        /// The path given.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The disk holds a mounted system filesystem. Refused even with `--force`.
+    #[error(
+        "refusing {path}: it holds {mount_point} (mounted from {device}), this machine runs \
+         from it; --force does not change that"
+    )]
+    SystemDisk {
+        /// The disk.
+        path: PathBuf,
+        /// The system mount point found on it.
+        mount_point: PathBuf,
+        /// The device it is mounted from.
+        device: PathBuf,
+    },
+    /// Swap is active on the disk. Refused even with `--force`.
+    #[error("refusing {path}: swap {swap} is in use on it; run `swapoff {swap}` first")]
+    SwapInUse {
+        /// The disk.
+        path: PathBuf,
+        /// The swap device or file.
+        swap: PathBuf,
+    },
+    /// Write-protected.
+    #[error("{path} is read-only: check the lock switch on the card or its adapter")]
+    ReadOnly {
+        /// The disk.
+        path: PathBuf,
+    },
+    /// dm/md/LVM/APFS sit on the disk.
+    #[error(
+        "{path} is busy: {holders} use it (device-mapper, LVM, RAID or APFS); deactivate them \
+         first (e.g. `vgchange -an`, `cryptsetup close`, `mdadm --stop`, `diskutil eject`)"
+    )]
+    Busy {
+        /// The disk.
+        path: PathBuf,
+        /// Comma-separated holder names.
+        holders: String,
+    },
+    /// An exclusive open failed with EBUSY: something else has the disk open or mounted.
+    #[error("{path} is in use by another program (exclusive open: device busy); close it first")]
+    InUse {
+        /// The disk.
+        path: PathBuf,
+    },
+    /// Size 0: a card reader without a card, or a loop device without a file.
+    #[error("{path} has no medium (size 0): is the card inserted?")]
+    NoMedium {
+        /// The disk.
+        path: PathBuf,
+    },
+    /// The image does not fit. Refused even with `--force`.
+    #[error("{path} is too small: {size} < the image's {need}")]
+    TooSmall {
+        /// The disk.
+        path: PathBuf,
+        /// Its size, human.
+        size: String,
+        /// The image's size, human.
+        need: String,
+    },
+    /// Not removable and not an SD slot or USB reader.
+    #[error(
+        "refusing {path}: a fixed {bus} disk ({model}), not a removable card; pass --force if you \
+         really mean it"
+    )]
+    NotRemovable {
+        /// The disk.
+        path: PathBuf,
+        /// Its bus.
+        bus: &'static str,
+        /// Its model.
+        model: String,
+    },
+    /// Larger than [`Policy::max_size`].
+    #[error(
+        "refusing {path}: {size} is larger than {max}, unusual for an SD card; pass --force if \
+         you really mean it"
+    )]
+    TooLarge {
+        /// The disk.
+        path: PathBuf,
+        /// Its size, human.
+        size: String,
+        /// The limit, human.
+        max: String,
+    },
+    /// Confirmation needed but stdin is not a terminal.
+    #[error("standard input is not a terminal, cannot ask for confirmation: use --yes in scripts")]
+    NotInteractive,
+    /// The user did not confirm.
+    #[error("not confirmed: nothing was written")]
+    Declined,
+    /// Reading what the path is failed.
+    #[error("inspecting {path}")]
+    Inspect {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Discovery failed (sysfs, the mount table, diskutil).
+    #[error("discovering devices: {0}")]
+    Discovery(String),
+}
+
+impl SafetyError {
+    /// A stable kebab-case name of the rule, for scripts.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SafetyError::NoSuchDevice { .. } => "no-such-device",
+            SafetyError::NoParent { .. } => "no-parent",
+            SafetyError::NotATarget { .. } => "not-a-target",
+            SafetyError::Partition { .. } => "partition",
+            SafetyError::Virtual { .. } => "virtual",
+            SafetyError::SystemDisk { .. } => "system-disk",
+            SafetyError::SwapInUse { .. } => "swap-in-use",
+            SafetyError::ReadOnly { .. } => "read-only",
+            SafetyError::Busy { .. } => "busy",
+            SafetyError::InUse { .. } => "in-use",
+            SafetyError::NoMedium { .. } => "no-medium",
+            SafetyError::TooSmall { .. } => "too-small",
+            SafetyError::NotRemovable { .. } => "not-removable",
+            SafetyError::TooLarge { .. } => "too-large",
+            SafetyError::NotInteractive => "not-interactive",
+            SafetyError::Declined => "declined",
+            SafetyError::Inspect { .. } => "inspect",
+            SafetyError::Discovery(_) => "discovery",
+        }
+    }
+}
+
+/// Judges a disk: the first rule it breaks, in this order: system disk, swap (both refused even
+/// with `--force`), read-only, busy (holders), no medium, too small for `image_len` (when
+/// given), not removable, too large (these two only without `--force`).
+pub fn assess(d: &Device, image_len: Option<u64>, policy: &Policy) -> Result<(), SafetyError> {
+    let path = || d.path.clone();
+    if let Some(m) = d
+        .mounts
+        .iter()
+        .find(|m| SYSTEM_MOUNTS.iter().any(|s| m.mount_point == Path::new(s)))
+    {
+        return Err(SafetyError::SystemDisk {
+            path: path(),
+            mount_point: m.mount_point.clone(),
+            device: m.device.clone(),
+        });
+    }
+    if let Some(s) = d.swaps.first() {
+        return Err(SafetyError::SwapInUse {
+            path: path(),
+            swap: s.clone(),
+        });
+    }
+    if d.read_only {
+        return Err(SafetyError::ReadOnly { path: path() });
+    }
+    if !d.holders.is_empty() {
+        return Err(SafetyError::Busy {
+            path: path(),
+            holders: d.holders.join(", "),
+        });
+    }
+    if d.size == 0 {
+        return Err(SafetyError::NoMedium { path: path() });
+    }
+    if let Some(need) = image_len
+        && need > d.size
+    {
+        return Err(SafetyError::TooSmall {
+            path: path(),
+            size: human_bytes(d.size),
+            need: human_bytes(need),
+        });
+    }
+    if !policy.force && !d.card_like() {
+        return Err(SafetyError::NotRemovable {
+            path: path(),
+            bus: if d.emmc { "eMMC" } else { d.bus.as_str() },
+            model: d.description(),
+        });
+    }
+    if !policy.force && d.size > policy.max_size {
+        return Err(SafetyError::TooLarge {
+            path: path(),
+            size: human_bytes(d.size),
+            max: human_bytes(policy.max_size),
+        });
+    }
+    Ok(())
+}
+
+/// What a checked target is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A regular file: an image file is (over)written; no device rules apply and its size is not
+    /// checked (it grows).
+    File {
+        /// Its current length, `None` when it will be created.
+        existing_len: Option<u64>,
+    },
+    /// A disk that passed every rule.
+    Device(Box<Device>),
+}
+
+/// A flash target that passed [`check_target`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The path to open (as given; symlinks are fine).
+    pub path: PathBuf,
+    /// File or device.
+    pub kind: TargetKind,
+    /// Advice that does not stop the flash (e.g. "use /dev/rdisk4, it is faster").
+    pub notes: Vec<String>,
+}
+
+impl Target {
+    /// The disk, when the target is one.
+    pub fn device(&self) -> Option<&Device> {
+        match &self.kind {
+            TargetKind::Device(d) => Some(d),
+            TargetKind::File { .. } => None,
+        }
+    }
+
+    /// Size of the disk in bytes (`None` for a file).
+    pub fn size(&self) -> Option<u64> {
+        self.device().map(|d| d.size)
+    }
+
+    /// Mount points [`unmount`] will unmount.
+    pub fn mount_points_to_unmount(&self) -> Vec<PathBuf> {
+        self.device()
+            .map(Device::mount_points_to_unmount)
+            .unwrap_or_default()
+    }
+}
+
+/// The name of a partition's whole disk from the name alone (`sdb1`→`sdb`,
+/// `mmcblk0p1`→`mmcblk0`, `nvme0n1p2`→`nvme0n1`, `disk4s1`→`disk4`, `rdisk4s1`→`rdisk4`);
+/// `None` when the name is not a partition's.
+pub fn partition_parent(name: &str) -> Option<String> {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    if digits == 0 {
+        return None;
+    }
+    let stem = &name[..name.len() - digits];
+    let ends_digit = |s: &str| s.chars().last().is_some_and(|c| c.is_ascii_digit());
+    if let Some(disk) = stem.strip_suffix('s')
+        && (disk.starts_with("disk") || disk.starts_with("rdisk"))
+        && ends_digit(disk)
+    {
+        return Some(disk.to_string());
+    }
+    if let Some(disk) = stem.strip_suffix('p')
+        && ends_digit(disk)
+        && ["mmcblk", "nvme", "loop", "nbd"]
+            .iter()
+            .any(|p| disk.starts_with(p))
+    {
+        return Some(disk.to_string());
+    }
+    let letters = |s: &str, p: &str| {
+        s.strip_prefix(p)
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase()))
+    };
+    if ["sd", "vd", "hd", "xvd"].iter().any(|p| letters(stem, p)) {
+        return Some(stem.to_string());
+    }
+    None
+}
+
+/// macOS: the advice for a buffered `/dev/diskN` (the raw `/dev/rdiskN` skips the buffer cache
+/// and is several times faster). `None` for any other path.
+pub fn raw_disk_hint(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let n = name.strip_prefix("disk")?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let raw = path.with_file_name(format!("r{name}"));
+    Some(format!(
+        "{} is the buffered node; {} is much faster",
+        path.display(),
+        raw.display()
+    ))
+}
+
+/// Checks a flash target on this machine: see [`check_target_in`].
+pub fn check_target(path: &Path, image_len: u64, policy: &Policy) -> Result<Target, SafetyError> {
+    #[cfg(target_os = "macos")]
+    {
+        diskutil::check_target(path, image_len, policy)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        check_target_in(&SysRoot::host(), path, image_len, policy)
+    }
+}
+
+/// Checks a flash target against the rules (Linux discovery under `root`):
+/// - a regular file (outside the dev dir) is accepted as it is; a path that does not exist
+///   becomes a new file when its parent exists and it is not under the dev dir;
+/// - a block device (or, in a fake tree, any file directly in `root.dev`) is looked up in
+///   sysfs: partitions are refused with the whole disk to give instead, virtual devices
+///   refused, then [`assess`]; when nothing is mounted from a real block device, an
+///   exclusive open must succeed (EBUSY: [`SafetyError::InUse`]).
+pub fn check_target_in(
+    root: &SysRoot,
+    path: &Path,
+    image_len: u64,
+    policy: &Policy,
+) -> Result<Target, SafetyError> {
+    let inspect = |source| SafetyError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    };
+    let under_dev = |p: &Path| p.starts_with(&root.dev) || p.starts_with("/dev");
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return new_file_target(path, under_dev(path));
+        }
+        Err(e) => return Err(inspect(e)),
+    };
+    let canonical = fs::canonicalize(path).map_err(inspect)?;
+    let dev_dir = fs::canonicalize(&root.dev).unwrap_or_else(|_| root.dev.clone());
+    let in_dev_dir = canonical.parent() == Some(dev_dir.as_path());
+    let ft = meta.file_type();
+    let block = is_block_device(&ft);
+    if ft.is_dir() {
+        return Err(SafetyError::NotATarget {
+            path: path.into(),
+            what: "directory",
+        });
+    }
+    if ft.is_file() && !in_dev_dir {
+        return Ok(Target {
+            path: path.into(),
+            kind: TargetKind::File {
+                existing_len: Some(meta.len()),
+            },
+            notes: Vec::new(),
+        });
+    }
+    if !block && !ft.is_file() {
+        return Err(SafetyError::NotATarget {
+            path: path.into(),
+            what: other_kind(&ft),
+        });
+    }
+    let file_name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let name = devnum_of(&meta)
+        .and_then(|(ma, mi)| sysfs::name_from_devnum(root, ma, mi))
+        .or(file_name)
+        .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
+    let name = match sysfs::lookup(root, &name) {
+        sysfs::Lookup::Disk(n) => n,
+        sysfs::Lookup::Partition { disk } => {
+            return Err(SafetyError::Partition {
+                path: path.into(),
+                disk: dev_dir.join(disk),
+            });
+        }
+        sysfs::Lookup::Unknown => {
+            return Err(match partition_parent(&name) {
+                Some(disk) => SafetyError::Partition {
+                    path: path.into(),
+                    disk: dev_dir.join(disk),
+                },
+                None => SafetyError::NoSuchDevice { path: path.into() },
+            });
+        }
+    };
+    if sysfs::is_virtual_name(&name) {
+        return Err(SafetyError::Virtual {
+            path: path.into(),
+            what: virtual_what(&name),
+        });
+    }
+    let tables = sysfs::Tables::read(root).map_err(|e| SafetyError::Discovery(format!("{e:#}")))?;
+    let mut dev = sysfs::probe(root, &tables, &name)
+        .map_err(|e| SafetyError::Discovery(format!("{e:#}")))?
+        .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
+    // Report the rules against the path the user gave.
+    dev.path = path.to_path_buf();
+    assess(&dev, Some(image_len), policy)?;
+    if block && dev.mounts.is_empty() {
+        probe_exclusive(path)?;
+    }
+    Ok(Target {
+        path: path.into(),
+        kind: TargetKind::Device(Box::new(dev)),
+        notes: Vec::new(),
+    })
+}
+
+fn new_file_target(path: &Path, under_dev: bool) -> Result<Target, SafetyError> {
+    if under_dev {
+        return Err(SafetyError::NoSuchDevice { path: path.into() });
+    }
+    let parent = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => {
+            return Err(SafetyError::NotATarget {
+                path: path.into(),
+                what: "root directory",
+            });
+        }
+    };
+    if !parent.is_dir() {
+        return Err(SafetyError::NoParent {
+            path: path.into(),
+            parent: parent.into(),
+        });
+    }
+    Ok(Target {
+        path: path.into(),
+        kind: TargetKind::File { existing_len: None },
+        notes: Vec::new(),
+    })
+}
+
+fn virtual_what(name: &str) -> &'static str {
+    match name {
+        n if n.starts_with("dm-") => "device-mapper volume",
+        n if n.starts_with("md") => "RAID array",
+        n if n.starts_with("sr") => "optical drive",
+        n if n.starts_with("zram") || n.starts_with("ram") => "RAM disk",
+        n if n.starts_with("nbd") => "network block device",
+        _ => "virtual block device",
+    }
+}
+
+#[cfg(unix)]
+fn is_block_device(ft: &fs::FileType) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    ft.is_block_device()
+}
+
+#[cfg(not(unix))]
+fn is_block_device(_: &fs::FileType) -> bool {
+    false
+}
+
+#[cfg(unix)]
+fn other_kind(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_char_device() {
+        "character device"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+#[cfg(not(unix))]
+fn other_kind(_: &fs::FileType) -> &'static str {
+    "special file"
+}
+
+#[cfg(target_os = "linux")]
+fn devnum_of(meta: &fs::Metadata) -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = meta.rdev();
+    Some((rustix::fs::major(rdev), rustix::fs::minor(rdev)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn devnum_of(_: &fs::Metadata) -> Option<(u32, u32)> {
+    None
+}
+
+/// The `custom_flags` bit that makes an open of a block device exclusive: on Linux `O_EXCL`
+/// (fails with EBUSY while anything has the disk mounted or exclusively open, and keeps the
+/// kernel from mounting it while we hold it); 0 elsewhere.
+pub fn exclusive_flag() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::fs::OFlags::EXCL.bits() as i32
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// Opens `path` read-only and exclusively, then closes it: [`SafetyError::InUse`] on EBUSY.
+pub fn probe_exclusive(path: &Path) -> Result<(), SafetyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(exclusive_flag())
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+            Err(SafetyError::InUse { path: path.into() })
+        }
+        Err(e) => Err(SafetyError::Inspect {
+            path: path.into(),
+            source: e,
+        }),
+    }
+}
+
+/// What will be destroyed, for the confirmation prompt: the disk (model, size, bus) and every
+/// partition with its size, label and mount points; or the file to overwrite or create.
+pub fn confirm_text(t: &Target) -> String {
+    let d = match &t.kind {
+        TargetKind::File {
+            existing_len: Some(n),
+        } => {
+            return format!(
+                "{} will be overwritten (a regular file, now {}).\n",
+                t.path.display(),
+                human_bytes(*n)
+            );
+        }
+        TargetKind::File { existing_len: None } => {
+            return format!("{} will be created (a regular file).\n", t.path.display());
+        }
+        TargetKind::Device(d) => d,
+    };
+    let mut s = format!(
+        "{}: {}, {}, {}{}\n",
+        t.path.display(),
+        d.description(),
+        human_bytes(d.size),
+        d.bus.as_str(),
+        if d.removable { ", removable" } else { "" }
+    );
+    if let Some(b) = &d.backing_file {
+        s.push_str(&format!("  loop device backed by {}\n", b.display()));
+    }
+    s.push_str("EVERYTHING on it will be destroyed:\n");
+    if d.partitions.is_empty() {
+        s.push_str("  (no partitions)\n");
+    }
+    for p in &d.partitions {
+        s.push_str(&format!(
+            "  {:<12} {:>10}  {}",
+            p.name,
+            human_bytes(p.size),
+            p.label.as_deref().unwrap_or("(no label)")
+        ));
+        for m in &p.mount_points {
+            s.push_str(&format!("  mounted at {} (will be unmounted)", m.display()));
+        }
+        s.push('\n');
+    }
+    for m in d
+        .mounts
+        .iter()
+        .filter(|m| !d.partitions.iter().any(|p| p.path == m.device))
+    {
+        s.push_str(&format!(
+            "  whole disk mounted at {} (will be unmounted)\n",
+            m.mount_point.display()
+        ));
+    }
+    for n in &t.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    s
+}
+
+/// Prints `prompt`, reads one line, and returns whether it is `yes` or one of `also` (e.g. the
+/// device name). End of input or a read error is a no.
+pub fn confirm_with(
+    prompt: &str,
+    also: &[&str],
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> bool {
+    if write!(out, "{prompt}").and_then(|()| out.flush()).is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    match input.read_line(&mut line) {
+        Ok(0) | Err(_) => false,
+        Ok(_) => {
+            let a = line.trim();
+            a == "yes" || also.iter().any(|x| !x.is_empty() && a == *x)
+        }
+    }
+}
+
+/// [`confirm_with`] accepting only `yes`.
+pub fn confirm(prompt: &str, input: &mut impl BufRead, out: &mut impl Write) -> bool {
+    confirm_with(prompt, &[], input, out)
+}
+
+/// Asks for confirmation on `input`/`out` unless `yes`: prints [`confirm_text`], then wants
+/// `yes` or the device's name (`sdb` or `/dev/sdb`). `interactive` is whether stdin is a
+/// terminal; without one and without `yes` it refuses ([`SafetyError::NotInteractive`]).
+pub fn confirm_target(
+    t: &Target,
+    yes: bool,
+    interactive: bool,
+    input: &mut impl BufRead,
+    out: &mut impl Write,
+) -> Result<(), SafetyError> {
+    if yes {
+        return Ok(());
+    }
+    if !interactive {
+        return Err(SafetyError::NotInteractive);
+    }
+    let _ = write!(out, "{}", confirm_text(t));
+    let full = t.path.to_string_lossy().into_owned();
+    let short = t
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prompt = format!("Type yes (or {short}) to write {full}: ");
+    if confirm_with(&prompt, &[&full, &short], input, out) {
+        Ok(())
+    } else {
+        Err(SafetyError::Declined)
+    }
+}
+
+/// [`confirm_target`] on the real stdin and stderr.
+pub fn confirm_stdin(t: &Target, yes: bool) -> Result<(), SafetyError> {
+    let stdin = std::io::stdin();
+    let interactive = stdin.is_terminal();
+    confirm_target(
+        t,
+        yes,
+        interactive,
+        &mut stdin.lock(),
+        &mut std::io::stderr(),
+    )
+}
+
+/// Unmounts everything mounted from the target's disk (nothing for a file). Linux: `umount`
+/// each mount point, deepest first, then an exclusive open must succeed (an
+/// [`SafetyError::InUse`] inside the error otherwise). macOS: `diskutil unmountDisk`.
+pub fn unmount(t: &Target) -> anyhow::Result<()> {
+    let Some(d) = t.device() else {
+        return Ok(());
+    };
+    #[cfg(target_os = "macos")]
+    {
+        let _ = d;
+        diskutil::unmount_disk(&t.path)
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        use anyhow::Context;
+        for mp in d.mount_points_to_unmount() {
+            tracing::info!(mount_point = %mp.display(), "unmounting");
+            let out = std::process::Command::new("umount")
+                .arg(&mp)
+                .output()
+                .with_context(|| format!("running umount {}", mp.display()))?;
+            anyhow::ensure!(
+                out.status.success(),
+                "unmounting {}: umount: {}",
+                mp.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if is_block_device(&fs::metadata(&t.path)?.file_type()) {
+            probe_exclusive(&t.path)?;
+        }
+        Ok(())
+    }
+}
+
+/// The candidate disks of this machine (see [`sysfs::list`], [`diskutil::list`]).
+pub fn list(root: &SysRoot) -> anyhow::Result<Vec<Device>> {
+    #[cfg(target_os = "macos")]
+    {
+        let _ = root;
+        diskutil::list()
+    }
+    #[cfg(not(target_os = "macos"))]
+    {
+        sysfs::list(root)
+    }
+}
+
+/// A device with its verdict under the default policy, as `piforge devices --json` prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceReport<'a> {
+    /// The device.
+    #[serde(flatten)]
+    pub device: &'a Device,
+    /// Passes every rule without `--force` (image size not considered).
+    pub flashable: bool,
+    /// The rule it breaks ([`SafetyError::code`]), when not flashable.
+    pub refusal: Option<&'static str>,
+    /// The message, when not flashable.
+    pub reason: Option<String>,
+}
+
+/// Judges each device under the default policy.
+pub fn reports(devices: &[Device]) -> Vec<DeviceReport<'_>> {
+    devices
+        .iter()
+        .map(|d| {
+            let v = assess(d, None, &Policy::default()).err();
+            DeviceReport {
+                device: d,
+                flashable: v.is_none(),
+                refusal: v.as_ref().map(SafetyError::code),
+                reason: v.map(|e| e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Renders the `piforge devices` table.
+pub fn table(reports: &[DeviceReport<'_>]) -> String {
+    let mut rows = vec![[
+        "PATH".to_string(),
+        "SIZE".into(),
+        "MODEL".into(),
+        "BUS".into(),
+        "RM".into(),
+        "MOUNTED".into(),
+        "FLASHABLE".into(),
+    ]];
+    for r in reports {
+        let d = r.device;
+        let mut mounted: Vec<String> = d
+            .mounts
+            .iter()
+            .map(|m| m.mount_point.display().to_string())
+            .collect();
+        mounted.dedup();
+        let mut model = d.description();
+        if let Some(b) = &d.backing_file {
+            model = format!("loop: {}", b.display());
+        }
+        rows.push([
+            d.path.display().to_string(),
+            human_bytes(d.size),
+            model,
+            if d.emmc {
+                "emmc".into()
+            } else {
+                d.bus.as_str().into()
+            },
+            if d.removable {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+            if mounted.is_empty() {
+                "-".into()
+            } else {
+                mounted.join(",")
+            },
+            match (&r.refusal, &r.reason) {
+                (Some(code), _) => format!("no: {code}"),
+                _ => "yes".into(),
+            },
+        ]);
+    }
+    let mut width = [0usize; 7];
+    for row in &rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(width).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    if reports.is_empty() {
+        s.push_str("(no candidate disks found)\n");
+    }
+    for r in reports {
+        if let Some(reason) = &r.reason {
+            s.push_str(&format!("{}: {reason}\n", r.device.name));
+        }
+    }
+    s
+}
+
+/// `piforge devices [--json]`: the candidate disks, with whether each may be flashed and why
+/// not. JSON is an array of [`DeviceReport`].
+pub fn cmd_devices(json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    cmd_devices_in(&SysRoot::host(), json, out)
+}
+
+/// [`cmd_devices`] over a given root (tests).
+pub fn cmd_devices_in(root: &SysRoot, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    let devices = list(root)?;
+    let reports = reports(&devices);
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &reports)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", table(&reports))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> Device {
+        Device {
+            name: "sdb".into(),
+            path: "/dev/sdb".into(),
+            size: 32 << 30,
+            model: "STORAGE DEVICE".into(),
+            vendor: "Generic".into(),
+            bus: Bus::Usb,
+            removable: true,
+            read_only: false,
+            emmc: false,
+            internal: None,
+            holders: vec![],
+            mounts: vec![],
+            swaps: vec![],
+            partitions: vec![],
+            backing_file: None,
+        }
+    }
+
+    fn refusal(d: &Device, image: Option<u64>, force: bool) -> Option<&'static str> {
+        assess(
+            d,
+            image,
+            &Policy {
+                force,
+                ..Policy::default()
+            },
+        )
+        .err()
+        .map(|e| e.code())
+    }
+
+    #[test]
+    fn partition_names_map_to_their_disk() {
+        for (part, disk) in [
+            ("sdb1", "sdb"),
+            ("sdaa12", "sdaa"),
+            ("vda3", "vda"),
+            ("mmcblk0p1", "mmcblk0"),
+            ("nvme0n1p2", "nvme0n1"),
+            ("loop0p1", "loop0"),
+            ("disk4s1", "disk4"),
+            ("rdisk4s2", "rdisk4"),
+        ] {
+            assert_eq!(partition_parent(part).as_deref(), Some(disk), "{part}");
+        }
+        for whole in [
+            "sdb", "mmcblk0", "nvme0n1", "disk4", "rdisk12", "loop0", "vda", "sd1",
+        ] {
+            assert_eq!(partition_parent(whole), None, "{whole}");
+        }
+    }
+
+    #[test]
+    fn raw_disk_hint_only_for_buffered_whole_disks() {
+        let h = raw_disk_hint(Path::new("/dev/disk4")).expect("hint");
+        assert!(h.contains("/dev/rdisk4"), "{h}");
+        assert_eq!(raw_disk_hint(Path::new("/dev/rdisk4")), None);
+        assert_eq!(raw_disk_hint(Path::new("/dev/disk4s1")), None);
+        assert_eq!(raw_disk_hint(Path::new("/dev/sdb")), None);
+    }
+
+    #[test]
+    fn rules_apply_in_order_and_force_lifts_only_two() {
+        let ok = card();
+        assert_eq!(refusal(&ok, Some(1 << 30), false), None);
+
+        let mut sys = card();
+        sys.mounts.push(MountUse {
+            device: "/dev/sdb2".into(),
+            mount_point: "/".into(),
+            via_holder: false,
+        });
+        sys.read_only = true;
+        sys.size = 1 << 40;
+        assert_eq!(
+            refusal(&sys, Some(1 << 50), true),
+            Some("system-disk"),
+            "first rule wins"
+        );
+
+        let mut other_mount = card();
+        other_mount.mounts.push(MountUse {
+            device: "/dev/sdb1".into(),
+            mount_point: "/media/x/bootfs".into(),
+            via_holder: false,
+        });
+        assert_eq!(
+            refusal(&other_mount, None, false),
+            None,
+            "unmounted later, not refused"
+        );
+        // `/boot/firmware2` or `/var/lib` are not system mount points.
+        other_mount.mounts[0].mount_point = "/var/lib".into();
+        assert_eq!(refusal(&other_mount, None, false), None);
+
+        let mut ro = card();
+        ro.read_only = true;
+        assert_eq!(refusal(&ro, None, true), Some("read-only"));
+        let mut fixed = card();
+        fixed.removable = false;
+        fixed.bus = Bus::Sata;
+        assert_eq!(refusal(&fixed, None, false), Some("not-removable"));
+        assert_eq!(refusal(&fixed, None, true), None);
+        // A USB disk the kernel does not call removable is still a reader.
+        fixed.bus = Bus::Usb;
+        assert_eq!(refusal(&fixed, None, false), None);
+        let mut mac_internal = card();
+        mac_internal.internal = Some(true);
+        mac_internal.removable = false;
+        mac_internal.bus = Bus::Mmc;
+        assert_eq!(refusal(&mac_internal, None, false), Some("not-removable"));
+        mac_internal.removable = true;
+        assert_eq!(
+            refusal(&mac_internal, None, false),
+            None,
+            "built-in SD slot with a card"
+        );
+    }
+
+    #[test]
+    fn every_refusal_has_a_distinct_code() {
+        let p = PathBuf::from("/dev/x");
+        let all = [
+            SafetyError::NoSuchDevice { path: p.clone() },
+            SafetyError::NoParent {
+                path: p.clone(),
+                parent: p.clone(),
+            },
+            SafetyError::NotATarget {
+                path: p.clone(),
+                what: "FIFO",
+            },
+            SafetyError::Partition {
+                path: p.clone(),
+                disk: p.clone(),
+            },
+            SafetyError::Virtual {
+                path: p.clone(),
+                what: "RAM disk",
+            },
+            SafetyError::SystemDisk {
+                path: p.clone(),
+                mount_point: p.clone(),
+                device: p.clone(),
+            },
+            SafetyError::SwapInUse {
+                path: p.clone(),
+                swap: p.clone(),
+            },
+            SafetyError::ReadOnly { path: p.clone() },
+            SafetyError::Busy {
+                path: p.clone(),
+                holders: "dm-0".into(),
+            },
+            SafetyError::InUse { path: p.clone() },
+            SafetyError::NoMedium { path: p.clone() },
+            SafetyError::TooSmall {
+                path: p.clone(),
+                size: "1".into(),
+                need: "2".into(),
+            },
+            SafetyError::NotRemovable {
+                path: p.clone(),
+                bus: "sata",
+                model: "m".into(),
+            },
+            SafetyError::TooLarge {
+                path: p.clone(),
+                size: "1".into(),
+                max: "2".into(),
+            },
+            SafetyError::NotInteractive,
+            SafetyError::Declined,
+            SafetyError::Discovery("x".into()),
+        ];
+        let mut codes: Vec<_> = all.iter().map(SafetyError::code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
+
+    #[test]
+    fn confirm_accepts_only_yes() {
+        let mut out = Vec::new();
+        assert!(confirm("go? ", &mut "yes\n".as_bytes(), &mut out));
+        assert!(confirm("go? ", &mut "  yes  \r\n".as_bytes(), &mut out));
+        assert!(!confirm("go? ", &mut "YES please\n".as_bytes(), &mut out));
+        assert!(!confirm("go? ", &mut "".as_bytes(), &mut out));
+        assert!(String::from_utf8_lossy(&out).starts_with("go? "));
+    }
+}

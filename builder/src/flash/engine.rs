@@ -1,0 +1,707 @@
+//! The write/verify engine: takes image bytes from a [`ChunkSource`] (already restricted to the
+//! blocks worth writing) and puts them on a [`TargetIo`], in an order that fails safe:
+//!
+//! 1. the first MiB of the target is zeroed and synced before anything else, and the image's
+//!    own first MiB (partition table, boot code) is held back in memory: an interrupted flash
+//!    leaves a card without a partition table (unbootable, obviously blank), never a
+//!    half-written card that looks valid;
+//! 2. the mapped data, 4 MiB at a time, hashed (sha256) per written piece on the way;
+//! 3. on a device, the regions old data must not survive in even though the image does not
+//!    map them: the gap before the first partition, the first and last MiB of every partition
+//!    (stale filesystem/RAID/LVM signatures that blkid would find), and the device's last MiB
+//!    (an old GPT backup header) — the last one with a deadline, since a card that stalls
+//!    writing its end is likely counterfeit (it claims more capacity than it has);
+//! 4. fsync, then the first MiB, then fsync again.
+//!
+//! Verification reads back every written piece (page cache dropped or bypassed by the target)
+//! and compares sha256s, reporting the byte ranges that differ. [`verify_against`] compares a
+//! target with a source directly (`--verify-only`).
+//! Deliberately not here: choosing what to write (`flash::source`), opening devices
+//! (`flash::target`), safety checks (`devices`).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::target::{AlignedBuf, TargetIo};
+use crate::blockmap::{self, ByteRange};
+use crate::progress::Progress;
+
+/// Bytes per write.
+pub const CHUNK: usize = 4 << 20;
+/// The head that is zeroed first and written last.
+pub const HOLD: u64 = 1 << 20;
+/// Zeroed at the start and end of partitions and at the device's end.
+pub const EDGE: u64 = 1 << 20;
+
+/// Image bytes to write, in ascending offset order.
+pub trait ChunkSource {
+    /// Fills the start of `buf` with the next bytes to write; returns their offset and length,
+    /// or `None` at the end. A chunk never exceeds `buf.len()`.
+    fn next_chunk(&mut self, buf: &mut [u8]) -> io::Result<Option<(u64, usize)>>;
+    /// The image's length, when known (a stream knows it at its end at the latest).
+    fn image_len(&self) -> Option<u64>;
+    /// Total bytes the chunks will hold, when known (for progress).
+    fn total(&self) -> Option<u64>;
+}
+
+/// Why a flash or verification failed. The variants callers branch on.
+#[derive(Debug, Error)]
+pub enum FlashError {
+    /// The target cannot hold the image; nothing was written.
+    #[error(
+        "the target holds {} but the image needs {}; nothing was written",
+        crate::progress::human_bytes(*target),
+        crate::progress::human_bytes(*image)
+    )]
+    TooSmall {
+        /// Image bytes.
+        image: u64,
+        /// Target capacity.
+        target: u64,
+    },
+    /// Writing the device's last MiB did not finish in time.
+    #[error(
+        "writing the end of the device (byte {offset}) did not finish in {} s: possibly a \
+         counterfeit card that reports more capacity than it has; the card is left without a \
+         partition table",
+        timeout.as_secs()
+    )]
+    Counterfeit {
+        /// Where the stalled write was.
+        offset: u64,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// Read-back differs from what was written.
+    #[error("verify failed: the target differs from the image at {}", describe(.ranges, *.count))]
+    Mismatch {
+        /// The first differing ranges (at most 8).
+        ranges: Vec<ByteRange>,
+        /// How many ranges differ in all.
+        count: usize,
+    },
+    /// Reading the image failed (corrupt download, bmap checksum mismatch, ...).
+    #[error("reading the image")]
+    Source(#[source] io::Error),
+    /// Writing or reading the target failed.
+    #[error("{what} at byte {offset}")]
+    Target {
+        /// E.g. `writing the target`.
+        what: &'static str,
+        /// Where.
+        offset: u64,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn describe(ranges: &[ByteRange], count: usize) -> String {
+    let mut s: Vec<String> = ranges
+        .iter()
+        .map(|r| format!("bytes {}..{}", r.start, r.end))
+        .collect();
+    if count > ranges.len() {
+        s.push(format!("and {} more ranges", count - ranges.len()));
+    }
+    s.join(", ")
+}
+
+/// How to write.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Deadline for writing the device's last MiB (counterfeit detection).
+    pub end_timeout: Duration,
+    /// Sleep after every chunk (tests interrupt a slowed-down flash; `None` in real use).
+    pub throttle: Option<Duration>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        WriteOptions {
+            end_timeout: Duration::from_secs(60),
+            throttle: None,
+        }
+    }
+}
+
+/// What [`write_image`] did.
+#[derive(Debug, Clone)]
+pub struct WriteReport {
+    /// The image's length.
+    pub image_len: u64,
+    /// Bytes written to the target (data, zeroing and the first MiB).
+    pub written: u64,
+    /// Every written piece with the sha256 of what was written there, for [`verify_written`].
+    pub pieces: Vec<(ByteRange, [u8; 32])>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+fn target_err(what: &'static str, offset: u64) -> impl FnOnce(io::Error) -> FlashError {
+    move |source| FlashError::Target {
+        what,
+        offset,
+        source,
+    }
+}
+
+fn digest(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// Writes the image from `src` to `target` (see the module docs for the order).
+pub fn write_image(
+    src: &mut dyn ChunkSource,
+    target: &Arc<dyn TargetIo>,
+    opts: &WriteOptions,
+    progress: &Progress,
+) -> Result<WriteReport, FlashError> {
+    let start = Instant::now();
+    let cap = target.capacity();
+    if let Some(len) = src.image_len()
+        && len > cap
+    {
+        return Err(FlashError::TooSmall {
+            image: len,
+            target: cap,
+        });
+    }
+    let device = target.is_device();
+    let mut written = 0u64;
+    // 1. Blank the head first: until the very end the target has no partition table.
+    let head = HOLD.min(cap);
+    let zeros = AlignedBuf::new(CHUNK);
+    target
+        .write_at(&zeros.as_slice()[..head as usize], 0)
+        .and_then(|()| target.sync())
+        .map_err(target_err("blanking the start of the target", 0))?;
+    written += head;
+
+    // 2. The data.
+    let mut held = vec![0u8; HOLD as usize];
+    let mut pieces: Vec<(ByteRange, [u8; 32])> = Vec::new();
+    let mut buf = AlignedBuf::new(CHUNK);
+    while let Some((off, n)) = src
+        .next_chunk(buf.as_mut_slice())
+        .map_err(FlashError::Source)?
+    {
+        let end = off + n as u64;
+        if end > cap {
+            return Err(FlashError::TooSmall {
+                image: src.image_len().unwrap_or(end).max(end),
+                target: cap,
+            });
+        }
+        let data = &buf.as_slice()[..n];
+        let mut from = 0usize;
+        if off < HOLD {
+            let k = (HOLD - off).min(n as u64) as usize;
+            held[off as usize..off as usize + k].copy_from_slice(&data[..k]);
+            from = k;
+        }
+        let rest = &data[from..];
+        let at = off + from as u64;
+        if !rest.is_empty() {
+            // A file target starts as holes: zeros need no writing there.
+            if device || rest.iter().any(|&b| b != 0) {
+                target
+                    .write_at(rest, at)
+                    .map_err(target_err("writing the target", at))?;
+                written += rest.len() as u64;
+            }
+            pieces.push((ByteRange::at(at, rest.len() as u64), digest(rest)));
+        }
+        progress.inc(n as u64);
+        if let Some(t) = opts.throttle {
+            std::thread::sleep(t);
+        }
+    }
+    let image_len = src
+        .image_len()
+        .or_else(|| pieces.last().map(|p| p.0.end))
+        .unwrap_or(0);
+    if image_len > cap {
+        return Err(FlashError::TooSmall {
+            image: image_len,
+            target: cap,
+        });
+    }
+    target
+        .set_len(image_len)
+        .map_err(target_err("sizing the target", image_len))?;
+
+    // 3. Old data the image doesn't overwrite but correctness needs gone (devices only).
+    if device {
+        let covered = blockmap::normalize(
+            pieces
+                .iter()
+                .map(|p| p.0)
+                .chain([ByteRange::at(0, HOLD)])
+                .collect(),
+        );
+        for r in zero_ranges(&held, image_len, &covered) {
+            let mut pos = r.start;
+            while pos < r.end {
+                let n = (r.end - pos).min(CHUNK as u64) as usize;
+                target
+                    .write_at(&zeros.as_slice()[..n], pos)
+                    .map_err(target_err("zeroing the target", pos))?;
+                pieces.push((ByteRange::at(pos, n as u64), digest(&zeros.as_slice()[..n])));
+                written += n as u64;
+                pos += n as u64;
+            }
+        }
+    }
+    target
+        .sync()
+        .map_err(target_err("syncing the target", image_len))?;
+    if device && cap >= image_len + HOLD + EDGE {
+        written += zero_end(target, cap, opts.end_timeout)?;
+    }
+
+    // 4. The head, last.
+    let head_len = HOLD.min(image_len) as usize;
+    if head_len > 0 {
+        let mut hb = AlignedBuf::new(HOLD as usize);
+        hb.as_mut_slice()[..head_len].copy_from_slice(&held[..head_len]);
+        // Write whole aligned sectors; the tail past the image (if any) is zeros anyway.
+        let wlen = if device {
+            (head_len as u64).div_ceil(512) * 512
+        } else {
+            head_len as u64
+        } as usize;
+        target
+            .write_at(&hb.as_slice()[..wlen], 0)
+            .and_then(|()| target.sync())
+            .map_err(target_err("writing the partition table", 0))?;
+        pieces.push((ByteRange::at(0, head_len as u64), digest(&held[..head_len])));
+        written += wlen as u64;
+    }
+    progress.finish();
+    Ok(WriteReport {
+        image_len,
+        written,
+        pieces,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Zeroes the device's last MiB under a deadline (the write runs on its own thread; if it
+/// stalls, the thread is abandoned and the flash fails).
+fn zero_end(target: &Arc<dyn TargetIo>, cap: u64, timeout: Duration) -> Result<u64, FlashError> {
+    let at = (cap - EDGE) / 4096 * 4096;
+    let len = cap - at;
+    let t = Arc::clone(target);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let zeros = AlignedBuf::new(len as usize);
+        let r = t.write_at(zeros.as_slice(), at).and_then(|()| t.sync());
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(())) => Ok(len),
+        Ok(Err(e)) => Err(target_err("zeroing the end of the device", at)(e)),
+        Err(_) => Err(FlashError::Counterfeit {
+            offset: at,
+            timeout,
+        }),
+    }
+}
+
+/// What must be zeroed on a device beyond what was written (pure): from the partition table in
+/// `head` (the image's first MiB), the gap between the first MiB and the first partition and
+/// the first and last MiB of each partition, minus `covered` (sorted, merged), inside
+/// `image_len`.
+pub fn zero_ranges(head: &[u8], image_len: u64, covered: &[ByteRange]) -> Vec<ByteRange> {
+    let mut parts: Vec<ByteRange> = blockmap::parse_mbr(head)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.range)
+        .collect();
+    if let Some((lba, count, size)) = head.get(512..1024).and_then(blockmap::parse_gpt_header) {
+        let start = (lba * 512) as usize;
+        let end = start.saturating_add(count as usize * size as usize);
+        if let Some(entries) = head.get(start..end) {
+            parts = blockmap::parse_gpt_entries(entries, size)
+                .into_iter()
+                .map(|p| p.range)
+                .collect();
+        }
+    }
+    let mut want = Vec::new();
+    if let Some(first) = parts.iter().map(|p| p.start).min() {
+        want.push(ByteRange {
+            start: HOLD,
+            end: first,
+        });
+    }
+    for p in &parts {
+        want.push(ByteRange::at(p.start, EDGE.min(p.len())));
+        want.push(ByteRange {
+            start: p.end.saturating_sub(EDGE).max(p.start),
+            end: p.end,
+        });
+    }
+    let want: Vec<ByteRange> = blockmap::normalize(
+        want.into_iter()
+            .map(|r| ByteRange {
+                start: r.start,
+                end: r.end.min(image_len),
+            })
+            .collect(),
+    );
+    subtract(&want, covered)
+}
+
+/// `a` minus `b`; both sorted and merged (pure).
+pub fn subtract(a: &[ByteRange], b: &[ByteRange]) -> Vec<ByteRange> {
+    let mut out = Vec::new();
+    for r in a {
+        let mut pos = r.start;
+        for c in b.iter().filter(|c| c.end > r.start && c.start < r.end) {
+            if c.start > pos {
+                out.push(ByteRange {
+                    start: pos,
+                    end: c.start,
+                });
+            }
+            pos = pos.max(c.end);
+        }
+        if pos < r.end {
+            out.push(ByteRange {
+                start: pos,
+                end: r.end,
+            });
+        }
+    }
+    out
+}
+
+/// Reads back every piece of `report` from `target` and compares sha256s.
+pub fn verify_written(
+    target: &dyn TargetIo,
+    report: &WriteReport,
+    progress: &Progress,
+) -> Result<(), FlashError> {
+    target
+        .drop_cache()
+        .map_err(target_err("dropping the page cache of the target", 0))?;
+    let mut buf = AlignedBuf::new(CHUNK);
+    let mut bad = Vec::new();
+    let mut pieces = report.pieces.clone();
+    pieces.sort_by_key(|p| p.0.start);
+    for (r, want) in &pieces {
+        let mut pos = r.start;
+        let mut h = Sha256::new();
+        while pos < r.end {
+            let n = (r.end - pos).min(CHUNK as u64) as usize;
+            read_padded(target, &mut buf, pos, n)?;
+            h.update(&buf.as_slice()[..n]);
+            pos += n as u64;
+            progress.inc(n as u64);
+        }
+        if <[u8; 32]>::from(h.finalize()) != *want {
+            bad.push(*r);
+        }
+    }
+    progress.finish();
+    mismatch(bad)
+}
+
+fn mismatch(bad: Vec<ByteRange>) -> Result<(), FlashError> {
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let count = bad.len();
+    Err(FlashError::Mismatch {
+        ranges: bad.into_iter().take(8).collect(),
+        count,
+    })
+}
+
+/// Reads `n` bytes at `pos` into `buf`, as an aligned read when the target needs it.
+fn read_padded(
+    target: &dyn TargetIo,
+    buf: &mut AlignedBuf,
+    pos: u64,
+    n: usize,
+) -> Result<(), FlashError> {
+    let aligned = pos.is_multiple_of(4096) && n.is_multiple_of(4096);
+    if aligned || !target.is_device() {
+        return target
+            .read_at(&mut buf.as_mut_slice()[..n], pos)
+            .map_err(target_err("reading back the target", pos));
+    }
+    // Unaligned on a device: read the enclosing aligned span, then move the bytes down.
+    let a = pos / 4096 * 4096;
+    let e = (pos + n as u64).div_ceil(4096) * 4096;
+    let e = e.min(target.capacity());
+    let span = (e - a) as usize;
+    if span > buf.as_slice().len() {
+        let mut big = AlignedBuf::new(span.div_ceil(4096) * 4096);
+        target
+            .read_at(&mut big.as_mut_slice()[..span], a)
+            .map_err(target_err("reading back the target", a))?;
+        let skip = (pos - a) as usize;
+        buf.as_mut_slice()[..n].copy_from_slice(&big.as_slice()[skip..skip + n]);
+        return Ok(());
+    }
+    target
+        .read_at(&mut buf.as_mut_slice()[..span], a)
+        .map_err(target_err("reading back the target", a))?;
+    let skip = (pos - a) as usize;
+    buf.as_mut_slice().copy_within(skip..skip + n, 0);
+    Ok(())
+}
+
+/// Compares `target` with every chunk of `src` (`--verify-only`); returns the bytes compared.
+pub fn verify_against(
+    src: &mut dyn ChunkSource,
+    target: &dyn TargetIo,
+    progress: &Progress,
+) -> Result<u64, FlashError> {
+    if let Some(len) = src.image_len()
+        && len > target.capacity()
+    {
+        return Err(FlashError::TooSmall {
+            image: len,
+            target: target.capacity(),
+        });
+    }
+    target
+        .drop_cache()
+        .map_err(target_err("dropping the page cache of the target", 0))?;
+    let mut want = AlignedBuf::new(CHUNK);
+    let mut got = AlignedBuf::new(CHUNK);
+    let mut bad = Vec::new();
+    let mut done = 0;
+    while let Some((off, n)) = src
+        .next_chunk(want.as_mut_slice())
+        .map_err(FlashError::Source)?
+    {
+        if off + n as u64 > target.capacity() {
+            bad.push(ByteRange::at(off, n as u64));
+            break;
+        }
+        read_padded(target, &mut got, off, n)?;
+        if digest(&want.as_slice()[..n]) != digest(&got.as_slice()[..n]) {
+            bad.push(ByteRange::at(off, n as u64));
+        }
+        done += n as u64;
+        progress.inc(n as u64);
+    }
+    progress.finish();
+    mismatch(bad)?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A target in memory; optionally stalls on writes past `stall_from`.
+    struct MemTarget {
+        data: Mutex<Vec<u8>>,
+        device: bool,
+        stall_from: u64,
+        writes: Mutex<Vec<ByteRange>>,
+    }
+
+    impl MemTarget {
+        fn new(len: usize, device: bool) -> Arc<MemTarget> {
+            Arc::new(MemTarget {
+                data: Mutex::new(vec![0xEE; len]),
+                device,
+                stall_from: u64::MAX,
+                writes: Mutex::new(vec![]),
+            })
+        }
+    }
+
+    impl TargetIo for MemTarget {
+        fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+            if offset >= self.stall_from {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            self.writes
+                .lock()
+                .unwrap()
+                .push(ByteRange::at(offset, buf.len() as u64));
+            let mut d = self.data.lock().unwrap();
+            d[offset as usize..offset as usize + buf.len()].copy_from_slice(buf);
+            Ok(())
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+            let d = self.data.lock().unwrap();
+            buf.copy_from_slice(&d[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+        fn sync(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn drop_cache(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn capacity(&self) -> u64 {
+            self.data.lock().unwrap().len() as u64
+        }
+        fn is_device(&self) -> bool {
+            self.device
+        }
+    }
+
+    /// Chunks of an in-memory image over given ranges.
+    struct MemSource {
+        image: Vec<u8>,
+        ranges: Vec<ByteRange>,
+        i: usize,
+        pos: u64,
+    }
+
+    impl ChunkSource for MemSource {
+        fn next_chunk(&mut self, buf: &mut [u8]) -> io::Result<Option<(u64, usize)>> {
+            while let Some(r) = self.ranges.get(self.i) {
+                let pos = self.pos.max(r.start);
+                if pos >= r.end {
+                    self.i += 1;
+                    continue;
+                }
+                let n = ((r.end - pos) as usize).min(buf.len());
+                buf[..n].copy_from_slice(&self.image[pos as usize..pos as usize + n]);
+                self.pos = pos + n as u64;
+                return Ok(Some((pos, n)));
+            }
+            Ok(None)
+        }
+        fn image_len(&self) -> Option<u64> {
+            Some(self.image.len() as u64)
+        }
+        fn total(&self) -> Option<u64> {
+            None
+        }
+    }
+
+    /// An 8 MiB image: MBR with one partition at 2 MiB..7 MiB, data at 3 MiB.
+    fn image() -> Vec<u8> {
+        let mut img = vec![0u8; 8 << 20];
+        img[446 + 4] = 0x83;
+        img[446 + 8..446 + 12].copy_from_slice(&4096u32.to_le_bytes());
+        img[446 + 12..446 + 16].copy_from_slice(&10240u32.to_le_bytes());
+        img[510] = 0x55;
+        img[511] = 0xAA;
+        for (i, b) in img[3 << 20..(3 << 20) + 8192].iter_mut().enumerate() {
+            *b = i as u8 | 1;
+        }
+        img
+    }
+
+    fn source(img: &[u8]) -> MemSource {
+        MemSource {
+            image: img.to_vec(),
+            ranges: vec![ByteRange::at(0, 512), ByteRange::at(3 << 20, 8192)],
+            i: 0,
+            pos: 0,
+        }
+    }
+
+    #[test]
+    fn head_is_blanked_first_and_written_last_and_edges_are_zeroed() {
+        let img = image();
+        let t = MemTarget::new(16 << 20, true);
+        let dyn_t: Arc<dyn TargetIo> = t.clone();
+        let r = write_image(
+            &mut source(&img),
+            &dyn_t,
+            &WriteOptions::default(),
+            &Progress::hidden(),
+        )
+        .unwrap();
+        let w = t.writes.lock().unwrap().clone();
+        assert_eq!(w.first().unwrap(), &ByteRange::at(0, HOLD));
+        assert_eq!(w.last().unwrap(), &ByteRange::at(0, HOLD));
+        let d = t.data.lock().unwrap().clone();
+        assert_eq!(&d[..8 << 20][..512], &img[..512]);
+        assert_eq!(
+            &d[3 << 20..(3 << 20) + 8192],
+            &img[3 << 20..(3 << 20) + 8192]
+        );
+        // Gap before the partition, its first and last MiB, the device's last MiB: zero.
+        for at in [HOLD, 2 << 20, (6 << 20) + 5, (16 << 20) - 1] {
+            assert_eq!(d[at as usize], 0, "byte {at}");
+        }
+        // Unmapped middle of the partition: old data left alone.
+        assert_eq!(d[(4 << 20) + 100], 0xEE);
+        verify_written(&*t, &r, &Progress::hidden()).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_with_its_range() {
+        let img = image();
+        let t = MemTarget::new(8 << 20, false);
+        let dyn_t: Arc<dyn TargetIo> = t.clone();
+        let opts = WriteOptions::default();
+        let r = write_image(&mut source(&img), &dyn_t, &opts, &Progress::hidden()).unwrap();
+        t.data.lock().unwrap()[(3 << 20) + 4000] ^= 0x40;
+        let e = verify_written(&*t, &r, &Progress::hidden()).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, FlashError::Mismatch { count: 1, .. }), "{text}");
+        assert!(
+            text.contains(&format!("bytes {}..{}", 3 << 20, (3 << 20) + 8192)),
+            "{text}"
+        );
+        let e = verify_against(&mut source(&img), &*t, &Progress::hidden()).unwrap_err();
+        assert!(matches!(e, FlashError::Mismatch { count: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn too_small_writes_nothing() {
+        let img = image();
+        let t = MemTarget::new(4 << 20, true);
+        let dyn_t: Arc<dyn TargetIo> = t.clone();
+        let opts = WriteOptions::default();
+        let e = write_image(&mut source(&img), &dyn_t, &opts, &Progress::hidden()).unwrap_err();
+        assert!(matches!(e, FlashError::TooSmall { .. }), "{e}");
+        assert!(t.writes.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stalling_end_of_device_is_a_counterfeit_card() {
+        let img = image();
+        let t = Arc::new(MemTarget {
+            stall_from: (32 << 20) - EDGE,
+            ..Arc::into_inner(MemTarget::new(32 << 20, true)).unwrap()
+        });
+        let dyn_t: Arc<dyn TargetIo> = t.clone();
+        let opts = WriteOptions {
+            end_timeout: Duration::from_millis(300),
+            throttle: None,
+        };
+        let e = write_image(&mut source(&img), &dyn_t, &opts, &Progress::hidden()).unwrap_err();
+        assert!(e.to_string().contains("possibly a counterfeit card"), "{e}");
+        // The partition table was never written.
+        assert!(
+            t.data.lock().unwrap()[..HOLD as usize]
+                .iter()
+                .all(|&b| b == 0)
+        );
+    }
+
+    #[test]
+    fn subtract_and_zero_ranges() {
+        let r = |a, b| ByteRange { start: a, end: b };
+        assert_eq!(
+            subtract(&[r(0, 100)], &[r(10, 20), r(50, 200)]),
+            vec![r(0, 10), r(20, 50)]
+        );
+        let img = image();
+        let z = zero_ranges(&img[..HOLD as usize], img.len() as u64, &[r(0, HOLD)]);
+        assert_eq!(z, vec![r(HOLD, 3 << 20), r(6 << 20, 7 << 20)]);
+    }
+}

@@ -1,0 +1,686 @@
+//! `piforge flash`: puts images on cards (or image files), fast and verified.
+//!
+//! With a batch (`piforge build`), each target gets the next card not yet flashed (or
+//! `--card K`), personalised on the way (see [`source`]: a patch of the boot partition, never
+//! a copy of the whole image), and the card is recorded as flashed in `batch.toml` (atomically)
+//! once its read-back verified. `--image FILE` writes any image (`.img` read along its block
+//! map; `.xz`/`.gz`/`.zst`/`.zip` decoded on the fly, along `FILE.bmap` when there is one).
+//! Several targets are written at once, one thread and one progress bar each.
+//!
+//! Safety (all before a byte is written to any target): every target goes through
+//! `crate::devices::check_target` (system disk, mounted, non-removable, too large, too small,
+//! busy), device targets through its confirmation unless `--yes` and its unmount; a file
+//! target's filesystem must have room for the image's used bytes. File targets
+//! are written in place like a device (created, truncated, first MiB held back), so an
+//! interrupted flash leaves a file with a zero first MiB, exactly as it leaves a card.
+//! Deliberately not here: device discovery and the safety rules (`devices`), the write order
+//! (`engine`).
+
+pub mod blockdev;
+pub mod engine;
+pub mod source;
+pub mod target;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::MultiProgress;
+
+use crate::batch::Batch;
+use crate::blockmap::{self, BlockMap, ByteRange};
+use crate::bmap;
+use crate::decompress::{self, Format};
+use crate::devices;
+use crate::image;
+use crate::progress::{Progress, human_bytes};
+use engine::{ChunkSource, FlashError, WriteOptions};
+use source::{MappedSource, PlanRange, StreamSource};
+use target::{DeviceTarget, FileTarget, TargetIo, TargetKind};
+
+/// A checked `piforge flash`.
+#[derive(Debug, Clone)]
+pub struct FlashRequest {
+    /// Devices or files to write (at least one).
+    pub targets: Vec<PathBuf>,
+    /// Batch dir (used unless `image` is given).
+    pub batch_dir: PathBuf,
+    /// Write this card of the batch (one target only).
+    pub card: Option<u32>,
+    /// Write this image instead of a batch card.
+    pub image: Option<PathBuf>,
+    /// Use this bmap (default: `<image>.bmap` beside `--image` when present).
+    pub bmap: Option<PathBuf>,
+    /// Don't ask before overwriting a device.
+    pub yes: bool,
+    /// Read back and compare after writing.
+    pub verify: bool,
+    /// Allow devices the safety rules would refuse as too large or not removable.
+    pub force: bool,
+    /// Only compare the targets with the image.
+    pub verify_only: bool,
+    /// Eject devices afterwards where the OS supports it.
+    pub eject: bool,
+    /// Draw progress.
+    pub progress: bool,
+    /// Engine options (counterfeit deadline, test throttle).
+    pub write: WriteOptions,
+}
+
+/// What happened to one target.
+#[derive(Debug, Clone)]
+pub struct FlashOutcome {
+    /// The target.
+    pub target: PathBuf,
+    /// The batch card written: (index, hostname).
+    pub card: Option<(u32, String)>,
+    /// Image length.
+    pub image_len: u64,
+    /// Bytes written (or compared, with `--verify-only`).
+    pub bytes: u64,
+    /// Whether the read-back matched.
+    pub verified: bool,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Remarks (partition table re-read, eject), for the output.
+    pub notes: Vec<String>,
+}
+
+/// Where the bytes come from, shared by every target of one run.
+enum Image {
+    /// A raw image file along a plan.
+    Raw {
+        path: PathBuf,
+        len: u64,
+        plan: Vec<PlanRange>,
+    },
+    /// A compressed file decoded per target.
+    Stream {
+        path: PathBuf,
+        format: Format,
+        plan: Option<Vec<PlanRange>>,
+        len: Option<u64>,
+    },
+}
+
+impl Image {
+    fn len(&self) -> Option<u64> {
+        match self {
+            Image::Raw { len, .. } => Some(*len),
+            Image::Stream { len, .. } => *len,
+        }
+    }
+    fn planned(&self) -> Option<u64> {
+        match self {
+            Image::Raw { plan, .. } => Some(source::plan_bytes(plan)),
+            Image::Stream { plan, len, .. } => plan.as_deref().map(source::plan_bytes).or(*len),
+        }
+    }
+}
+
+/// One target's job: where, what (card and its patch).
+struct Job {
+    target: PathBuf,
+    kind: TargetKind,
+    card: Option<(u32, String)>,
+    patch: Option<Patch>,
+    checked: devices::Target,
+}
+
+/// A personalised boot partition: a sparse temp file the image's size holding the MBR and the
+/// boot partition's mapped bytes, personalised, and the plan of that partition.
+struct Patch {
+    file: tempfile::NamedTempFile,
+    boot: ByteRange,
+    plan: Vec<PlanRange>,
+}
+
+/// Runs a flash (or `--verify-only`): checks every target, asks for confirmation of device
+/// targets unless `--yes` (on stdin/stderr), then writes all targets at once. Returns one
+/// result per target; an `Err` of the whole means nothing was written.
+pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutcome>>> {
+    if req.targets.is_empty() {
+        bail!("no target: name a device (see `piforge devices`) or an image file to write");
+    }
+    if req.card.is_some() && req.targets.len() > 1 {
+        bail!("--card K writes one card: give one target");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &req.targets {
+        if !seen.insert(t) {
+            bail!("{} is given twice", t.display());
+        }
+    }
+    let (mut image, batch, cards) = match &req.image {
+        Some(p) => (
+            open_image(p, req.bmap.as_deref())?,
+            None,
+            vec![None; req.targets.len()],
+        ),
+        None => {
+            let b = Batch::load(&req.batch_dir)?;
+            let cards = pick_cards(&b, req)?;
+            let path = b.image_path(&req.batch_dir);
+            (raw_image(&path, None)?, Some(b), cards)
+        }
+    };
+    let any_device = req
+        .targets
+        .iter()
+        .any(|t| target::kind_of(t).is_ok_and(|k| k == TargetKind::Device));
+    if let Image::Stream {
+        path,
+        format,
+        len: len @ None,
+        ..
+    } = &mut image
+        && any_device
+    {
+        // A device's size is checked before writing: learn the image's.
+        *len = Some(count_stream(path, *format)?);
+    }
+    let image = Arc::new(image);
+
+    // Safety first, for every target, before any is written.
+    let policy = devices::Policy {
+        force: req.force,
+        ..devices::Policy::default()
+    };
+    let mut jobs = Vec::new();
+    for (t, card) in req.targets.iter().zip(cards) {
+        let checked = devices::check_target(t, image.len().unwrap_or(0), &policy)
+            .with_context(|| format!("checking {}", t.display()))?;
+        let kind = match checked.kind {
+            devices::TargetKind::Device(_) => TargetKind::Device,
+            devices::TargetKind::File { .. } => TargetKind::File,
+        };
+        if kind == TargetKind::File && !req.verify_only {
+            check_file_target(t, &image)?;
+        }
+        jobs.push(Job {
+            target: t.clone(),
+            kind,
+            card,
+            patch: None,
+            checked,
+        });
+    }
+    // Personalise each card's boot partition (fails here, before writing, if the FAT is full).
+    if let (Some(b), Image::Raw { path, len, plan }) = (&batch, &*image) {
+        for j in &mut jobs {
+            if let Some((k, _)) = &j.card {
+                j.patch = Some(personalise(path, *len, plan, b, &req.batch_dir, *k)?);
+            }
+        }
+    }
+
+    if !req.verify_only {
+        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
+            devices::confirm_stdin(&j.checked, req.yes)
+                .with_context(|| format!("confirming {}", j.target.display()))?;
+        }
+        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
+            devices::unmount(&j.checked)
+                .with_context(|| format!("unmounting {}", j.target.display()))?;
+        }
+    }
+
+    let multi = MultiProgress::new();
+    let record = Arc::new(Mutex::new(()));
+    let results = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let image = Arc::clone(&image);
+                let record = Arc::clone(&record);
+                let multi = &multi;
+                s.spawn(move || {
+                    let r = run_job(req, &image, job, multi);
+                    if let (Ok(o), Some((k, _))) = (&r, &job.card)
+                        && !req.verify_only
+                        && (o.verified || !req.verify)
+                    {
+                        let _guard = record.lock().unwrap_or_else(|e| e.into_inner());
+                        mark_flashed(&req.batch_dir, *k)?;
+                    }
+                    r
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the flashing thread panicked")))
+            })
+            .collect::<Vec<_>>()
+    });
+    Ok(results)
+}
+
+/// Records card `k` as flashed in `batch.toml` (re-read, changed, written atomically).
+pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
+    let mut b = Batch::load(dir)?;
+    let c = b
+        .cards
+        .iter_mut()
+        .find(|c| c.index == k)
+        .with_context(|| format!("the batch has no card {k}"))?;
+    c.flashed = true;
+    b.save(dir)
+}
+
+/// The cards the targets get: `--card K`, or the next unflashed ones in order.
+fn pick_cards(b: &Batch, req: &FlashRequest) -> anyhow::Result<Vec<Option<(u32, String)>>> {
+    if let Some(k) = req.card {
+        let c = b.card(k)?;
+        return Ok(vec![Some((c.index, c.hostname.clone()))]);
+    }
+    if b.cards.is_empty() {
+        // A cloneable image: every target gets the same bytes.
+        return Ok(vec![None; req.targets.len()]);
+    }
+    let next: Vec<_> = if req.verify_only {
+        bail!("--verify-only with a batch needs --card K (which card to compare with)");
+    } else {
+        b.cards
+            .iter()
+            .filter(|c| !c.flashed)
+            .take(req.targets.len())
+            .map(|c| Some((c.index, c.hostname.clone())))
+            .collect()
+    };
+    if next.len() < req.targets.len() {
+        bail!(
+            "the batch has {} card(s) left to flash for {} target(s); rebuild with more \
+             --cards, or re-flash one with --card K",
+            next.len(),
+            req.targets.len()
+        );
+    }
+    Ok(next)
+}
+
+/// A raw image and its plan (a bmap's if given, else the block map).
+fn raw_image(path: &Path, bmap: Option<&Bmapped>) -> anyhow::Result<Image> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let plan = match bmap {
+        Some(b) => {
+            check_bmap_len(b, len)?;
+            source::plan_from_bmap(&b.bmap)
+        }
+        None => {
+            let map = blockmap::map_image(&mut f, len)
+                .with_context(|| format!("mapping the used blocks of {}", path.display()))?;
+            source::plan_from_map(&map)
+        }
+    };
+    Ok(Image::Raw {
+        path: path.to_owned(),
+        len,
+        plan,
+    })
+}
+
+struct Bmapped {
+    path: PathBuf,
+    bmap: bmap::Bmap,
+}
+
+fn check_bmap_len(b: &Bmapped, len: u64) -> anyhow::Result<()> {
+    if b.bmap.image_size != len {
+        bail!(
+            "{} describes an image of {} bytes, the image has {len}: wrong bmap for this image",
+            b.path.display(),
+            b.bmap.image_size
+        );
+    }
+    Ok(())
+}
+
+/// The bmap beside an image: `FILE.bmap`, or with the compression suffix replaced
+/// (`x.img.xz` → `x.img.bmap`), or the stem's (`x.img.xz` → `x.bmap`).
+pub fn bmap_beside(image: &Path) -> Option<PathBuf> {
+    let name = image.file_name()?.to_string_lossy().into_owned();
+    let mut candidates = vec![format!("{name}.bmap")];
+    let mut stem = name.as_str();
+    while let Some((s, _)) = stem.rsplit_once('.') {
+        candidates.push(format!("{s}.bmap"));
+        stem = s;
+    }
+    candidates
+        .into_iter()
+        .map(|c| image.with_file_name(c))
+        .find(|p| p.is_file())
+}
+
+fn load_bmap(path: &Path) -> anyhow::Result<Bmapped> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bmap = bmap::parse(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Bmapped {
+        path: path.to_owned(),
+        bmap,
+    })
+}
+
+/// `--image FILE`: raw or compressed, with its bmap.
+fn open_image(path: &Path, bmap: Option<&Path>) -> anyhow::Result<Image> {
+    let format = decompress::sniff_file(path)?;
+    let bmap_path = bmap.map(Path::to_owned).or_else(|| bmap_beside(path));
+    let bm = bmap_path.as_deref().map(load_bmap).transpose()?;
+    if let Some(b) = &bm {
+        tracing::info!(bmap = %b.path.display(), "writing the ranges of the bmap");
+    }
+    if format == Format::Raw {
+        return raw_image(path, bm.as_ref());
+    }
+    let (plan, len) = match &bm {
+        Some(b) => (
+            Some(source::plan_from_bmap(&b.bmap)),
+            Some(b.bmap.image_size),
+        ),
+        // xz records the decompressed size in its index: no need to decode to learn it.
+        None if format == Format::Xz => {
+            let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            (
+                None,
+                decompress::xz_uncompressed_size(&mut f).ok().flatten(),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Image::Stream {
+        path: path.to_owned(),
+        format,
+        plan,
+        len,
+    })
+}
+
+/// Length of a stream without a bmap: decoded once, counted (only when a device needs the
+/// size checked before writing).
+fn count_stream(path: &Path, format: Format) -> anyhow::Result<u64> {
+    tracing::info!(image = %path.display(), "no bmap: decoding once to learn the image's size");
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = decompress::with_decoder(format, f, |r| std::io::copy(r, &mut std::io::sink()))
+        .and_then(|r| r)
+        .with_context(|| format!("decoding {}", path.display()))?;
+    Ok(n)
+}
+
+/// A file target: its directory must exist and its filesystem hold the image's used bytes.
+fn check_file_target(path: &Path, image: &Image) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let st = rustix::fs::statvfs(&dir)
+        .with_context(|| format!("reading the free space of {}", dir.display()))?;
+    let mut free = st.f_bavail.saturating_mul(st.f_frsize);
+    if let Ok(m) = std::fs::metadata(path) {
+        // Its own blocks are freed when it is truncated.
+        free += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+    }
+    if let Some(need) = image.planned()
+        && need > free
+    {
+        return Err(FlashError::TooSmall {
+            image: need,
+            target: free,
+        })
+        .with_context(|| format!("checking the free space for {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Copies the MBR and the boot partition's mapped bytes into a sparse temp file, writes card
+/// `k` there, and maps the result.
+fn personalise(
+    image: &Path,
+    len: u64,
+    plan: &[PlanRange],
+    b: &Batch,
+    dir: &Path,
+    k: u32,
+) -> anyhow::Result<Patch> {
+    let mut src = File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let layout = image::read_layout(&mut src).context("reading the image's partition table")?;
+    let boot = layout.boot()?.clone();
+    let boot_range = ByteRange::at(boot.start, boot.len);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".piforge-flash-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_len(len)
+        .context("sizing the card's temp file")?;
+    let mut buf = vec![0u8; engine::CHUNK];
+    let wanted = [ByteRange::at(0, 512), boot_range];
+    for p in plan {
+        for w in &wanted {
+            let (a, e) = (p.range.start.max(w.start), p.range.end.min(w.end));
+            let mut pos = a;
+            while pos < e {
+                let n = ((e - pos) as usize).min(buf.len());
+                std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf[..n], pos)
+                    .with_context(|| format!("reading {}", image.display()))?;
+                std::os::unix::fs::FileExt::write_all_at(tmp.as_file(), &buf[..n], pos)
+                    .context("writing the card's temp file")?;
+                pos += n as u64;
+            }
+        }
+    }
+    crate::export::personalise(tmp.as_file_mut(), b, dir, k)
+        .with_context(|| format!("personalising card {k}"))?;
+    tmp.as_file_mut().flush().context("flushing the card")?;
+    let ranges = blockmap::fat_ranges(tmp.as_file_mut(), boot_range)
+        .with_context(|| format!("mapping the boot partition of card {k}"))?;
+    let map = BlockMap {
+        image_size: len,
+        ranges,
+        partitions: vec![],
+    };
+    Ok(Patch {
+        file: tmp,
+        boot: boot_range,
+        plan: source::plan_from_map(&map),
+    })
+}
+
+/// `plan` with the boot partition's ranges replaced by the patch's.
+fn patched_plan(plan: &[PlanRange], patch: &Patch) -> Vec<PlanRange> {
+    let outside: Vec<ByteRange> = engine::subtract(
+        &plan.iter().map(|p| p.range).collect::<Vec<_>>(),
+        &[patch.boot],
+    );
+    let all = outside
+        .into_iter()
+        .chain(patch.plan.iter().map(|p| p.range))
+        .collect();
+    blockmap::normalize(all)
+        .into_iter()
+        .map(|range| PlanRange {
+            range,
+            sha256: None,
+        })
+        .collect()
+}
+
+fn label(job: &Job) -> String {
+    let name = job.target.file_name().map_or_else(
+        || job.target.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    match &job.card {
+        Some((k, host)) => format!("{name} (card {k} {host})"),
+        None => name,
+    }
+}
+
+fn bar(req: &FlashRequest, multi: &MultiProgress, what: &str, total: Option<u64>) -> Progress {
+    if req.progress {
+        Progress::new_in(multi, what, total)
+    } else {
+        Progress::hidden()
+    }
+}
+
+/// Writes (and verifies) one target.
+fn run_job(
+    req: &FlashRequest,
+    image: &Image,
+    job: &Job,
+    multi: &MultiProgress,
+) -> anyhow::Result<FlashOutcome> {
+    let start = std::time::Instant::now();
+    let name = label(job);
+    let mut notes = Vec::new();
+    let mut len = image.len();
+    if len.is_none()
+        && job.kind == TargetKind::Device
+        && let Image::Stream { path, format, .. } = image
+    {
+        len = Some(count_stream(path, *format)?);
+    }
+    let target: Arc<dyn TargetIo> = match (job.kind, req.verify_only) {
+        (TargetKind::File, true) => Arc::new(FileTarget::open_existing(&job.target)?),
+        (TargetKind::File, false) => Arc::new(FileTarget::create(&job.target, len)?),
+        (TargetKind::Device, w) => Arc::new(DeviceTarget::open(&job.target, !w)?),
+    };
+    let what = if req.verify_only {
+        "verifying"
+    } else {
+        "writing"
+    };
+    let total = match (image, &job.patch) {
+        (Image::Raw { plan, .. }, Some(p)) => Some(source::plan_bytes(&patched_plan(plan, p))),
+        _ => image.planned(),
+    };
+    let p = bar(req, multi, &format!("{what} {name}"), total);
+    let run = |src: &mut dyn ChunkSource| -> anyhow::Result<(u64, u64, bool)> {
+        if req.verify_only {
+            let n = engine::verify_against(src, &*target, &p)
+                .with_context(|| format!("verifying {}", job.target.display()))?;
+            return Ok((src.image_len().unwrap_or(n), n, true));
+        }
+        let report = engine::write_image(src, &target, &req.write, &p)
+            .with_context(|| format!("writing {}", job.target.display()))?;
+        let verified = if req.verify {
+            let total: u64 = report.pieces.iter().map(|p| p.0.len()).sum();
+            let vp = bar(req, multi, &format!("verifying {name}"), Some(total));
+            engine::verify_written(&*target, &report, &vp)
+                .with_context(|| format!("verifying {}", job.target.display()))?;
+            true
+        } else {
+            false
+        };
+        Ok((report.image_len, report.written, verified))
+    };
+    let (image_len, bytes, verified) = match image {
+        Image::Raw { path, len, plan } => {
+            let mut src = match &job.patch {
+                Some(patch) => MappedSource::new(path, *len, patched_plan(plan, patch))?
+                    .with_patch(patch.file.path(), patch.boot)?,
+                None => MappedSource::new(path, *len, plan.clone())?,
+            };
+            run(&mut src)?
+        }
+        Image::Stream {
+            path, format, plan, ..
+        } => {
+            let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            decompress::with_decoder(*format, f, |r| {
+                let mut src = StreamSource::new(r, plan.clone(), len);
+                run(&mut src)
+            })
+            .with_context(|| format!("decoding {}", path.display()))??
+        }
+    };
+    if job.kind == TargetKind::Device && !req.verify_only {
+        drop(target);
+        notes.extend(after_device(&job.target, req.eject));
+    }
+    Ok(FlashOutcome {
+        target: job.target.clone(),
+        card: job.card.clone(),
+        image_len,
+        bytes,
+        verified,
+        elapsed: start.elapsed(),
+        notes,
+    })
+}
+
+/// Re-reads the partition table and ejects, saying what happened.
+fn after_device(path: &Path, eject: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    if cfg!(target_os = "linux") {
+        match DeviceTarget::open(path, false).and_then(|d| d.reread_partitions()) {
+            Ok(()) => notes.push("partition table re-read".to_owned()),
+            Err(e) => notes.push(format!("partition table not re-read: {e:#}")),
+        }
+    }
+    let is_loop = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("loop"));
+    if eject && !is_loop {
+        notes.push(target::eject(path));
+    }
+    notes
+}
+
+/// One line per outcome, for stdout.
+pub fn render_outcome(o: &FlashOutcome, verify_only: bool) -> String {
+    let card = o
+        .card
+        .as_ref()
+        .map(|(k, h)| format!("card {k} {h}  "))
+        .unwrap_or_default();
+    let what = if verify_only {
+        format!("matches the image ({} compared)", human_bytes(o.bytes))
+    } else {
+        format!(
+            "{} image, {} written in {:.1} s{}",
+            human_bytes(o.image_len),
+            human_bytes(o.bytes),
+            o.elapsed.as_secs_f64(),
+            if o.verified {
+                ", verified"
+            } else {
+                ", not verified"
+            }
+        )
+    };
+    let notes = if o.notes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", o.notes.join("; "))
+    };
+    format!("{card}{}  {what}{notes}", o.target.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bmap_is_found_beside_compressed_images() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("x.img.xz");
+        std::fs::write(&img, b"").unwrap();
+        assert_eq!(bmap_beside(&img), None);
+        std::fs::write(d.path().join("x.img.bmap"), b"").unwrap();
+        assert_eq!(bmap_beside(&img), Some(d.path().join("x.img.bmap")));
+        std::fs::write(d.path().join("x.img.xz.bmap"), b"").unwrap();
+        assert_eq!(bmap_beside(&img), Some(d.path().join("x.img.xz.bmap")));
+    }
+}

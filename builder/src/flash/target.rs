@@ -1,0 +1,373 @@
+//! Flash targets: a regular file (how tests and image builds use flash) or a whole-disk block
+//! device, behind [`TargetIo`] so the engine can be driven by a test's own implementation.
+//!
+//! Block devices are opened `O_EXCL` (Linux refuses it while a partition is mounted or held)
+//! and, where the device accepts it, a second time with `O_DIRECT` for large aligned writes and
+//! uncached read-back; unaligned pieces and devices without `O_DIRECT` use the buffered fd.
+//! macOS uses `/dev/rdiskN` (raw, uncached by design) plus `F_NOCACHE` where rustix offers it.
+//! Files are written in place (created if missing, truncated to the image's length: their
+//! holes read back as zeros, so unmapped blocks need no writing); read-back drops the page
+//! cache with `posix_fadvise(DONTNEED)` after `fsync`.
+//! It deliberately doesn't decide whether a device is safe to write: `devices` does.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+
+use super::blockdev;
+
+/// Alignment of `O_DIRECT` buffers, offsets and lengths (covers 512 and 4096-byte sectors).
+pub const ALIGN: usize = 4096;
+
+/// Positional I/O on a flash target. `&self` methods, so one target can be shared with a
+/// watchdog thread.
+pub trait TargetIo: Send + Sync {
+    /// Writes all of `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Reads exactly `buf.len()` bytes at `offset`, bypassing the page cache where possible.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Makes the writes durable.
+    fn sync(&self) -> io::Result<()>;
+    /// Drops cached pages so the next reads come from the medium.
+    fn drop_cache(&self) -> io::Result<()>;
+    /// Capacity in bytes (a file: the image length it was sized to).
+    fn capacity(&self) -> u64;
+    /// A block device (old data may sit in blocks the image does not map).
+    fn is_device(&self) -> bool;
+    /// Gives a file target its final length (the image's); devices keep theirs.
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
+}
+
+/// What a target path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// A regular file (or a path that does not exist yet).
+    File,
+    /// A block (or, on macOS, raw character) disk device.
+    Device,
+}
+
+/// Whether `path` names a device or a file target.
+pub fn kind_of(path: &Path) -> anyhow::Result<TargetKind> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
+            Ok(TargetKind::Device)
+        }
+        Ok(m) if m.is_file() => Ok(TargetKind::File),
+        Ok(_) => anyhow::bail!(
+            "{} is neither a disk device nor a regular file",
+            path.display()
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TargetKind::File),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A regular file target.
+#[derive(Debug)]
+pub struct FileTarget {
+    file: File,
+    len: u64,
+}
+
+impl FileTarget {
+    /// Creates or opens `path` and sizes it to `len` bytes of zeros (old contents dropped).
+    /// `len` = `None`: the length is unknown yet (a stream); the engine sets it at the end.
+    pub fn create(path: &Path, len: Option<u64>) -> anyhow::Result<FileTarget> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.set_len(0)
+            .and_then(|()| file.set_len(len.unwrap_or(0)))
+            .with_context(|| format!("sizing {}", path.display()))?;
+        Ok(FileTarget {
+            file,
+            len: len.unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Opens an existing file for `--verify-only` (never written).
+    pub fn open_existing(path: &Path) -> anyhow::Result<FileTarget> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        Ok(FileTarget { file, len })
+    }
+}
+
+impl TargetIo for FileTarget {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+    fn drop_cache(&self) -> io::Result<()> {
+        drop_cache(&self.file)
+    }
+    fn capacity(&self) -> u64 {
+        self.len
+    }
+    fn is_device(&self) -> bool {
+        false
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+}
+
+/// A whole-disk device target.
+#[derive(Debug)]
+pub struct DeviceTarget {
+    buffered: File,
+    direct: Option<File>,
+    direct_ok: AtomicBool,
+    size: u64,
+    path: PathBuf,
+}
+
+impl DeviceTarget {
+    /// Opens `path` for writing (exclusively on Linux) or, with `write = false`, for reading.
+    pub fn open(path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(write);
+        if write && cfg!(target_os = "linux") {
+            // O_EXCL on a block device: fails with EBUSY while anything (a mount, md, LVM)
+            // holds it.
+            opts.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
+        }
+        let buffered = opts.open(path).with_context(|| {
+            format!(
+                "opening {} exclusively (is a partition of it mounted or in use?)",
+                path.display()
+            )
+        })?;
+        let size = blockdev::device_size(&buffered)
+            .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
+            .with_context(|| format!("reading the size of {}", path.display()))?;
+        let direct = open_direct(path, write);
+        if direct.is_none() {
+            tracing::debug!(device = %path.display(), "no O_DIRECT: buffered writes, fsync");
+        }
+        set_nocache(&buffered);
+        Ok(DeviceTarget {
+            buffered,
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct,
+            size,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Re-reads the partition table (BLKRRPART), retrying while the kernel says busy.
+    pub fn reread_partitions(&self) -> anyhow::Result<()> {
+        let mut last = None;
+        for attempt in 0..10 {
+            match blockdev::reread_partitions(&self.buffered) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(16) => {
+                    // EBUSY: udev is still probing the new table; wait and retry.
+                    tracing::debug!(attempt, "partition table busy, retrying");
+                    last = Some(e);
+                    std::thread::sleep(std::time::Duration::from_millis(200 << attempt.min(3)));
+                }
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        Err(last.expect("the loop ran at least once"))
+            .with_context(|| format!("re-reading the partition table of {}", self.path.display()))
+    }
+
+    fn direct_fd(&self, ptr: *const u8, len: usize, offset: u64) -> Option<&File> {
+        let aligned = (ptr as usize).is_multiple_of(ALIGN)
+            && len.is_multiple_of(ALIGN)
+            && offset.is_multiple_of(ALIGN as u64);
+        (aligned && self.direct_ok.load(Ordering::Relaxed))
+            .then_some(self.direct.as_ref())
+            .flatten()
+    }
+
+    fn direct_failed(&self, e: &io::Error) -> bool {
+        if e.raw_os_error() == Some(22) {
+            // EINVAL: the device (or its driver) refuses O_DIRECT after all; fall back.
+            tracing::debug!(device = %self.path.display(), "O_DIRECT refused, using buffered I/O");
+            self.direct_ok.store(false, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+impl TargetIo for DeviceTarget {
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
+            match f.write_all_at(buf, offset) {
+                Err(e) if self.direct_failed(&e) => {}
+                r => return r,
+            }
+        }
+        self.buffered.write_all_at(buf, offset)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
+            match f.read_exact_at(buf, offset) {
+                Err(e) if self.direct_failed(&e) => {}
+                r => return r,
+            }
+        }
+        self.buffered.read_exact_at(buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.buffered.sync_all()?;
+        if let Some(d) = &self.direct {
+            d.sync_all()?;
+        }
+        Ok(())
+    }
+    fn drop_cache(&self) -> io::Result<()> {
+        drop_cache(&self.buffered)
+    }
+    fn capacity(&self) -> u64 {
+        self.size
+    }
+    fn is_device(&self) -> bool {
+        true
+    }
+}
+
+fn open_direct(path: &Path, write: bool) -> Option<File> {
+    #[cfg(target_os = "linux")]
+    {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+            .open(path)
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (path, write);
+        None
+    }
+}
+
+/// macOS: `F_NOCACHE` on the fd (with `/dev/rdiskN` the I/O is raw already).
+fn set_nocache(f: &File) {
+    #[cfg(target_os = "macos")]
+    {
+        if let Err(e) = rustix::fs::fcntl_nocache(f, true) {
+            tracing::debug!(error = %e, "F_NOCACHE refused");
+        }
+    }
+    #[cfg(not(target_os = "macos"))]
+    let _ = f;
+}
+
+fn drop_cache(f: &File) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = f;
+        Ok(())
+    }
+}
+
+/// A heap buffer whose usable part starts at an [`ALIGN`]-byte boundary (for `O_DIRECT`).
+pub struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// `len` zero bytes, aligned.
+    pub fn new(len: usize) -> AlignedBuf {
+        let raw = vec![0u8; len + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN);
+        AlignedBuf { raw, start, len }
+    }
+    /// The aligned bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+    /// The aligned bytes, mutable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Ejects a device after flashing where the OS has a way: macOS `diskutil eject`; Linux
+/// `eject` if installed. Returns what happened, for the log.
+pub fn eject(path: &Path) -> String {
+    let tool = if cfg!(target_os = "macos") {
+        ("diskutil", vec!["eject"])
+    } else {
+        ("eject", vec![])
+    };
+    match std::process::Command::new(tool.0)
+        .args(&tool.1)
+        .arg(path)
+        .output()
+    {
+        Ok(o) if o.status.success() => format!("ejected {}", path.display()),
+        Ok(o) => format!(
+            "`{} {}` failed: {}",
+            tool.0,
+            path.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(_) => format!("not ejected: no `{}` here", tool.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_buffers_are_aligned() {
+        for len in [4096, 1 << 20, 4 << 20] {
+            let mut b = AlignedBuf::new(len);
+            assert_eq!(b.as_slice().len(), len);
+            assert!((b.as_mut_slice().as_ptr() as usize).is_multiple_of(ALIGN));
+        }
+    }
+
+    #[test]
+    fn a_file_target_is_sized_and_zeroed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.img");
+        std::fs::write(&p, [7u8; 9000]).unwrap();
+        assert_eq!(kind_of(&p).unwrap(), TargetKind::File);
+        let t = FileTarget::create(&p, Some(8192)).unwrap();
+        let mut buf = [1u8; 8192];
+        t.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|&b| b == 0));
+        assert_eq!(t.capacity(), 8192);
+        assert_eq!(kind_of(Path::new("/dev/null")).unwrap(), TargetKind::Device);
+        assert!(kind_of(d.path()).is_err());
+    }
+}
