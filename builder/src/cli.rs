@@ -308,6 +308,7 @@ impl FlashArgs {
             write: WriteOptions {
                 end_timeout: Duration::from_secs(self.end_timeout),
                 throttle,
+                hash: !self.no_verify,
             },
         }
     }

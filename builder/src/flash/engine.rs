@@ -119,6 +119,8 @@ pub struct WriteOptions {
     pub end_timeout: Duration,
     /// Sleep after every chunk (tests interrupt a slowed-down flash; `None` in real use).
     pub throttle: Option<Duration>,
+    /// Hash what is written, for [`verify_written`] (off for `--no-verify`: it costs time).
+    pub hash: bool,
 }
 
 impl Default for WriteOptions {
@@ -126,8 +128,27 @@ impl Default for WriteOptions {
         WriteOptions {
             end_timeout: Duration::from_secs(60),
             throttle: None,
+            hash: true,
         }
     }
+}
+
+/// One chunk on its way to the writer thread: `buf[from..to]` goes to byte `at`.
+struct WriteJob {
+    buf: AlignedBuf,
+    from: usize,
+    to: usize,
+    at: u64,
+    /// `false`: zeros on a file target (a hole already).
+    write: bool,
+    /// Image bytes this chunk accounts for (progress).
+    n: u64,
+}
+
+/// Whether `b` is all zeros (a branch-free OR per 4 KiB: vectorises, unlike `all`).
+fn is_zero(b: &[u8]) -> bool {
+    b.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
 /// What [`write_image`] did.
@@ -137,8 +158,11 @@ pub struct WriteReport {
     pub image_len: u64,
     /// Bytes written to the target (data, zeroing and the first MiB).
     pub written: u64,
-    /// Every written piece with the sha256 of what was written there, for [`verify_written`].
+    /// Every written piece with the sha256 of what was written there, for [`verify_written`]
+    /// (all-zero digests unless `hashed`).
     pub pieces: Vec<(ByteRange, [u8; 32])>,
+    /// Whether the pieces were hashed ([`WriteOptions::hash`]).
+    pub hashed: bool,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -183,45 +207,96 @@ pub fn write_image(
         .map_err(target_err("blanking the start of the target", 0))?;
     written += head;
 
-    // 2. The data.
+    // 2. The data: this thread reads (and hashes), a writer thread writes, so reading the
+    // image and writing the target overlap. Three 4 MiB buffers go round between them.
     let mut held = vec![0u8; HOLD as usize];
     let mut pieces: Vec<(ByteRange, [u8; 32])> = Vec::new();
-    let mut buf = AlignedBuf::new(CHUNK);
-    while let Some((off, n)) = src
-        .next_chunk(buf.as_mut_slice())
-        .map_err(FlashError::Source)?
-    {
-        let end = off + n as u64;
-        if end > cap {
-            return Err(FlashError::TooSmall {
-                image: src.image_len().unwrap_or(end).max(end),
-                target: cap,
-            });
-        }
-        let data = &buf.as_slice()[..n];
-        let mut from = 0usize;
-        if off < HOLD {
-            let k = (HOLD - off).min(n as u64) as usize;
-            held[off as usize..off as usize + k].copy_from_slice(&data[..k]);
-            from = k;
-        }
-        let rest = &data[from..];
-        let at = off + from as u64;
-        if !rest.is_empty() {
-            // A file target starts as holes: zeros need no writing there.
-            if device || rest.iter().any(|&b| b != 0) {
-                target
-                    .write_at(rest, at)
-                    .map_err(target_err("writing the target", at))?;
-                written += rest.len() as u64;
+    let hash = opts.hash;
+    let throttle = opts.throttle;
+    let (read_result, write_result) = std::thread::scope(|s| {
+        let (tx, rx) = mpsc::sync_channel::<WriteJob>(2);
+        let (back_tx, back_rx) = mpsc::channel::<AlignedBuf>();
+        let writer = s.spawn(move || -> Result<u64, FlashError> {
+            let mut written = 0u64;
+            for j in rx {
+                if j.write {
+                    target
+                        .write_at(&j.buf.as_slice()[j.from..j.to], j.at)
+                        .map_err(target_err("writing the target", j.at))?;
+                    written += (j.to - j.from) as u64;
+                }
+                progress.inc(j.n);
+                if let Some(t) = throttle {
+                    std::thread::sleep(t);
+                }
+                let _ = back_tx.send(j.buf);
             }
-            pieces.push((ByteRange::at(at, rest.len() as u64), digest(rest)));
-        }
-        progress.inc(n as u64);
-        if let Some(t) = opts.throttle {
-            std::thread::sleep(t);
-        }
-    }
+            Ok(written)
+        });
+        let mut allocated = 0;
+        let read = (|| -> Result<(), FlashError> {
+            loop {
+                let mut buf = match back_rx.try_recv() {
+                    Ok(b) => b,
+                    Err(_) if allocated < 3 => {
+                        allocated += 1;
+                        AlignedBuf::new(CHUNK)
+                    }
+                    Err(_) => match back_rx.recv() {
+                        Ok(b) => b,
+                        Err(_) => return Ok(()), // the writer stopped: its error says why
+                    },
+                };
+                let Some((off, n)) = src
+                    .next_chunk(buf.as_mut_slice())
+                    .map_err(FlashError::Source)?
+                else {
+                    return Ok(());
+                };
+                let end = off + n as u64;
+                if end > cap {
+                    return Err(FlashError::TooSmall {
+                        image: src.image_len().unwrap_or(end).max(end),
+                        target: cap,
+                    });
+                }
+                let data = &buf.as_slice()[..n];
+                let mut from = 0usize;
+                if off < HOLD {
+                    let k = (HOLD - off).min(n as u64) as usize;
+                    held[off as usize..off as usize + k].copy_from_slice(&data[..k]);
+                    from = k;
+                }
+                let rest = &data[from..];
+                let at = off + from as u64;
+                // A file target starts as holes: zeros need no writing there.
+                let write = !rest.is_empty() && (device || !is_zero(rest));
+                if !rest.is_empty() {
+                    let d = if hash { digest(rest) } else { [0; 32] };
+                    pieces.push((ByteRange::at(at, rest.len() as u64), d));
+                }
+                let job = WriteJob {
+                    buf,
+                    from,
+                    to: n,
+                    at,
+                    write,
+                    n: n as u64,
+                };
+                if tx.send(job).is_err() {
+                    return Ok(()); // the writer stopped: its error says why
+                }
+            }
+        })();
+        drop(tx);
+        let wrote = writer
+            .join()
+            .unwrap_or_else(|_| Err(FlashError::Source(io::Error::other("the writer panicked"))));
+        (read, wrote)
+    });
+    // The writer's error first: a reader that stopped early stopped because of it.
+    written += write_result?;
+    read_result?;
     let image_len = src
         .image_len()
         .or_else(|| pieces.last().map(|p| p.0.end))
@@ -287,6 +362,7 @@ pub fn write_image(
     Ok(WriteReport {
         image_len,
         written,
+        hashed: hash,
         pieces,
         elapsed: start.elapsed(),
     })
@@ -389,6 +465,10 @@ pub fn verify_written(
     report: &WriteReport,
     progress: &Progress,
 ) -> Result<(), FlashError> {
+    assert!(
+        report.hashed,
+        "verify_written needs a write with WriteOptions::hash"
+    );
     target
         .drop_cache()
         .map_err(target_err("dropping the page cache of the target", 0))?;
@@ -681,7 +761,7 @@ mod tests {
         let dyn_t: Arc<dyn TargetIo> = t.clone();
         let opts = WriteOptions {
             end_timeout: Duration::from_millis(300),
-            throttle: None,
+            ..WriteOptions::default()
         };
         let e = write_image(&mut source(&img), &dyn_t, &opts, &Progress::hidden()).unwrap_err();
         assert!(e.to_string().contains("possibly a counterfeit card"), "{e}");
