@@ -292,7 +292,7 @@ fn an_interrupted_flash_leaves_the_first_mib_zero() {
 }
 
 /// Loop devices need root and `losetup`; without them the test says it is skipped (set
-/// PIFORGE_TEST_REQUIRE_LOOP=1 to make that a failure).
+/// PIFORGE_TEST_LOOP=1 to make that a failure, as .ci/run does).
 fn loop_device(backing: &Path) -> Option<LoopDev> {
     let root = Command::new("id")
         .arg("-u")
@@ -301,7 +301,7 @@ fn loop_device(backing: &Path) -> Option<LoopDev> {
     let losetup = Path::new("/usr/sbin/losetup").exists() || Path::new("/sbin/losetup").exists();
     if !(root && losetup) {
         assert!(
-            std::env::var_os("PIFORGE_TEST_REQUIRE_LOOP").is_none(),
+            std::env::var_os("PIFORGE_TEST_LOOP").is_none_or(|v| v != "1"),
             "loop device tests required but not root or no losetup"
         );
         eprintln!("SKIPPED: loop device test needs root and losetup");
