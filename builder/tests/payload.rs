@@ -277,8 +277,9 @@ fn explicit_dir_without_manifest_is_an_error_not_a_fallthrough() {
     assert_eq!(p.origin().to_string(), good.path().display().to_string());
 }
 
-/// The real payload from `ci/payload`, when there is one: every binary verifies, both required
-/// architectures are there, and they are real (bigger than a header).
+/// The real payload from `ci/payload`, when there is one: every binary verifies and is real
+/// (bigger than a header). `ci/payload --targets arm64` makes a one-architecture payload, so
+/// the test checks the architectures the manifest lists, not a fixed pair.
 #[test]
 fn real_cross_compiled_payload_verifies() {
     let dir = std::env::var_os("PIFORGE_PAYLOAD_DIR")
@@ -289,8 +290,13 @@ fn real_cross_compiled_payload_verifies() {
         return;
     }
     let p = Payload::locate(Some(&dir)).unwrap();
-    assert_eq!(p.verify_all().unwrap(), vec![Arch::Arm64, Arch::Armhf]);
-    for arch in Arch::ALL {
+    let arches = p.verify_all().unwrap();
+    assert!(
+        !arches.is_empty(),
+        "payload at {} lists no binaries",
+        dir.display()
+    );
+    for arch in arches {
         let b = p.binaries(arch).unwrap();
         assert!(
             b.node.len() > 10_000,
