@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::fetch::part_path;
 use crate::progress::{Progress, ProgressReader};
+use crate::sparse::{is_zero, read_full};
 
 /// Blocks of this size that are all zero are not written (they stay holes).
 pub const SPARSE_BLOCK: usize = 4096;
@@ -599,28 +600,6 @@ impl SetLen for io::Cursor<Vec<u8>> {
         self.get_mut().resize(len, 0);
         Ok(())
     }
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    let (words, rest) = block.split_at(block.len() - block.len() % 16);
-    words
-        .chunks_exact(16)
-        .all(|w| u128::from_ne_bytes(w.try_into().expect("chunks_exact(16) gives 16 bytes")) == 0)
-        && rest.iter().all(|&b| b == 0)
-}
-
-/// Read until `buf` is full or the reader is at its end; the number of bytes read.
-fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Decompress untrusted bytes held in memory, at most `limit` bytes of output. The entry point

@@ -45,7 +45,8 @@ pub fn copy_sparse(
     Ok(len)
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads until `buf` is full or the reader is at its end; the number of bytes read.
+pub fn read_full(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -56,6 +57,12 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// Whether `b` is all zeros (a branch-free OR per 4 KiB: vectorises, unlike `all`).
+pub fn is_zero(b: &[u8]) -> bool {
+    b.chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
 #[cfg(test)]

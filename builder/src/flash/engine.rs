@@ -30,6 +30,7 @@ use thiserror::Error;
 use super::target::{AlignedBuf, TargetIo};
 use crate::blockmap::{self, ByteRange};
 use crate::progress::Progress;
+use crate::sparse::is_zero;
 
 /// Bytes per write.
 pub const CHUNK: usize = 4 << 20;
@@ -143,12 +144,6 @@ struct WriteJob {
     write: bool,
     /// Image bytes this chunk accounts for (progress).
     n: u64,
-}
-
-/// Whether `b` is all zeros (a branch-free OR per 4 KiB: vectorises, unlike `all`).
-fn is_zero(b: &[u8]) -> bool {
-    b.chunks(4096)
-        .all(|c| c.iter().fold(0u8, |acc, &x| acc | x) == 0)
 }
 
 /// What [`write_image`] did.

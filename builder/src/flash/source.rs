@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use super::engine::{CHUNK, ChunkSource};
 use crate::blockmap::{self, BlockMap, ByteRange};
 use crate::bmap::Bmap;
+use crate::sparse::read_full;
 
 /// A range to write, with the sha256 its bytes must have when a bmap says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,20 +232,6 @@ impl<'a> StreamSource<'a> {
         }
         Ok(())
     }
-}
-
-/// Reads until `buf` is full or the input ends.
-pub fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl ChunkSource for StreamSource<'_> {
