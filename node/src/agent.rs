@@ -138,14 +138,46 @@ fn unix_ms() -> u64 {
 
 /// The address others reach us at when bound to a wildcard: the source address the kernel
 /// would use for the default route (a `connect` on UDP sends nothing).
-fn default_route_ip() -> IpAddr {
+/// The source address of the default route, if there is one (no packet is sent: connecting a
+/// UDP socket only picks a route). `None` while the machine has no route off loopback.
+fn default_route_ip() -> Option<IpAddr> {
     std::net::UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| {
             s.connect("192.0.2.1:9")?;
             s.local_addr()
         })
+        .ok()
         .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+/// How long a wildcard-bound agent waits for a routable address before it falls back to
+/// advertising loopback. At boot the DHCP lease can arrive after `network-online.target`
+/// (found by the system test: one of three VMs advertised 127.0.0.1 and was unreachable for its
+/// whole life), so waiting is the rule and the fallback only keeps a routeless host running.
+const ROUTE_WAIT: Duration = Duration::from_secs(300);
+
+/// Polls `probe` every `tick` until it finds an address or `wait` has passed (then loopback).
+async fn wait_for_ip(probe: impl Fn() -> Option<IpAddr>, wait: Duration, tick: Duration) -> IpAddr {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut logged = false;
+    loop {
+        if let Some(ip) = probe() {
+            return ip;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                waited_s = wait.as_secs(),
+                "no route off this host: advertising 127.0.0.1, other hosts cannot reach this node"
+            );
+            return IpAddr::V4(Ipv4Addr::LOCALHOST);
+        }
+        if !logged {
+            tracing::info!("waiting for a network address to advertise");
+            logged = true;
+        }
+        tokio::time::sleep(tick).await;
+    }
 }
 
 async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
@@ -169,7 +201,10 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         .context("reading the gossip socket address")?;
     let advertise = match req.advertise {
         Some(a) => a,
-        None if bound.ip().is_unspecified() => SocketAddr::new(default_route_ip(), bound.port()),
+        None if bound.ip().is_unspecified() => SocketAddr::new(
+            wait_for_ip(default_route_ip, ROUTE_WAIT, Duration::from_secs(1)).await,
+            bound.port(),
+        ),
         None => bound,
     };
     let generation = next_generation(&req.state_dir, unix_ms());
@@ -297,5 +332,39 @@ mod tests {
         assert_eq!(g1, 1000);
         assert_eq!(next_generation(dir.path(), 5), 1001);
         assert_eq!(next_generation(dir.path(), 5000), 5000);
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_late_address_is_awaited_not_replaced_by_loopback() {
+        let calls = std::cell::Cell::new(0);
+        let lease: IpAddr = "10.77.0.111".parse().unwrap();
+        let probe = || {
+            calls.set(calls.get() + 1);
+            (calls.get() > 3).then_some(lease)
+        };
+        let ip = rt().block_on(wait_for_ip(
+            probe,
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+        ));
+        assert_eq!(ip, lease);
+        assert_eq!(calls.get(), 4);
+    }
+
+    #[test]
+    fn without_any_route_it_falls_back_to_loopback_after_the_wait() {
+        let ip = rt().block_on(wait_for_ip(
+            || None,
+            Duration::from_millis(30),
+            Duration::from_millis(5),
+        ));
+        assert_eq!(ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
 }
