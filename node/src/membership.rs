@@ -693,6 +693,16 @@ impl Membership {
                 },
             );
         }
+        // foca's table says only "down"; which of those left on purpose goes as `Leaving`.
+        let left: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.left && p.down_since.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        for id in left {
+            self.send_control(to, &Control::Leaving { id });
+        }
     }
 
     fn own_state(&self) -> Control {
@@ -863,16 +873,27 @@ impl Membership {
                 }
             }
             Control::Members { reply, members } => {
+                let down: Vec<NodeId> = members
+                    .iter()
+                    .filter(|m| m.state() == foca::State::Down)
+                    .map(|m| m.id().clone())
+                    .collect();
                 // Our own entry is handled by foca (it refutes suspicion of us).
                 self.with_swim(now, |swim, rt| {
                     swim.apply_many(members.into_iter(), true, rt)
                 });
+                for id in down {
+                    self.learn_departed(id, false, now);
+                }
                 if reply {
                     self.send_table(from, false);
                 }
             }
             Control::Leaving { id } => {
                 let Some(peer) = self.peers.get_mut(&id.name) else {
+                    // Never seen up here: a member that left before we joined (the sender's
+                    // table sync) or one that came and went between our probes.
+                    self.learn_departed(id, true, now);
                     return;
                 };
                 if peer.id != id || peer.left {
@@ -905,6 +926,40 @@ impl Membership {
                 }
             }
         }
+    }
+
+    /// Lists a member this node never saw up but the cluster knows as down (failed, or left
+    /// when `left`): a node that joins after a failure shows it like every other member does.
+    /// No event: the cluster already reported it, and a late joiner would only repeat the
+    /// alert. Ignored when the name is already known (its newest generation wins) or, for a
+    /// failure, when foca does not hold that identity as down.
+    fn learn_departed(&mut self, id: NodeId, left: bool, now: Duration) {
+        if id.name == self.id().name || self.peers.contains_key(&id.name) {
+            return;
+        }
+        if !left
+            && !self
+                .swim
+                .iter_membership_state()
+                .any(|m| m.id() == &id && m.state() == foca::State::Down)
+        {
+            return;
+        }
+        tracing::debug!(member = %id.name, left, "learned of a member that is already down");
+        self.peers.insert(
+            id.name.clone(),
+            Peer {
+                id,
+                seen_up: true,
+                left,
+                down_since: Some(now),
+                up_since: now,
+                tags: BTreeMap::new(),
+                tags_version: 0,
+                arrivals: Arrivals::default(),
+                join_pending: None,
+            },
+        );
     }
 
     fn reap(&mut self, now: Duration) {

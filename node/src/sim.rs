@@ -539,6 +539,57 @@ mod tests {
     }
 
     #[test]
+    fn a_late_joiner_lists_a_failed_member_without_an_event() {
+        let mut sim = Sim::new(11);
+        sim.run(&three()).unwrap();
+        sim.run(&[
+            Step::Kill("c".into()),
+            await_state("c", Failed, 15),
+            add("d", &["a"]),
+            await_state("d", Alive, 10),
+            // The full table goes to one random member every 15 s: within two rounds.
+            await_state("c", Failed, 40),
+            secs(20),
+            Step::AssertState {
+                member: "c".into(),
+                state: Failed,
+            },
+        ])
+        .unwrap();
+        let v = sim.view("d");
+        assert_eq!(v.len(), 4, "{v:?}");
+        assert_eq!(v.iter().filter(|m| m.name == "c").count(), 1);
+        for kind in [EventKind::MemberJoin, EventKind::MemberFailed] {
+            assert_eq!(sim.count_events("d", kind, "c"), 0, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_late_joiner_lists_a_left_member_as_left() {
+        let mut sim = Sim::new(12);
+        sim.run(&three()).unwrap();
+        sim.run(&[
+            Step::Leave("b".into()),
+            await_state("b", Left, 2),
+            add("d", &["a"]),
+            await_state("d", Alive, 10),
+            await_state("b", Left, 40),
+            secs(20),
+            Step::AssertState {
+                member: "b".into(),
+                state: Left,
+            },
+        ])
+        .unwrap();
+        assert_eq!(sim.count_events("d", EventKind::MemberLeave, "b"), 0);
+        // Nobody who saw the leave changed its mind on hearing it again.
+        for obs in ["a", "c"] {
+            assert_eq!(sim.count_events(obs, EventKind::MemberLeave, "b"), 1);
+            assert_eq!(sim.count_events(obs, EventKind::MemberFailed, "b"), 0);
+        }
+    }
+
+    #[test]
     fn restart_is_alive_again_without_ghost() {
         let mut sim = Sim::new(4);
         sim.run(&three()).unwrap();
