@@ -193,6 +193,8 @@ pub trait System {
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     /// The running system's hostname, if it can be known.
     fn hostname(&self) -> Option<String>;
+    /// Waits `d` (polling for hardware that is still appearing).
+    fn sleep(&mut self, d: std::time::Duration);
 }
 
 /// The real machine. Owners are set for real only when running as root; otherwise (a prefix
@@ -266,6 +268,10 @@ impl System for RealSystem {
             self.recorded.hostname()
         }
     }
+
+    fn sleep(&mut self, d: std::time::Duration) {
+        std::thread::sleep(d);
+    }
 }
 
 /// A system that remembers owners, syncs and hostnames instead of asking the kernel: for tests
@@ -278,6 +284,8 @@ pub struct RecordingSystem {
     pub syncs: usize,
     /// The hostname set last.
     pub running_hostname: Option<String>,
+    /// Time asked to sleep, in total (nothing actually sleeps).
+    pub slept: std::time::Duration,
 }
 
 impl System for RecordingSystem {
@@ -307,6 +315,10 @@ impl System for RecordingSystem {
 
     fn hostname(&self) -> Option<String> {
         self.running_hostname.clone()
+    }
+
+    fn sleep(&mut self, d: std::time::Duration) {
+        self.slept += d;
     }
 }
 

@@ -207,7 +207,10 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         boot,
     };
     info!(root = %dirs.root.display(), boot = %dirs.boot.display(), "first boot");
-    let facts = facts::gather_facts(&dirs.root)?;
+    // Without a serial number the wired MAC names the board (and a cloneable card's hostname).
+    let facts = facts_with_hardware(&dirs.root, sys, |f| {
+        f.serial.is_none() && f.wired_mac.is_none()
+    })?;
     info!(serial = ?facts.serial, release = ?facts.release, net = ?facts.net,
           cloud_init = facts.cloud_init, "facts");
     let card = match read_card(&dirs) {
@@ -296,6 +299,48 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     })
 }
 
+/// Longest first boot and the clone check wait for a wired network interface when its MAC is
+/// needed as the hardware identity (a board without a serial number). Its driver is loaded by
+/// udev in parallel with early boot; USB adapters come later still.
+pub const WIRED_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+const WIRED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The facts, gathered again every [`WIRED_POLL`] while `missing` says the hardware identity
+/// is not visible yet, for [`WIRED_WAIT`] at most. Only on a live system (`<root>/sys/class/net`
+/// exists): a prefix without it can never grow a NIC. Gives up with a warning, and the caller
+/// goes on with what it has (as before the wait existed).
+fn facts_with_hardware(
+    root: &Path,
+    sys: &mut dyn System,
+    missing: impl Fn(&facts::Facts) -> bool,
+) -> Result<facts::Facts> {
+    let mut facts = facts::gather_facts(root)?;
+    if !missing(&facts) || !root.join("sys/class/net").is_dir() {
+        return Ok(facts);
+    }
+    info!(
+        "no serial number and no wired network interface yet: waiting up to {} s for one \
+         (its MAC identifies this board)",
+        WIRED_WAIT.as_secs()
+    );
+    let mut waited = std::time::Duration::ZERO;
+    while missing(&facts) && waited < WIRED_WAIT {
+        sys.sleep(WIRED_POLL);
+        waited += WIRED_POLL;
+        facts = facts::gather_facts(root)?;
+    }
+    if missing(&facts) {
+        warn!(
+            "no wired network interface after {} s: going on without a hardware identity \
+             (a copy of this card will not be told apart)",
+            waited.as_secs()
+        );
+    } else {
+        info!(mac = ?facts.wired_mac, waited_ms = waited.as_millis() as u64, "wired interface found");
+    }
+    Ok(facts)
+}
+
 /// The clone check (every boot, before the network): no-op on the recorded hardware, a new
 /// identity on any other.
 pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<Outcome> {
@@ -307,7 +352,18 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
         root: req.root.clone(),
         boot,
     };
-    let facts = facts::gather_facts(&dirs.root)?;
+    // A record made from the MAC of a board without a serial can only be checked once that
+    // NIC is there; the check runs early in boot, often before udev has loaded its driver.
+    let record = fs::read_to_string(dirs.root.join(identity::IDENTITY_PATH))
+        .ok()
+        .and_then(|t| identity::IdentityRecord::parse(&t).ok());
+    let facts = facts_with_hardware(&dirs.root, sys, |f| {
+        record.as_ref().is_some_and(|rec| {
+            rec.mac.is_some()
+                && f.wired_mac.is_none()
+                && !(rec.serial.is_some() && f.serial.is_some())
+        })
+    })?;
     let state = facts::gather_state(&dirs, &plan::wanted(&[]))?;
     let k = knobs(&req.hooks)?;
     let p = plan::plan_reidentify(&facts, &state, &k).context("planning re-identification")?;

@@ -64,7 +64,9 @@ pub fn reidentify_service() -> String {
 [Unit]\n\
 Description=piforge: re-identify this node if its card was copied to another Pi\n\
 DefaultDependencies=no\n\
-After=local-fs.target\n\
+# After coldplug was asked for: on a board without a serial number the wired NIC's MAC is\n\
+# the identity, and its driver is loaded by that (the check waits for it, 90 s at most).\n\
+After=local-fs.target systemd-udev-trigger.service\n\
 Before=network-pre.target cloud-init-local.service ssh.service piforge-node.service\n\
 Wants=network-pre.target\n\
 ConditionPathExists=/var/lib/piforge/identity\n\
@@ -207,6 +209,7 @@ mod tests {
         let u = reidentify_service();
         assert!(u.contains("Before=network-pre.target"));
         assert!(u.contains("Wants=network-pre.target\n"));
+        assert!(u.contains("After=local-fs.target systemd-udev-trigger.service\n"));
         assert!(u.contains("ExecStart=/usr/local/sbin/piforge-firstboot reidentify\n"));
         assert_eq!(wanted_by(&u), ["sysinit.target"]);
     }

@@ -165,3 +165,115 @@ fn no_record_means_nothing_to_do() {
         Vec::<String>::new()
     );
 }
+
+/// A board without a serial number whose NIC driver is still loading: `sleep` is the only
+/// time that passes, and the NIC with `mac` appears once `after` of it has.
+struct LateNic {
+    inner: RecordingSystem,
+    root: std::path::PathBuf,
+    mac: &'static str,
+    after: std::time::Duration,
+}
+
+impl piforge_firstboot::apply::System for LateNic {
+    fn chown(
+        &mut self,
+        path: &std::path::Path,
+        owner: piforge_firstboot::apply::Owner,
+    ) -> std::io::Result<()> {
+        self.inner.chown(path, owner)
+    }
+    fn owner(&self, path: &std::path::Path) -> std::io::Result<piforge_firstboot::apply::Owner> {
+        self.inner.owner(path)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn set_hostname(&mut self, name: &str) -> std::io::Result<()> {
+        self.inner.set_hostname(name)
+    }
+    fn hostname(&self) -> Option<String> {
+        self.inner.hostname()
+    }
+    fn sleep(&mut self, d: std::time::Duration) {
+        self.inner.sleep(d);
+        if self.inner.slept >= self.after {
+            let dir = self.root.join("sys/class/net/eth0");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("address"), format!("{}\n", self.mac)).unwrap();
+        }
+    }
+}
+
+/// No serial (a board or VM without one): only the NIC tells boards apart. It starts absent.
+fn without_serial_or_nic(f: &Fake) {
+    let _ = fs::remove_file(f.root.join("sys/firmware/devicetree/base/serial-number"));
+    fs::write(f.root.join("proc/cpuinfo"), "processor\t: 0\n").unwrap();
+    fs::remove_dir_all(f.root.join("sys/class/net/eth0")).unwrap();
+}
+
+fn late_nic(f: &Fake, mac: &'static str, after_ms: u64) -> LateNic {
+    LateNic {
+        inner: RecordingSystem::default(),
+        root: f.root.clone(),
+        mac,
+        after: std::time::Duration::from_millis(after_ms),
+    }
+}
+
+#[test]
+fn without_a_serial_both_checks_wait_for_the_wired_nic() {
+    // First boot: the name comes from the MAC once the NIC is there, not from the seed.
+    let a = Fake::new(Rel::Bookworm, true, "10000000aaaaaa01");
+    without_serial_or_nic(&a);
+    let mut sys = late_nic(&a, "52:54:00:5f:00:02", 3000);
+    run_firstboot(&a.request(hooks(1)), &mut sys).unwrap();
+    assert_eq!(a.read("etc/hostname"), "pi-5f0002\n");
+    assert!(sys.inner.slept >= sys.after && sys.inner.slept < piforge_firstboot::WIRED_WAIT);
+    let rec = IdentityRecord::parse(&a.read("var/lib/piforge/identity")).unwrap();
+    assert_eq!(rec.mac.as_deref(), Some("52:54:00:5f:00:02"));
+
+    // The same card on the same board, NIC late again: waits, then nothing to do.
+    fs::remove_dir_all(a.root.join("sys/class/net/eth0")).unwrap();
+    let mut sys = late_nic(&a, "52:54:00:5f:00:02", 1000);
+    let out = run_reidentify(&a.reidentify_request(hooks(5)), &mut sys).unwrap();
+    assert!(matches!(out, Outcome::Reidentify { ref changed, .. } if changed.is_empty()));
+    assert!(sys.inner.slept >= sys.after);
+
+    // A copy in another board whose NIC shows up 20 s into boot: re-identified from its MAC
+    // (it used to be taken for the same board because no MAC was visible yet).
+    let b = a.clone_to_new_dir();
+    fs::remove_dir_all(b.root.join("sys/class/net/eth0")).unwrap();
+    let mut sys = late_nic(&b, "52:54:00:5f:00:44", 20_000);
+    let out = run_reidentify(&b.reidentify_request(hooks(2)), &mut sys).unwrap();
+    let Outcome::Reidentify { hostname, changed } = out else {
+        panic!()
+    };
+    assert_eq!(hostname.as_deref(), Some("pi-5f0044"));
+    assert!(!changed.is_empty());
+    assert_ne!(a.read("etc/machine-id"), b.read("etc/machine-id"));
+    assert_ne!(
+        a.read("etc/ssh/ssh_host_ed25519_key.pub"),
+        b.read("etc/ssh/ssh_host_ed25519_key.pub")
+    );
+
+    // A board whose NIC never comes: the wait ends and boot goes on unchanged.
+    let c = a.clone_to_new_dir();
+    fs::remove_dir_all(c.root.join("sys/class/net/eth0")).unwrap();
+    let mut sys = late_nic(&c, "52:54:00:5f:00:66", u64::MAX / 2);
+    let out = run_reidentify(&c.reidentify_request(hooks(3)), &mut sys).unwrap();
+    assert!(matches!(out, Outcome::Reidentify { ref changed, .. } if changed.is_empty()));
+    assert_eq!(sys.inner.slept, piforge_firstboot::WIRED_WAIT);
+}
+
+#[test]
+fn a_board_with_a_serial_never_waits_for_its_nic() {
+    let (a, _) = configured(Rel::Bookworm, None);
+    let b = a.clone_to_new_dir();
+    b.set_serial("10000000bbbbbb02");
+    fs::remove_dir_all(b.root.join("sys/class/net/eth0")).unwrap();
+    let mut sys = RecordingSystem::default();
+    let out = run_reidentify(&b.reidentify_request(hooks(2)), &mut sys).unwrap();
+    assert!(matches!(out, Outcome::Reidentify { hostname: Some(ref h), .. } if h == "pi-bbbb02"));
+    assert_eq!(sys.slept, std::time::Duration::ZERO);
+}
