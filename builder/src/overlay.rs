@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::OverlayManifest;
+use piforge_config::overlay::Escape;
 use serde_json::json;
 
 use self::vars::Context as TemplateContext;
@@ -90,7 +91,8 @@ pub fn load(dir: &Path, name: &str) -> anyhow::Result<LoadedOverlay> {
         };
         let src = std::str::from_utf8(src)
             .map_err(|_| anyhow::anyhow!("overlay {name}: {key} is not UTF-8 text"))?;
-        check_template(src, t.live).with_context(|| format!("overlay {name}: checking {key}"))?;
+        check_template(src, t.live, &t.dest)
+            .with_context(|| format!("overlay {name}: checking {key}"))?;
     }
     Ok(LoadedOverlay {
         name: name.to_string(),
@@ -112,11 +114,12 @@ pub fn list(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
-/// Renders `source` the way the Pi does (no HTML escaping, default helpers) after the static
-/// variable check, against sample contexts: for a static template the one firstboot builds
-/// (empty member lists), for a live one the node's with no members and with a few members of
-/// every state and of the roles `web` and `lb`. Returns the last rendering.
-pub fn check_template(source: &str, live: bool) -> anyhow::Result<String> {
+/// Renders `source` the way the Pi does (default helpers, values escaped for the format of
+/// `dest` by [`Escape::for_output`]) after the static variable check, against sample contexts:
+/// for a static template the one firstboot builds (empty member lists), for a live one the
+/// node's with no members and with a few members of every state and of the roles `web` and
+/// `lb`. Returns the last rendering.
+pub fn check_template(source: &str, live: bool, dest: &str) -> anyhow::Result<String> {
     let ctx = if live {
         TemplateContext::Live
     } else {
@@ -124,7 +127,7 @@ pub fn check_template(source: &str, live: bool) -> anyhow::Result<String> {
     };
     vars::check(source, ctx).map_err(anyhow::Error::msg)?;
     let mut hb = handlebars::Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_escape_fn(Escape::for_output(dest).function());
     let mut last = String::new();
     for sample in sample_contexts(live) {
         last = hb
@@ -371,15 +374,24 @@ mod tests {
 
     #[test]
     fn sample_renders_use_the_pi_settings() {
-        let out = check_template("<{{hostname}}>", false).unwrap();
-        assert_eq!(out, "<pi-01>", "no HTML escaping, firstboot's context");
+        let out = check_template("<{{hostname}}>", false, "/etc/x").unwrap();
+        assert_eq!(out, "<pi-01>", "firstboot's context");
+        let out = check_template("<{{cluster}}\"", false, "/var/www/a.html").unwrap();
+        assert_eq!(
+            out, "<piforge\"",
+            "the template's own text is never escaped"
+        );
         let out = check_template(
             "{{#each alive}}{{#if (eq tags.role \"web\")}}{{name}} {{/if}}{{/each}}",
             true,
+            "/etc/x",
         )
         .unwrap();
         assert_eq!(out, "pi-02 ", "only alive members are in alive");
-        let e = format!("{:#}", check_template("{{#if}}{{/if}}", false).unwrap_err());
+        let e = format!(
+            "{:#}",
+            check_template("{{#if}}{{/if}}", false, "/etc/x").unwrap_err()
+        );
         assert!(e.contains("#if needs an argument"), "{e}");
     }
 

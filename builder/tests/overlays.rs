@@ -618,3 +618,243 @@ fn monitor_targets_rendered_by_the_node_pass_promtool() {
     );
     discover("node", &[]);
 }
+
+/// Values only ever come from members (names, tags): each one here tries to break out of its
+/// field in one of the shipped formats.
+const NEWLINE_SERVER: &str = "\n    server evil 1.2.3.4:80";
+
+fn haproxy_check(haproxy: &Path, conf: &Path) -> Output {
+    Command::new(haproxy)
+        .arg("-c")
+        .arg("-f")
+        .arg(conf)
+        .output()
+        .expect("running haproxy -c")
+}
+
+fn server_lines(cfg: &str) -> Vec<&str> {
+    cfg.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("server "))
+        .collect()
+}
+
+#[test]
+fn hostile_member_names_and_tags_cannot_add_lines_to_the_lb_backend() {
+    let haproxy = common::require_tool("haproxy", "haproxy");
+    let d = tempfile::tempdir().unwrap();
+    let conf = d.path().join("piforge");
+    fs::create_dir_all(&conf).unwrap();
+    fs::copy(
+        shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"),
+        conf.join("00-main.cfg"),
+    )
+    .unwrap();
+    let template = shipped().join("lb/templates/backend.cfg.hbs");
+    let dest = conf.join("50-backend.cfg");
+    let name = format!("pi-02{NEWLINE_SERVER}");
+    let role_only = format!("<script>\"{NEWLINE_SERVER}");
+    let ms = serde_json::json!([
+        member(&name, "10.0.0.2", "alive", &[("role", "web")]),
+        member(
+            "pi\t03",
+            "10.0.0.3",
+            "alive",
+            &[("role", "web"), ("http-port", "8081")]
+        ),
+        member("pi-04", "10.0.0.4", "alive", &[("role", &role_only)]),
+    ]);
+    let rendered = node_render(&template, ms, &dest);
+    // The name stays one token: haproxy accepts it as a (strange) server name. (Sorted by
+    // the raw name: a tab sorts before '-'.)
+    assert_eq!(
+        server_lines(&rendered),
+        [
+            "server pi_03 10.0.0.3:8081 check",
+            "server pi-02_____server_evil_1.2.3.4:80 10.0.0.2:80 check",
+        ],
+        "{rendered}"
+    );
+    let out = haproxy_check(&haproxy, &conf);
+    assert!(out.status.success(), "haproxy -c: {}", stderr(&out));
+
+    // A port tag that tries the same: still no evil server. The result is not a valid port,
+    // so haproxy -c refuses the file and the reload (ExecReload checks first) keeps the
+    // running configuration.
+    let port = format!("80{NEWLINE_SERVER}");
+    let ms = serde_json::json!([
+        member(
+            "pi-02",
+            "10.0.0.2",
+            "alive",
+            &[("role", "web"), ("http-port", &port)]
+        ),
+        member(
+            "pi-03",
+            "10.0.0.3",
+            "alive",
+            &[("role", "web"), ("http-port", "80\tcheck\tbackup")]
+        ),
+    ]);
+    let rendered = node_render(&template, ms, &dest);
+    assert_eq!(
+        server_lines(&rendered),
+        [
+            "server pi-02 10.0.0.2:80_____server_evil_1.2.3.4:80 check",
+            "server pi-03 10.0.0.3:80_check_backup check",
+        ],
+        "{rendered}"
+    );
+    assert!(!rendered.contains("server evil"), "{rendered}");
+    let out = haproxy_check(&haproxy, &conf);
+    assert!(
+        !out.status.success(),
+        "a port that is not a number is refused"
+    );
+    assert!(
+        stderr(&out).contains("10.0.0.2:80_____server_evil"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn hostile_member_names_and_tags_are_text_in_the_cluster_page() {
+    let d = tempfile::tempdir().unwrap();
+    let template = shipped().join("web/templates/cluster.html.hbs");
+    let ms = serde_json::json!([
+        member(
+            "<img src=x onerror=alert(1)>",
+            "10.0.0.1",
+            "alive",
+            &[("role", "web")]
+        ),
+        member(
+            "pi-02",
+            "10.0.0.2",
+            "alive",
+            &[("role", "<script>alert(\"x\")</script>")]
+        ),
+    ]);
+    let page = node_render(&template, ms, &d.path().join("cluster.html"));
+    assert!(
+        !page.contains("<script") && !page.contains("<img"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>&lt;img src&#x3D;x onerror&#x3D;alert(1)&gt;</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<td>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;</td>"),
+        "{page}"
+    );
+    assert_eq!(
+        page.matches("<tr><td>").count(),
+        2,
+        "one row per member:\n{page}"
+    );
+}
+
+/// The targets and labels Prometheus' own file_sd code reads from `cfg` for `job` (retried
+/// with longer timeouts until there are `want` targets, see the monitor test above).
+fn discovered(promtool: &Path, cfg: &Path, job: &str, want: usize) -> Vec<serde_json::Value> {
+    let mut got = vec![];
+    for timeout in [2, 5, 15] {
+        let out = Command::new(promtool)
+            .args([
+                "check",
+                "service-discovery",
+                &format!("--timeout={timeout}s"),
+            ])
+            .arg(cfg)
+            .arg(job)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            out.status.success() && !err.contains("level=error"),
+            "{job}: {err}"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        got = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["labels"].clone())
+            .collect();
+        if got.len() == want {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn hostile_member_names_and_tags_round_trip_through_the_monitor_targets() {
+    let promtool = common::require_tool("promtool", "prometheus");
+    let d = tempfile::tempdir().unwrap();
+    let names = [
+        "pi-01\"]\n- targets: [\"evil:1\"]".to_string(),
+        "pi\t02 \\ \u{2028}\u{85}#x".to_string(),
+        "<script>'x'</script>: {a: b}".to_string(),
+    ];
+    let roles = [
+        "web\"}\n  labels: {evil: \"1\"}".to_string(),
+        "\r\n".to_string(),
+        "é🦀\u{7f}\u{feff}".to_string(),
+    ];
+    let ms: Vec<_> = names
+        .iter()
+        .zip(&roles)
+        .enumerate()
+        .map(|(i, (n, r))| {
+            let ip = format!("10.0.0.{}", i + 1);
+            member(n, &ip, "alive", &[("role", r), ("node-exporter", "9100")])
+        })
+        .collect();
+    let ms = serde_json::Value::from(ms);
+    let tdir = shipped().join("monitor/templates");
+    for t in ["piforge-targets.yml", "node-exporter-targets.yml"] {
+        node_render(
+            &tdir.join(format!("{t}.hbs")),
+            ms.clone(),
+            &d.path().join(t),
+        );
+    }
+    let cfg = fs::read_to_string(shipped().join("monitor/files/etc/prometheus/piforge.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/", &format!("{}/", d.path().display()));
+    let cfg_path = d.path().join("piforge.yml");
+    fs::write(&cfg_path, cfg).unwrap();
+    let out = run_ok(
+        Command::new(&promtool)
+            .arg("check")
+            .arg("config")
+            .arg(&cfg_path),
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    for (job, port) in [("piforge", 8080), ("node", 9100)] {
+        let got = discovered(&promtool, &cfg_path, job, names.len());
+        let got: Vec<(String, String, String)> = got
+            .iter()
+            .map(|l| {
+                let s = |k: &str| l[k].as_str().unwrap_or("<none>").to_string();
+                (s("__address__"), s("instance"), s("role"))
+            })
+            .collect();
+        let mut want: Vec<_> = names
+            .iter()
+            .zip(&roles)
+            .enumerate()
+            .map(|(i, (n, r))| (format!("10.0.0.{}:{port}", i + 1), n.clone(), r.clone()))
+            .collect();
+        want.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut got_sorted = got.clone();
+        got_sorted.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            got_sorted, want,
+            "{job}: one target per member, labels exact"
+        );
+    }
+}

@@ -4,7 +4,8 @@
 //! An overlay directory holds `overlay.toml`, a `files/` tree copied onto the root file system,
 //! and `templates/*.hbs` rendered with the card (and, for live templates, the membership).
 //! The builder validates overlays and copies them onto the card; firstboot applies them. This
-//! module only parses and checks the manifest text; it reads no files and renders nothing.
+//! module only parses and checks the manifest text, and defines how templates escape the
+//! values they interpolate ([`Escape`]); it reads no files and renders nothing.
 
 use std::collections::BTreeMap;
 
@@ -112,6 +113,114 @@ pub const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
     "and", "or", "not", "len",
 ];
+
+/// How values are escaped where a template interpolates them with `{{x}}` (triple-stash
+/// `{{{x}}}` is always raw, handlebars semantics: for trusted values only). Chosen from the
+/// output file's name by [`Escape::for_output`], so the builder's sample render, firstboot and
+/// `piforge-node render` escape a template identically.
+///
+/// Values reach templates from every member of the cluster (names and tags: up to 256 bytes of
+/// any characters), so no mode passes them through unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// `.html`, `.htm`: markup characters become character references ([`escape_html`]).
+    Html,
+    /// `.yml`, `.yaml`, `.json`: escaped as the inside of a JSON string
+    /// ([`escape_json_string`]), which is also a YAML double-quoted scalar. The template must
+    /// put every `{{x}}` inside `"..."`.
+    JsonString,
+    /// Everything else (config files, shell environment files, `.cfg`, `.conf`, no
+    /// extension): control characters and whitespace become `_` ([`escape_line_safe`]), so a
+    /// value stays one token on its line. Values with spaces are not representable there.
+    LineSafe,
+}
+
+impl Escape {
+    /// The escape for a template whose output is `name` (a file name or path; a trailing
+    /// `.hbs` is ignored, so the template's own name works too), by its extension, ignoring
+    /// case: see the variants.
+    pub fn for_output(name: &str) -> Escape {
+        let file = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+        let file = file.strip_suffix(".hbs").unwrap_or(&file);
+        let ext = file.rsplit_once('.').map_or("", |(_, e)| e);
+        match ext {
+            "html" | "htm" => Escape::Html,
+            "yml" | "yaml" | "json" => Escape::JsonString,
+            _ => Escape::LineSafe,
+        }
+    }
+
+    /// The escape function, e.g. for handlebars' `register_escape_fn`.
+    pub fn function(self) -> fn(&str) -> String {
+        match self {
+            Escape::Html => escape_html,
+            Escape::JsonString => escape_json_string,
+            Escape::LineSafe => escape_line_safe,
+        }
+    }
+}
+
+/// HTML escaping for text and quoted attribute values: `&`, `<`, `>`, `"`, `'`, `` ` `` and
+/// `=` become character references; everything else is kept.
+pub fn escape_html(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            '`' => out.push_str("&#x60;"),
+            '=' => out.push_str("&#x3D;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inside of a JSON string (without the quotes), valid unchanged inside a YAML
+/// double-quoted scalar (YAML 1.1 and 1.2) too: `"` and `\` are backslash-escaped, tab, newline
+/// and carriage return as `\t \n \r`, and every other character YAML does not allow raw
+/// (C0 and C1 controls, DEL, U+2028, U+2029, U+FEFF, U+FFFE, U+FFFF) as `\uXXXX`.
+pub fn escape_json_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{0}'..='\u{1f}'
+            | '\u{7f}'..='\u{9f}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{feff}'
+            | '\u{fffe}'
+            | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Line-safe escaping for line-based config files: every control character and every
+/// whitespace character (Unicode `White_Space`, which includes the line and paragraph
+/// separators) becomes `_`. The result never contains a line break or a field separator, so
+/// a value cannot start a new directive or add arguments; other characters are kept.
+pub fn escape_line_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
 
 fn invalid(field: &'static str, reason: String) -> Result<(), CardError> {
     Err(CardError::Invalid { field, reason })
@@ -301,6 +410,68 @@ mod tests {
                 .contains("two templates")
         );
         OverlayManifest::parse("enable = [\"x.timer\", \"getty@tty2.service\"]").unwrap();
+    }
+
+    #[test]
+    fn the_escape_follows_the_output_name() {
+        for (name, want) in [
+            ("/var/www/html/index.html", Escape::Html),
+            ("cluster.html.hbs", Escape::Html),
+            ("x.HTM", Escape::Html),
+            ("/etc/prometheus/piforge-targets.yml", Escape::JsonString),
+            ("node-exporter-targets.yml.hbs", Escape::JsonString),
+            ("a.yaml", Escape::JsonString),
+            ("/srv/a.json.hbs", Escape::JsonString),
+            ("/etc/haproxy/piforge/50-backend.cfg", Escape::LineSafe),
+            ("alert.env.hbs", Escape::LineSafe),
+            ("/etc/x.conf", Escape::LineSafe),
+            ("/etc/hosts", Escape::LineSafe),
+            ("/etc/html/x", Escape::LineSafe),
+            ("x.hbs", Escape::LineSafe),
+            ("", Escape::LineSafe),
+        ] {
+            assert_eq!(Escape::for_output(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn escapes_hostile_values_per_format() {
+        let evil = "<script>a(\"x\")</script>\n    server evil 1.2.3.4:80\t'`=&";
+        let html = escape_html(evil);
+        assert_eq!(
+            html,
+            "&lt;script&gt;a(&quot;x&quot;)&lt;/script&gt;\n    server evil 1.2.3.4:80\t\
+             &#x27;&#x60;&#x3D;&amp;"
+        );
+        let json = escape_json_string(evil);
+        assert!(!json.contains('\n') && !json.contains('\t'), "{json}");
+        let back: String = serde_json::from_str(&format!("\"{json}\"")).unwrap();
+        assert_eq!(back, evil);
+        assert_eq!(
+            escape_json_string("\u{0}\u{7f}\u{85}\u{2028}\u{feff}é🦀"),
+            "\\u0000\\u007f\\u0085\\u2028\\ufeffé🦀"
+        );
+        assert_eq!(
+            escape_line_safe(evil),
+            "<script>a(\"x\")</script>_____server_evil_1.2.3.4:80_'`=&"
+        );
+        assert_eq!(escape_line_safe("a\r\u{85}\u{2028}\u{a0}b"), "a____b");
+        assert_eq!(Escape::for_output("a.yml").function()("\""), "\\\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_values_stay_inside_their_field(v in "\\PC*|[\\x00-\\x7f\\u{80}-\\u{a0}\\u{2028}\\u{2029}\\u{feff}\\u{fffe}\\u{ffff}]*") {
+            let line = escape_line_safe(&v);
+            proptest::prop_assert!(!line.chars().any(|c| c.is_whitespace() || c.is_control()));
+            proptest::prop_assert_eq!(line.chars().count(), v.chars().count());
+            let json = escape_json_string(&v);
+            let back: String = serde_json::from_str(&format!("\"{json}\"")).unwrap();
+            proptest::prop_assert_eq!(back, v.clone());
+            proptest::prop_assert!(!json.chars().any(|c| c.is_control()));
+            let html = escape_html(&v);
+            proptest::prop_assert!(!html.contains(['<', '>', '"', '\'']));
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Role overlays shipped on the card under `piforge/overlays/<name>/`: `files/` copied onto the
-//! root, units enabled, static templates rendered with handlebars, live templates installed with
+//! root, units enabled, static templates rendered with handlebars (values escaped for the
+//! output's format: `piforge_config::overlay::Escape`), live templates installed with
 //! a `piforge-node render` unit, tags, event handlers, webhooks and MQTT merged into node.toml
 //! and packages handed to `piforge-packages.service`.
 //!
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 
 use piforge_config::card::Card;
 use piforge_config::node::{EventHandler, MqttSettings, Webhook};
+use piforge_config::overlay::Escape;
 use piforge_config::{NodeConfig, OverlayManifest};
 
 use crate::apply::{Action, Loc, Owner};
@@ -215,7 +217,8 @@ pub(crate) fn overlay_actions(
                 alive: vec![],
             };
             let mut hb = handlebars::Handlebars::new();
-            hb.register_escape_fn(handlebars::no_escape);
+            // Escaped for the output's format, as the builder's check and the node do.
+            hb.register_escape_fn(Escape::for_output(&t.dest).function());
             let rendered = hb
                 .render_template(&tmpl, &ctx)
                 .map_err(|e| err(format!("rendering {}: {e}", t.source)))?;

@@ -47,8 +47,12 @@ fn require_tool(tool: &str, package: &str) -> PathBuf {
 
 /// A fake bookworm root whose card applies the shipped `overlays`, after first boot.
 fn first_boot_with(overlays: &[&str]) -> (Fake, String) {
+    first_boot_with_card(overlays, full_card())
+}
+
+/// [`first_boot_with`] for a given card.
+fn first_boot_with_card(overlays: &[&str], mut card: piforge_config::Card) -> (Fake, String) {
     let f = Fake::new(Rel::Bookworm, true, "10000000c0ffee01");
-    let mut card = full_card();
     card.overlays = overlays.iter().map(|s| s.to_string()).collect();
     f.put_payload(&card);
     let dir = f.boot.join("piforge/overlays");
@@ -188,6 +192,26 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn a_hostile_role_tag_is_text_in_the_static_web_page() {
+    let mut card = full_card();
+    let role = "<script>alert(\"x\")</script>";
+    card.node.tags.insert("role".into(), role.into());
+    let (f, hostname) = first_boot_with_card(&["web"], card);
+    let page = f.read("var/www/html/index.html");
+    assert!(!page.contains("<script"), "{page}");
+    assert!(
+        page.contains("(role &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;)"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("<h1 id=\"hostname\">{hostname}</h1>")),
+        "{page}"
+    );
+    let node = NodeConfig::parse(&f.read("etc/piforge/node.toml")).unwrap();
+    assert_eq!(node.tags["role"], role, "the tag itself is kept as it is");
 }
 
 #[test]

@@ -108,7 +108,9 @@ pub struct RenderArgs {
     pub http: String,
     /// Handlebars template (variables: members, alive).
     pub template: PathBuf,
-    /// Output file (replaced atomically, only when it changes).
+    /// Output file (replaced atomically, only when it changes). Its extension picks
+    /// how values are escaped: .html/.htm HTML, .yml/.yaml/.json JSON string, else
+    /// line-safe (whitespace and control characters become _).
     #[arg(long)]
     pub dest: PathBuf,
     /// Shell command run after the output changed.

@@ -2,6 +2,10 @@
 //! re-rendered on membership change (debounced), written atomically only when the output
 //! changed, and followed by CMD only then (e.g. `systemctl reload haproxy`).
 //!
+//! Values are escaped for the output's format, chosen from the `--dest` file name
+//! ([`piforge_config::overlay::Escape`]: HTML, JSON/YAML string, or line-safe), exactly as the
+//! builder's check and firstboot do.
+//!
 //! [`render_template`] is pure. [`RenderRequest::run`] is the loop: it long-polls the agent's
 //! `/api/events`, waits until events stop for the debounce time, renders, and compares. It
 //! deliberately never runs CMD for an unchanged output, and never leaves a half-written file.
@@ -11,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use handlebars::Handlebars;
+use piforge_config::overlay::Escape;
 use serde::Serialize;
 
 use crate::api::ApiMember;
@@ -29,9 +34,10 @@ struct RenderContext<'a> {
 /// Renders `template` over `members`. Variables: `members` and `alive` (arrays of API members:
 /// `name`, `ip`, `port`, `addr`, `state`, `tags`, ...). Handlebars' `eq`, `and`, `or`, `not`
 /// helpers are available, e.g. `{{#each alive}}{{#if (eq tags.role "web")}}...{{/if}}{{/each}}`.
-pub fn render_template(template: &str, members: &[ApiMember]) -> Result<String> {
+/// `{{x}}` is escaped with `escape` (see [`Escape::for_output`]); `{{{x}}}` is raw.
+pub fn render_template(template: &str, members: &[ApiMember], escape: Escape) -> Result<String> {
     let mut hb = Handlebars::new();
-    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_escape_fn(escape.function());
     let mut sorted: Vec<ApiMember> = members.to_vec();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let ctx = RenderContext {
@@ -68,7 +74,8 @@ impl RenderRequest {
         let template = std::fs::read_to_string(&self.template)
             .with_context(|| format!("reading {}", self.template.display()))?;
         let members = client::members(&self.http)?;
-        let out = render_template(&template, &members)
+        let escape = Escape::for_output(&self.dest.to_string_lossy());
+        let out = render_template(&template, &members, escape)
             .with_context(|| format!("rendering {}", self.template.display()))?;
         if std::fs::read_to_string(&self.dest).ok().as_deref() == Some(out.as_str()) {
             return Ok(false);
@@ -149,11 +156,33 @@ mod tests {
             m("pi-3", "10.0.0.3", MemberState::Failed, "web"),
             m("pi-4", "10.0.0.4", MemberState::Alive, "db"),
         ];
-        let out = render_template(tpl, &ms).unwrap();
+        let out = render_template(tpl, &ms, Escape::LineSafe).unwrap();
         assert_eq!(
             out,
             "backend web\n  server pi-1 10.0.0.1:80 check\n  server pi-2 10.0.0.2:80 check\n"
         );
-        assert!(render_template("{{#each}", &ms).is_err());
+        assert!(render_template("{{#each}", &ms, Escape::LineSafe).is_err());
+    }
+
+    #[test]
+    fn member_values_are_escaped_for_the_output_format() {
+        let evil = "web\n  server evil 1.2.3.4:80 check\n";
+        let ms = vec![m(evil, "10.0.0.1", MemberState::Alive, "<script>\"")];
+        let tpl = "{{#each alive}}server {{name}} {{ip}}:80 {{tags.role}}\n{{/each}}";
+        let cfg = render_template(tpl, &ms, Escape::for_output("/etc/haproxy/50-backend.cfg"));
+        assert_eq!(
+            cfg.unwrap(),
+            "server web___server_evil_1.2.3.4:80_check_ 10.0.0.1:80 <script>\"\n"
+        );
+        let tpl = "{{#each alive}}- {name: \"{{name}}\", role: \"{{tags.role}}\"}\n{{/each}}";
+        let yml = render_template(tpl, &ms, Escape::for_output("/etc/prometheus/t.yml"));
+        assert_eq!(
+            yml.unwrap(),
+            "- {name: \"web\\n  server evil 1.2.3.4:80 check\\n\", role: \"<script>\\\"\"}\n"
+        );
+        let html = render_template("{{alive.0.tags.role}}", &ms, Escape::for_output("a.html"));
+        assert_eq!(html.unwrap(), "&lt;script&gt;&quot;");
+        let raw = render_template("{{{alive.0.tags.role}}}", &ms, Escape::Html);
+        assert_eq!(raw.unwrap(), "<script>\"", "triple-stash stays raw");
     }
 }
