@@ -592,7 +592,7 @@ fn monitor_targets_rendered_by_the_node_pass_promtool() {
     };
     let discover = |job: &str, want: &[(String, String)]| {
         let mut got = vec![];
-        for timeout in [2, 5, 15] {
+        for timeout in [2, 5, 15, 30, 60] {
             got = discover_once(job, timeout);
             if got == want {
                 break;
@@ -760,7 +760,7 @@ fn hostile_member_names_and_tags_are_text_in_the_cluster_page() {
 /// with longer timeouts until there are `want` targets, see the monitor test above).
 fn discovered(promtool: &Path, cfg: &Path, job: &str, want: usize) -> Vec<serde_json::Value> {
     let mut got = vec![];
-    for timeout in [2, 5, 15] {
+    for timeout in [2, 5, 15, 30, 60] {
         let out = Command::new(promtool)
             .args([
                 "check",
