@@ -373,6 +373,19 @@ fn node_render(template: &Path, members: serde_json::Value, dest: &Path) -> Stri
     fs::read_to_string(dest).unwrap()
 }
 
+/// An haproxy drop-in directory under `dir` holding the lb overlay's main config, and the
+/// overlay's backend template.
+fn lb_conf_dir(dir: &Path) -> (PathBuf, PathBuf) {
+    let conf = dir.join("piforge");
+    fs::create_dir_all(&conf).unwrap();
+    fs::copy(
+        shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"),
+        conf.join("00-main.cfg"),
+    )
+    .unwrap();
+    (conf, shipped().join("lb/templates/backend.cfg.hbs"))
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .output()
@@ -386,14 +399,7 @@ fn run_ok(cmd: &mut Command) -> String {
 fn lb_backend_rendered_by_the_node_passes_haproxy_for_0_1_and_3_web_members() {
     let haproxy = common::require_tool("haproxy", "haproxy");
     let d = tempfile::tempdir().unwrap();
-    let conf = d.path().join("piforge");
-    fs::create_dir_all(&conf).unwrap();
-    fs::copy(
-        shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"),
-        conf.join("00-main.cfg"),
-    )
-    .unwrap();
-    let template = shipped().join("lb/templates/backend.cfg.hbs");
+    let (conf, template) = lb_conf_dir(d.path());
     let others = [
         member("pi-01", "10.0.0.1", "alive", &[("role", "lb")]),
         member("pi-09", "10.0.0.9", "failed", &[("role", "web")]),
@@ -643,14 +649,7 @@ fn server_lines(cfg: &str) -> Vec<&str> {
 fn hostile_member_names_and_tags_cannot_add_lines_to_the_lb_backend() {
     let haproxy = common::require_tool("haproxy", "haproxy");
     let d = tempfile::tempdir().unwrap();
-    let conf = d.path().join("piforge");
-    fs::create_dir_all(&conf).unwrap();
-    fs::copy(
-        shipped().join("lb/files/etc/haproxy/piforge/00-main.cfg"),
-        conf.join("00-main.cfg"),
-    )
-    .unwrap();
-    let template = shipped().join("lb/templates/backend.cfg.hbs");
+    let (conf, template) = lb_conf_dir(d.path());
     let dest = conf.join("50-backend.cfg");
     let name = format!("pi-02{NEWLINE_SERVER}");
     let role_only = format!("<script>\"{NEWLINE_SERVER}");
