@@ -158,6 +158,63 @@ fn parallel_flash_of_three_files_gives_three_distinct_cards() {
 }
 
 #[test]
+fn a_card_another_process_is_flashing_is_skipped_and_never_doubled() {
+    let env = Env::new();
+    let base = env.batch(3);
+    let out = env.path("out");
+    // Another piforge is writing card 1 (its lock is held here, as that process would).
+    let held = piforge::flash::claim_card(&out, 1)
+        .unwrap()
+        .expect("card 1 is free");
+    assert!(piforge::flash::claim_card(&out, 1).unwrap().is_none());
+    env.ok(&["flash", "a.img", "--out", "out"]);
+    assert_eq!(hostname_on(&env.path("a.img"), &base), "pi-02");
+    let err = env.fails(&["flash", "b.img", "--out", "out", "--card", "1"]);
+    assert!(
+        err.contains("card 1 (pi-01) is being flashed by another"),
+        "{err}"
+    );
+    assert!(!env.path("b.img").exists());
+    env.ok(&["flash", "b.img", "--out", "out"]);
+    assert_eq!(hostname_on(&env.path("b.img"), &base), "pi-03");
+    let err = env.fails(&["flash", "c.img", "--out", "out"]);
+    assert!(
+        err.contains("card(s) 1 are being flashed by another"),
+        "{err}"
+    );
+    // That process is done (or died): card 1 is free again.
+    drop(held);
+    env.ok(&["flash", "c.img", "--out", "out"]);
+    assert_eq!(hostname_on(&env.path("c.img"), &base), "pi-01");
+    assert_eq!(flashed(&env), [true, true, true]);
+
+    // Two processes started together, one target each: two different cards, both recorded.
+    let env = Env::new();
+    let base = env.batch(2);
+    let children: Vec<_> = ["x.img", "y.img"]
+        .iter()
+        .map(|t| {
+            env.cmd(&["flash", t, "--out", "out"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut names = [
+        hostname_on(&env.path("x.img"), &base),
+        hostname_on(&env.path("y.img"), &base),
+    ];
+    names.sort();
+    assert_eq!(names, ["pi-01", "pi-02"]);
+    assert_eq!(flashed(&env), [true, true]);
+}
+
+#[test]
 fn verify_only_catches_a_flipped_byte_and_names_its_range() {
     let env = Env::new();
     let base = env.batch(1);

@@ -3,7 +3,10 @@
 //! With a batch (`piforge build`), each target gets the next card not yet flashed (or
 //! `--card K`), personalised on the way (see [`source`]: a patch of the boot partition, never
 //! a copy of the whole image), and the card is recorded as flashed in `batch.toml` (atomically)
-//! once its read-back verified. `--image FILE` writes any image (`.img` read along its block
+//! once its read-back verified. Each card is claimed with a lock file in the batch directory
+//! while it is written, so two `piforge flash` processes (two terminals, two readers) never
+//! pick the same card, and `batch.toml` is rewritten under a batch-wide lock so neither loses
+//! the other's record. `--image FILE` writes any image (`.img` read along its block
 //! map; `.xz`/`.gz`/`.zst`/`.zip` decoded on the fly, along `FILE.bmap` when there is one).
 //! Several targets are written at once, one thread and one progress bar each.
 //!
@@ -23,6 +26,7 @@ pub mod target;
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,6 +158,8 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
             bail!("{} is given twice", t.display());
         }
     }
+    // Held until every target is written and recorded (released when this returns).
+    let _claims: Vec<CardClaim>;
     let (mut image, batch, cards) = match &req.image {
         Some(p) => (
             open_image(p, req.bmap.as_deref())?,
@@ -162,7 +168,8 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
         ),
         None => {
             let b = Batch::load(&req.batch_dir)?;
-            let cards = pick_cards(&b, req)?;
+            let (cards, claims) = pick_cards(&b, req)?;
+            _claims = claims;
             let path = b.image_path(&req.batch_dir);
             (raw_image(&path, None)?, Some(b), cards)
         }
@@ -261,8 +268,45 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
     Ok(results)
 }
 
-/// Records card `k` as flashed in `batch.toml` (re-read, changed, written atomically).
+/// A card this process is writing: an exclusive `flock` on `<batch>/.flash-card-<K>.lock`,
+/// released when dropped or when the process dies (so a killed flash never leaves a card
+/// claimed). The lock files stay; they are empty.
+#[derive(Debug)]
+pub struct CardClaim {
+    _file: File,
+}
+
+/// Claims card `k` of the batch in `dir`; `None` when another process holds it.
+pub fn claim_card(dir: &Path, k: u32) -> anyhow::Result<Option<CardClaim>> {
+    let path = dir.join(format!(".flash-card-{k}.lock"));
+    let file = lock_file(&path)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(CardClaim { _file: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => {
+            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+fn lock_file(path: &Path) -> anyhow::Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// Records card `k` as flashed in `batch.toml` (re-read, changed, written atomically, under
+/// the batch-wide lock `<batch>/.batch.lock` so concurrent processes do not lose records).
 pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
+    let path = dir.join(".batch.lock");
+    let lock = lock_file(&path)?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(std::io::Error::from)
+        .with_context(|| format!("locking {}", path.display()))?;
     let mut b = Batch::load(dir)?;
     let c = b
         .cards
@@ -273,35 +317,71 @@ pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
     b.save(dir)
 }
 
-/// The cards the targets get: `--card K`, or the next unflashed ones in order.
-fn pick_cards(b: &Batch, req: &FlashRequest) -> anyhow::Result<Vec<Option<(u32, String)>>> {
+/// What each target gets: a card (index, hostname), or `None` for the cloneable image.
+type Picks = Vec<Option<(u32, String)>>;
+
+/// The cards the targets get, claimed: `--card K`, or the next unflashed ones in order that
+/// no other `piforge flash` is writing.
+fn pick_cards(b: &Batch, req: &FlashRequest) -> anyhow::Result<(Picks, Vec<CardClaim>)> {
     if let Some(k) = req.card {
         let c = b.card(k)?;
-        return Ok(vec![Some((c.index, c.hostname.clone()))]);
+        // Reading a card back does not change the batch: no claim needed.
+        if req.verify_only {
+            return Ok((vec![Some((c.index, c.hostname.clone()))], vec![]));
+        }
+        let Some(claim) = claim_card(&req.batch_dir, k)? else {
+            bail!(
+                "card {k} ({}) is being flashed by another piforge process right now; wait \
+                 for it, or pick another card",
+                c.hostname
+            );
+        };
+        return Ok((vec![Some((c.index, c.hostname.clone()))], vec![claim]));
     }
     if b.cards.is_empty() {
         // A cloneable image: every target gets the same bytes.
-        return Ok(vec![None; req.targets.len()]);
+        return Ok((vec![None; req.targets.len()], vec![]));
     }
-    let next: Vec<_> = if req.verify_only {
+    if req.verify_only {
         bail!("--verify-only with a batch needs --card K (which card to compare with)");
-    } else {
-        b.cards
-            .iter()
-            .filter(|c| !c.flashed)
-            .take(req.targets.len())
-            .map(|c| Some((c.index, c.hostname.clone())))
-            .collect()
-    };
+    }
+    let mut next = Vec::new();
+    let mut claims = Vec::new();
+    let mut busy = Vec::new();
+    for c in b.cards.iter().filter(|c| !c.flashed) {
+        if next.len() == req.targets.len() {
+            break;
+        }
+        match claim_card(&req.batch_dir, c.index)? {
+            Some(claim) => {
+                // Another process may have finished this card (recorded, then released its
+                // claim) since the batch was read: the record is made before the release.
+                if Batch::load(&req.batch_dir)?.card(c.index)?.flashed {
+                    continue;
+                }
+                next.push(Some((c.index, c.hostname.clone())));
+                claims.push(claim);
+            }
+            None => busy.push(c.index.to_string()),
+        }
+    }
     if next.len() < req.targets.len() {
+        let busy = if busy.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (card(s) {} are being flashed by another piforge process)",
+                busy.join(", ")
+            )
+        };
         bail!(
-            "the batch has {} card(s) left to flash for {} target(s); rebuild with more \
+            "the batch has {} card(s) left to flash for {} target(s){busy}; rebuild with more \
              --cards, or re-flash one with --card K",
             next.len(),
             req.targets.len()
         );
     }
-    Ok(next)
+    Ok((next, claims))
 }
 
 /// A raw image and its plan (a bmap's if given, else the block map).
