@@ -554,18 +554,7 @@ fn monitor_targets_rendered_by_the_node_pass_promtool() {
     );
     assert_eq!(nodes.matches("- targets:").count(), 1, "{nodes}");
     assert!(nodes.contains("[\"10.0.0.1:9100\"]"), "{nodes}");
-    let cfg = fs::read_to_string(shipped().join("monitor/files/etc/prometheus/piforge.yml"))
-        .unwrap()
-        .replace("/etc/prometheus/", &format!("{}/", d.path().display()));
-    let cfg_path = d.path().join("piforge.yml");
-    fs::write(&cfg_path, cfg).unwrap();
-    let out = run_ok(
-        Command::new(&promtool)
-            .arg("check")
-            .arg("config")
-            .arg(&cfg_path),
-    );
-    assert!(out.contains("SUCCESS"), "{out}");
+    let cfg_path = monitor_config(&promtool, d.path());
     // What Prometheus discovers from the rendered files (its own file_sd code). promtool
     // reports what it found within --timeout; on a loaded machine that can be too short, so
     // a mismatch is retried with longer timeouts before it counts.
@@ -755,6 +744,24 @@ fn hostile_member_names_and_tags_are_text_in_the_cluster_page() {
     );
 }
 
+/// The monitor overlay's Prometheus config, pointed at the rendered target files in `dir`,
+/// written there and accepted by `promtool check config`.
+fn monitor_config(promtool: &Path, dir: &Path) -> PathBuf {
+    let cfg = fs::read_to_string(shipped().join("monitor/files/etc/prometheus/piforge.yml"))
+        .unwrap()
+        .replace("/etc/prometheus/", &format!("{}/", dir.display()));
+    let cfg_path = dir.join("piforge.yml");
+    fs::write(&cfg_path, cfg).unwrap();
+    let out = run_ok(
+        Command::new(promtool)
+            .arg("check")
+            .arg("config")
+            .arg(&cfg_path),
+    );
+    assert!(out.contains("SUCCESS"), "{out}");
+    cfg_path
+}
+
 /// The targets and labels Prometheus' own file_sd code reads from `cfg` for `job` (retried
 /// with longer timeouts until there are `want` targets, see the monitor test above).
 fn discovered(promtool: &Path, cfg: &Path, job: &str, want: usize) -> Vec<serde_json::Value> {
@@ -821,18 +828,7 @@ fn hostile_member_names_and_tags_round_trip_through_the_monitor_targets() {
             &d.path().join(t),
         );
     }
-    let cfg = fs::read_to_string(shipped().join("monitor/files/etc/prometheus/piforge.yml"))
-        .unwrap()
-        .replace("/etc/prometheus/", &format!("{}/", d.path().display()));
-    let cfg_path = d.path().join("piforge.yml");
-    fs::write(&cfg_path, cfg).unwrap();
-    let out = run_ok(
-        Command::new(&promtool)
-            .arg("check")
-            .arg("config")
-            .arg(&cfg_path),
-    );
-    assert!(out.contains("SUCCESS"), "{out}");
+    let cfg_path = monitor_config(&promtool, d.path());
     for (job, port) in [("piforge", 8080), ("node", 9100)] {
         let got = discovered(&promtool, &cfg_path, job, names.len());
         let got: Vec<(String, String, String)> = got
