@@ -555,44 +555,15 @@ fn monitor_targets_rendered_by_the_node_pass_promtool() {
     assert_eq!(nodes.matches("- targets:").count(), 1, "{nodes}");
     assert!(nodes.contains("[\"10.0.0.1:9100\"]"), "{nodes}");
     let cfg_path = monitor_config(&promtool, d.path());
-    // What Prometheus discovers from the rendered files (its own file_sd code). promtool
-    // reports what it found within --timeout; on a loaded machine that can be too short, so
-    // a mismatch is retried with longer timeouts before it counts.
-    let discover_once = |job: &str, timeout: u32| -> Vec<(String, String)> {
-        let out = Command::new(&promtool)
-            .args([
-                "check",
-                "service-discovery",
-                &format!("--timeout={timeout}s"),
-            ])
-            .arg(&cfg_path)
-            .arg(job)
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        assert!(
-            out.status.success() && !err.contains("level=error"),
-            "{job}: {err}"
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array()
-            .unwrap()
+    // What Prometheus discovers from the rendered files (its own file_sd code).
+    let discover = |job: &str, want: &[(String, String)]| {
+        let got: Vec<(String, String)> = discovered(&promtool, &cfg_path, job, want.len())
             .iter()
-            .map(|t| {
-                let l = &t["labels"];
+            .map(|l| {
                 let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
                 (s("__address__"), s("instance"))
             })
-            .collect()
-    };
-    let discover = |job: &str, want: &[(String, String)]| {
-        let mut got = vec![];
-        for timeout in [2, 5, 15, 30, 60] {
-            got = discover_once(job, timeout);
-            if got == want {
-                break;
-            }
-        }
+            .collect();
         assert_eq!(got, want, "{job}");
     };
     let pair = |a: &str, i: &str| (a.to_string(), i.to_string());
@@ -762,8 +733,9 @@ fn monitor_config(promtool: &Path, dir: &Path) -> PathBuf {
     cfg_path
 }
 
-/// The targets and labels Prometheus' own file_sd code reads from `cfg` for `job` (retried
-/// with longer timeouts until there are `want` targets, see the monitor test above).
+/// The targets' labels Prometheus' own file_sd code reads from `cfg` for `job`. promtool
+/// reports what it found within --timeout; on a loaded machine that can be too short, so it is
+/// retried with longer timeouts until there are `want` targets.
 fn discovered(promtool: &Path, cfg: &Path, job: &str, want: usize) -> Vec<serde_json::Value> {
     let mut got = vec![];
     for timeout in [2, 5, 15, 30, 60] {
