@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::OverlayManifest;
+use piforge_config::members::{ApiMember, MemberState};
 use piforge_config::overlay::Escape;
 use serde_json::json;
 
@@ -137,11 +138,14 @@ pub fn check_template(source: &str, live: bool, dest: &str) -> anyhow::Result<St
     Ok(last)
 }
 
-fn sample_member(name: &str, ip: &str, state: &str, role: &str) -> serde_json::Value {
-    json!({
-        "name": name, "addr": format!("{ip}:7946"), "ip": ip, "port": 7946,
-        "generation": 1, "state": state, "phi": 0.5, "threshold": 8.0,
-        "tags": { "role": role }, "uptime": 60, "last_seen": 0.25,
+/// A member as `/api/members` lists it, with every optional field set so templates' branches
+/// on them are exercised.
+fn sample_member(name: &str, ip: &str, state: MemberState, role: &str) -> serde_json::Value {
+    json!(ApiMember {
+        phi: 0.5,
+        uptime: 60,
+        last_seen: Some(0.25),
+        ..ApiMember::listed(name, ip, state, &[("role", role)])
     })
 }
 
@@ -153,11 +157,11 @@ fn sample_contexts(live: bool) -> Vec<serde_json::Value> {
         })];
     }
     let members = vec![
-        sample_member("pi-01", "192.0.2.1", "alive", "lb"),
-        sample_member("pi-02", "192.0.2.2", "alive", "web"),
-        sample_member("pi-03", "192.0.2.3", "suspect", "web"),
-        sample_member("pi-04", "192.0.2.4", "failed", "web"),
-        sample_member("pi-05", "192.0.2.5", "left", "monitor"),
+        sample_member("pi-01", "192.0.2.1", MemberState::Alive, "lb"),
+        sample_member("pi-02", "192.0.2.2", MemberState::Alive, "web"),
+        sample_member("pi-03", "192.0.2.3", MemberState::Suspect, "web"),
+        sample_member("pi-04", "192.0.2.4", MemberState::Failed, "web"),
+        sample_member("pi-05", "192.0.2.5", MemberState::Left, "monitor"),
     ];
     let alive: Vec<_> = members
         .iter()

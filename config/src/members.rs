@@ -75,6 +75,30 @@ pub struct ApiMember {
     pub last_seen: Option<f64>,
 }
 
+impl ApiMember {
+    /// A member as a fresh listing shows it: gossip at `ip` on the default port, first
+    /// generation, no suspicion, no uptime, never heard from. For sample member lists (the
+    /// builder's overlay check) and tests; change fields with `..` struct update syntax.
+    pub fn listed(name: &str, ip: &str, state: MemberState, tags: &[(&str, &str)]) -> ApiMember {
+        ApiMember {
+            name: name.to_string(),
+            addr: format!("{ip}:{}", crate::DEFAULT_GOSSIP_PORT),
+            ip: ip.to_string(),
+            port: crate::DEFAULT_GOSSIP_PORT,
+            generation: 1,
+            state,
+            phi: 0.0,
+            threshold: 8.0,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            uptime: 0,
+            last_seen: None,
+        }
+    }
+}
+
 /// Parses the body of `GET /api/members`.
 pub fn parse_members(json: &[u8]) -> Result<Vec<ApiMember>, serde_json::Error> {
     serde_json::from_slice(json)
@@ -95,18 +119,12 @@ mod tests {
     #[test]
     fn member_json_round_trips() {
         let m = ApiMember {
-            name: "pi-1".into(),
-            addr: "10.0.0.1:7946".into(),
-            ip: "10.0.0.1".into(),
-            port: 7946,
             generation: 7,
-            state: MemberState::Suspect,
             phi: 1.5,
-            threshold: 8.0,
-            tags: [("role".to_string(), "web".to_string())].into(),
             uptime: 3,
-            last_seen: None,
+            ..ApiMember::listed("pi-1", "10.0.0.1", MemberState::Suspect, &[("role", "web")])
         };
+        assert_eq!((m.addr.as_str(), m.port), ("10.0.0.1:7946", 7946));
         let json = serde_json::to_vec(&vec![m.clone()]).unwrap();
         assert!(String::from_utf8_lossy(&json).contains("\"state\":\"suspect\""));
         assert_eq!(parse_members(&json).unwrap(), vec![m]);

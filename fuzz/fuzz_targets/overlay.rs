@@ -23,17 +23,8 @@ const DESTS: [&str; 3] = [
 
 fn member(value: &str) -> ApiMember {
     ApiMember {
-        name: value.to_string(),
-        addr: "10.0.0.1:7946".into(),
-        ip: "10.0.0.1".into(),
-        port: 7946,
-        generation: 1,
-        state: MemberState::Alive,
-        phi: 0.0,
-        threshold: 8.0,
-        tags: BTreeMap::from([("port".to_string(), value.to_string())]),
         uptime: 1,
-        last_seen: None,
+        ..ApiMember::listed(value, "10.0.0.1", MemberState::Alive, &[("port", value)])
     }
 }
 

@@ -132,19 +132,7 @@ mod tests {
     use super::*;
 
     fn m(name: &str, ip: &str, state: MemberState, role: &str) -> ApiMember {
-        ApiMember {
-            name: name.into(),
-            addr: format!("{ip}:7946"),
-            ip: ip.into(),
-            port: 7946,
-            generation: 1,
-            state,
-            phi: 0.0,
-            threshold: 8.0,
-            tags: [("role".to_string(), role.to_string())].into(),
-            uptime: 0,
-            last_seen: None,
-        }
+        ApiMember::listed(name, ip, state, &[("role", role)])
     }
 
     #[test]

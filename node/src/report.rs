@@ -54,20 +54,10 @@ mod tests {
 
     fn m(name: &str, ip: &str, state: MemberState, tags: &[(&str, &str)]) -> ApiMember {
         ApiMember {
-            name: name.into(),
-            addr: format!("{ip}:7946"),
-            ip: ip.into(),
-            port: 7946,
-            generation: 1,
-            state,
             phi: 0.5,
-            threshold: 8.0,
-            tags: tags
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
             uptime: 1,
             last_seen: Some(0.1),
+            ..ApiMember::listed(name, ip, state, tags)
         }
     }
 
