@@ -322,7 +322,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/raspios");
+    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
 
     #[test]
     fn serials() {

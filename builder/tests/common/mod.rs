@@ -1,5 +1,5 @@
 //! Miniature Raspberry-Pi-OS-shaped disk images for integration tests, built from
-//! `shared/fixtures/raspios/<release>/` with the real tools (no mocks):
+//! `tests/fixtures/raspios/<release>/` with the real tools (no mocks):
 //!
 //! - MBR written with `mbrman`: a fixed disk signature ([`DISK_SIGNATURE`] unless
 //!   [`MiniOpts::disk_signature`] says otherwise), p1 type 0x0C bootable, p2 type 0x83, at the
@@ -33,8 +33,8 @@ use piforge::image::NetworkStack;
 use sha2::{Digest, Sha256};
 use tempfile::{NamedTempFile, TempDir};
 
-/// The fixtures directory (`shared/fixtures/raspios`).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/raspios");
+/// The fixtures directory (`tests/fixtures/raspios`).
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
 
 /// The disk signature miniature images get by default (PARTUUIDs `5e3da1b7-01`, `-02`).
 pub const DISK_SIGNATURE: u32 = 0x5e3d_a1b7;
