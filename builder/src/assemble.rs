@@ -133,6 +133,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     // 2. Overlays (all that any card uses), checked at build time.
     let overlay_names = all_overlays(req);
     let overlays = load_overlays(req, &overlay_names)?;
+    check_tags_on_the_pi(&template, &overlays).context("checking the cloneable image's card")?;
 
     // 3. The base image, fetched and cached; read its layout and root facts.
     let cache = Cache::new(&req.cache_dir);
@@ -211,6 +212,8 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             card.node.tags.insert("role".into(), r.clone());
         }
         card.validate()
+            .with_context(|| format!("checking card {k} ({hostname})"))?;
+        check_tags_on_the_pi(&card, &overlays)
             .with_context(|| format!("checking card {k} ({hostname})"))?;
         batch_cards.push(BatchCard {
             index: k,
@@ -312,6 +315,20 @@ pub fn check_space<T: std::io::Read + std::io::Write + std::io::Seek>(
         .into());
     }
     Ok(())
+}
+
+/// The tags the node will announce, as firstboot merges them (the card's, then each of its
+/// overlays' where the card has none), checked against the limits every receiver enforces: a
+/// card over them would build, boot, and then silently vanish from its peers' view.
+fn check_tags_on_the_pi(card: &Card, overlays: &[LoadedOverlay]) -> anyhow::Result<()> {
+    let mut tags = card.node.tags.clone();
+    for o in overlays.iter().filter(|o| card.overlays.contains(&o.name)) {
+        for (k, v) in &o.manifest.tags {
+            tags.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    piforge_config::tags::check_tags(&tags)
+        .context("the node's tags (the card's and its overlays') are over the limits")
 }
 
 /// The overlays of a role: `lb` or `lb,metrics` (the first names the role).
@@ -501,6 +518,35 @@ mod tests {
         let e = resolve_arch(Some(Arch::Arm64), Some(Arch::Armhf), None).unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
         assert!(resolve_arch(None, None, None).is_err());
+    }
+
+    #[test]
+    fn tags_merged_from_overlays_are_checked_at_build_time() {
+        let mut card = Card::new("lab", ClusterKey::from_bytes([3; 32]));
+        card.node.tags.insert("role".into(), "web".into());
+        card.overlays = vec!["many".into()];
+        let manifest = |n: usize| {
+            let tags: String = (0..n).map(|i| format!("t{i} = \"x\"\n")).collect();
+            piforge_config::OverlayManifest::parse(&format!(
+                "description = \"tags\"\n[tags]\n{tags}"
+            ))
+            .unwrap()
+        };
+        let overlay = |n| LoadedOverlay {
+            name: "many".into(),
+            manifest: manifest(n),
+            files: BTreeMap::new(),
+        };
+        // role + 63 overlay tags = 64: fine. role + 64 = 65: refused, naming the limit.
+        check_tags_on_the_pi(&card, &[overlay(63)]).unwrap();
+        let e = format!(
+            "{:#}",
+            check_tags_on_the_pi(&card, &[overlay(64)]).unwrap_err()
+        );
+        assert!(e.contains("at most 64"), "{e}");
+        // An overlay the card does not use does not count.
+        card.overlays = vec![];
+        check_tags_on_the_pi(&card, &[overlay(64)]).unwrap();
     }
 
     #[test]

@@ -424,10 +424,8 @@ impl Card {
                 );
             }
         }
-        for k in self.node.tags.keys() {
-            if k.is_empty() || k.contains('=') {
-                return invalid("node.tags", format!("{k:?} is not a tag name"));
-            }
+        if let Err(e) = crate::tags::check_tags(&self.node.tags) {
+            return invalid("node.tags", e.to_string());
         }
         Ok(())
     }
@@ -581,6 +579,29 @@ mod tests {
                 "cluster.seeds",
             ),
             (Box::new(|c| c.cluster.name = "a b".into()), "cluster.name"),
+            // Tags the other nodes would refuse on the wire (issue 17, finding 8).
+            (
+                Box::new(|c| {
+                    c.node.tags = (0..=crate::tags::MAX_TAGS)
+                        .map(|i| (format!("t{i}"), String::new()))
+                        .collect()
+                }),
+                "node.tags",
+            ),
+            (
+                Box::new(|c| {
+                    c.node
+                        .tags
+                        .insert("role".into(), "w".repeat(crate::tags::MAX_STR + 1));
+                }),
+                "node.tags",
+            ),
+            (
+                Box::new(|c| {
+                    c.node.tags.insert("a b".into(), "x".into());
+                }),
+                "node.tags",
+            ),
         ];
         for (mutate, field) in cases {
             let mut c = full();

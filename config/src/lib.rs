@@ -9,6 +9,7 @@
 //! - [`discovery`]: the mDNS service type and TXT keys agents advertise.
 //! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
+//! - [`tags`]: the limits of a node's tags (checked by builder, node and receivers alike).
 //!
 //! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
 //! disks, images or the network.
@@ -23,6 +24,7 @@ pub mod members;
 pub mod node;
 pub mod overlay;
 pub mod secret;
+pub mod tags;
 mod validate;
 
 pub use card::{Card, CardError};

@@ -210,6 +210,11 @@ impl NodeConfig {
                 found: c.schema_version,
             });
         }
+        // A node must never announce tags the others would refuse.
+        crate::tags::check_tags(&c.tags).map_err(|e| CardError::Invalid {
+            field: "tags",
+            reason: e.to_string(),
+        })?;
         Ok(c)
     }
 
@@ -222,6 +227,20 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_limit_tags_are_refused_at_parse() {
+        let mut card = Card::new("lab", ClusterKey::from_bytes([1; 32]));
+        card.node.tags = (0..=crate::tags::MAX_TAGS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        let text = NodeConfig::from_card(&card, "pi-01").render();
+        let e = NodeConfig::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("at most 64"), "{e}");
+        card.node.tags.pop_last();
+        let text = NodeConfig::from_card(&card, "pi-01").render();
+        assert!(NodeConfig::parse(&text).is_ok());
+    }
 
     #[test]
     fn from_card_round_trips() {

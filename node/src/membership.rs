@@ -195,6 +195,9 @@ pub enum MembershipError {
     /// The node has left; it takes no more commands.
     #[error("this node has left the cluster")]
     Left,
+    /// Tags the other members would refuse (over the limits of [`piforge_config::tags`]).
+    #[error(transparent)]
+    Tags(#[from] piforge_config::tags::TagError),
 }
 
 /// Samples of packet inter-arrival times from one peer.
@@ -521,6 +524,22 @@ impl Membership {
         self.replace_tags(tags, now)
     }
 
+    /// Sets and deletes tags in one change: all of them or, when the result would break the
+    /// limits, none.
+    pub fn update_tags(
+        &mut self,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+        now: Duration,
+    ) -> Result<(), MembershipError> {
+        let mut tags = self.tags.clone();
+        tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for k in delete {
+            tags.remove(k);
+        }
+        self.replace_tags(tags, now)
+    }
+
     /// Deletes a tag and tells every member.
     pub fn delete_tag(&mut self, key: &str, now: Duration) -> Result<(), MembershipError> {
         let mut tags = self.tags.clone();
@@ -536,6 +555,9 @@ impl Membership {
         if self.left {
             return Err(MembershipError::Left);
         }
+        // Receivers drop a `State` over the limits: refuse here, loudly, instead of
+        // announcing a state that makes this node vanish from everyone's view.
+        piforge_config::tags::check_tags(&tags)?;
         if tags == self.tags {
             return Ok(());
         }

@@ -17,10 +17,9 @@ pub const KIND_SWIM: u8 = 0;
 /// Kind byte of a datagram carrying a [`Control`] message.
 pub const KIND_CONTROL: u8 = 1;
 
-/// Most tags one node may carry.
-pub const MAX_TAGS: usize = 64;
-/// Longest tag key, tag value or node name, in bytes.
-pub const MAX_STR: usize = 256;
+/// Most tags one node may carry; longest tag key, tag value or node name, in bytes. Defined
+/// once in [`piforge_config::tags`], which the builder and `tags set` check too.
+pub use piforge_config::tags::{MAX_STR, MAX_TAGS};
 /// Most members in one `Members` datagram (keeps it under the 1400-byte budget for names up
 /// to ~20 bytes; longer names are sent in smaller slices).
 pub const MAX_MEMBERS_PER_DATAGRAM: usize = 64;
