@@ -1,7 +1,11 @@
 //! The agent's HTTP server: dashboard page, JSON API, Prometheus metrics.
 //!
 //! Reads go to anyone who can reach the port; mutating calls (`POST /api/join`, `/api/leave`,
-//! `/api/tags`) are refused with 403 unless the peer address is loopback. `GET /api/events`
+//! `/api/tags`) are refused with 403 unless the peer address is loopback, the request is not one
+//! a plain HTML form can send (its `Content-Type` must be `application/json`, so a cross-site
+//! page needs a CORS preflight, which this server never grants) and its `Host` names this node
+//! (`localhost`, a loopback address, or the node's own name), so a page that rebinds its own DNS
+//! name to 127.0.0.1 cannot call them either ([`mutation_refusal`]). `GET /api/events`
 //! is a long poll (the CLI's `monitor` loops on it) so no streaming dependency is needed. The
 //! JSON types are in [`crate::api`]; this file only routes and renders.
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -87,29 +91,77 @@ pub fn may_mutate(peer: SocketAddr) -> bool {
     }
 }
 
-fn local_only(peer: SocketAddr) -> Option<Response> {
-    if may_mutate(peer) {
-        None
-    } else {
-        tracing::warn!(%peer, "refusing a mutating call from a non-local peer");
-        Some(
-            (
-                StatusCode::FORBIDDEN,
-                "mutating calls are only accepted from localhost\n",
-            )
-                .into_response(),
-        )
+/// Why a mutating call must be refused, or `None` when it may go ahead: the peer is not
+/// loopback, the body is not declared JSON (a form or a "simple" cross-site request), or the
+/// `Host` header names something other than this node (DNS rebinding).
+pub fn mutation_refusal(
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    own_name: &str,
+) -> Option<&'static str> {
+    if !may_mutate(peer) {
+        return Some("mutating calls are only accepted from localhost");
     }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some("mutating calls need Content-Type: application/json");
+    }
+    let host_ok = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| host_is_self(h, own_name));
+    if !host_ok {
+        return Some("mutating calls need a Host header naming this node");
+    }
+    None
+}
+
+/// Whether a `Host` header value (`name[:port]`, `ip[:port]`, `[v6][:port]`) names this node:
+/// `localhost`, a loopback address, or the node's own name (bare or `.local`).
+fn host_is_self(host: &str, own_name: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, _)) => inside,
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    let name = name.trim_end_matches('.');
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return may_mutate(SocketAddr::new(ip, 0));
+    }
+    let name = name.to_ascii_lowercase();
+    let own = own_name.to_ascii_lowercase();
+    name == "localhost" || name == own || name == format!("{own}.local")
+}
+
+fn local_only(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Option<Response> {
+    let own_name = shared.core().id().name.clone();
+    let reason = mutation_refusal(peer, headers, &own_name)?;
+    tracing::warn!(%peer, reason, "refusing a mutating call");
+    Some((StatusCode::FORBIDDEN, format!("{reason}\n")).into_response())
 }
 
 async fn join(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(req): Json<JoinRequest>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = local_only(peer) {
+    if let Some(r) = local_only(&shared, peer, &headers) {
         return r;
     }
+    let req: JoinRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad join request: {e}\n")).into_response();
+        }
+    };
     let addr = match tokio::net::lookup_host(req.addr.as_str())
         .await
         .map(|mut a| a.next())
@@ -136,8 +188,9 @@ async fn join(
 async fn leave(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = local_only(peer) {
+    if let Some(r) = local_only(&shared, peer, &headers) {
         return r;
     }
     start_leave(&shared, "API request");
@@ -147,22 +200,23 @@ async fn leave(
 async fn tags(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(req): Json<TagsRequest>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
-    if let Some(r) = local_only(peer) {
+    if let Some(r) = local_only(&shared, peer, &headers) {
         return r;
     }
+    let req: TagsRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("bad tags request: {e}\n")).into_response();
+        }
+    };
     let now = shared.now();
     let result = {
         let mut core = shared.core();
-        let mut r = Ok(());
-        for (k, v) in &req.set {
-            r = r.and_then(|()| core.set_tag(k, v, now));
-        }
-        for k in &req.delete {
-            r = r.and_then(|()| core.delete_tag(k, now));
-        }
-        r.map(|()| {
+        // All or nothing: a request that would break the tag limits changes no tag.
+        core.update_tags(&req.set, &req.delete, now).map(|()| {
             core.members(now)
                 .into_iter()
                 .next()
@@ -272,6 +326,75 @@ mod tests {
         assert!(!may_mutate("192.168.1.5:5".parse().unwrap()));
         assert!(!may_mutate("[::ffff:10.0.0.1]:5".parse().unwrap()));
         assert!(!may_mutate("[fe80::1]:5".parse().unwrap()));
+    }
+
+    #[test]
+    fn only_this_node_and_json_may_mutate() {
+        let lo: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        let h = |host: Option<&str>, ct: Option<&str>| {
+            let mut m = HeaderMap::new();
+            if let Some(v) = host {
+                m.insert(header::HOST, v.parse().unwrap());
+            }
+            if let Some(v) = ct {
+                m.insert(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            m
+        };
+        let json = Some("application/json");
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "LOCALHOST.",
+            "127.0.0.1:8080",
+            "127.9.9.9",
+            "[::1]:8080",
+            "pi-01",
+            "pi-01.local:8080",
+            "Pi-01.Local",
+        ] {
+            assert_eq!(
+                mutation_refusal(lo, &h(Some(ok), json), "pi-01"),
+                None,
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            mutation_refusal(
+                lo,
+                &h(Some("x"), Some("application/json; charset=utf-8")),
+                "x"
+            ),
+            None
+        );
+        for bad in [
+            "attacker.example",
+            "attacker.example:8080",
+            "pi-01.attacker.example",
+            "10.0.0.5:8080",
+            "[fe80::1]:8080",
+            "[::1",
+            "",
+        ] {
+            assert!(
+                mutation_refusal(lo, &h(Some(bad), json), "pi-01").is_some(),
+                "{bad}"
+            );
+        }
+        assert!(mutation_refusal(lo, &h(None, json), "pi-01").is_some());
+        for ct in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+        ] {
+            assert!(
+                mutation_refusal(lo, &h(Some("localhost"), ct), "pi-01").is_some(),
+                "{ct:?}"
+            );
+        }
+        let lan: SocketAddr = "192.168.1.5:5".parse().unwrap();
+        assert!(mutation_refusal(lan, &h(Some("localhost"), json), "pi-01").is_some());
     }
 
     #[test]
