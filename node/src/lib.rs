@@ -19,5 +19,6 @@ pub mod mqtt;
 pub mod render;
 pub mod report;
 pub mod seal;
+pub mod seeds;
 pub mod sim;
 pub mod wire;

@@ -290,6 +290,8 @@ pub struct Membership {
     next_sync: Duration,
     next_full_sync: Duration,
     next_join: Duration,
+    /// Seeds found at run time (mDNS, the API): bounded and expiring ([`crate::seeds`]).
+    learned: crate::seeds::LearnedSeeds,
     join_backoff: Duration,
     left: bool,
     leaving_at: Option<Duration>,
@@ -352,6 +354,7 @@ impl Membership {
             next_sync: now,
             next_full_sync: now + FULL_SYNC_INTERVAL,
             next_join: now,
+            learned: crate::seeds::LearnedSeeds::default(),
             join_backoff: FIRST_JOIN_BACKOFF,
             left: false,
             leaving_at: None,
@@ -385,12 +388,32 @@ impl Membership {
         self.with_swim(now, |swim, rt| swim.announce(placeholder, rt));
     }
 
-    /// Adds a seed to re-join while alone (e.g. one found by mDNS) and joins it now.
+    /// Adds a seed to re-join while alone (one found by mDNS, or given to `POST /api/join`)
+    /// and joins it now, unless it was joined less than [`crate::seeds::REJOIN_AFTER`] ago.
+    /// Learned seeds are capped and expire ([`crate::seeds`]); configured ones stay.
     pub fn add_seed(&mut self, addr: SocketAddr, now: Duration) {
-        if addr != self.id().addr && !self.settings.seeds.contains(&addr) {
-            self.settings.seeds.push(addr);
+        if addr == self.id().addr {
+            return;
         }
-        self.join(addr, now);
+        if self.settings.seeds.contains(&addr) || self.learned.saw(addr, now) {
+            self.join(addr, now);
+        }
+    }
+
+    /// Configured and learned seeds.
+    fn seeds(&self) -> Vec<SocketAddr> {
+        let mut v = self.settings.seeds.clone();
+        v.extend(
+            self.learned
+                .addrs()
+                .filter(|a| !self.settings.seeds.contains(a)),
+        );
+        v
+    }
+
+    /// How many seeds were learned at run time and are still kept.
+    pub fn learned_seeds(&self) -> usize {
+        self.learned.len()
     }
 
     /// Handles one received datagram: open, decode, dispatch. Failures are counted, not returned.
@@ -463,9 +486,13 @@ impl Membership {
                 self.send_table(to, true);
             }
         }
+        for m in self.swim.iter_members() {
+            self.learned.touch(m.id().addr, now);
+        }
+        self.learned.prune(now);
         if self.swim.num_members() == 0 {
-            if now >= self.next_join && !self.settings.seeds.is_empty() {
-                for seed in self.settings.seeds.clone() {
+            if now >= self.next_join && !self.seeds().is_empty() {
+                for seed in self.seeds() {
                     self.join(seed, now);
                 }
                 self.next_join = now + self.join_backoff;
@@ -500,8 +527,11 @@ impl Membership {
         if let Some((&(at, _), _)) = self.timers.first_key_value() {
             d = d.min(at);
         }
-        if self.swim.num_members() == 0 && !self.settings.seeds.is_empty() {
+        if self.swim.num_members() == 0 && !self.seeds().is_empty() {
             d = d.min(self.next_join);
+        }
+        if let Some(e) = self.learned.next_expiry() {
+            d = d.min(e);
         }
         if let Some(j) = self.peers.values().filter_map(|p| p.join_pending).min() {
             d = d.min(j);
