@@ -205,15 +205,22 @@ pub fn escape_json_string(value: &str) -> String {
     out
 }
 
-/// Line-safe escaping for line-based config files: every control character and every
-/// whitespace character (Unicode `White_Space`, which includes the line and paragraph
-/// separators) becomes `_`. The result never contains a line break or a field separator, so
-/// a value cannot start a new directive or add arguments; other characters are kept.
+/// Characters that are syntax in common line-based formats and become `_` in
+/// [`escape_line_safe`]: comments (`#` in HAProxy, shell and most configs; `;` in INI-style
+/// files and shell), quotes and escapes (`"`, `'`, `\`), and shell expansion (`$`, `` ` ``).
+pub const LINE_SYNTAX: &[char] = &['#', ';', '"', '\'', '\\', '$', '`'];
+
+/// Line-safe escaping for line-based config files: every control character, every whitespace
+/// character (Unicode `White_Space`, which includes the line and paragraph separators) and
+/// every [`LINE_SYNTAX`] character becomes `_`. The result never contains a line break, a
+/// field separator, a comment start, a quote or an expansion, so a value cannot start a new
+/// directive, add arguments, cut the rest of its line off or leave a quoted string; other
+/// characters are kept.
 pub fn escape_line_safe(value: &str) -> String {
     value
         .chars()
         .map(|c| {
-            if c.is_control() || c.is_whitespace() {
+            if c.is_control() || c.is_whitespace() || LINE_SYNTAX.contains(&c) {
                 '_'
             } else {
                 c
@@ -453,7 +460,12 @@ mod tests {
         );
         assert_eq!(
             escape_line_safe(evil),
-            "<script>a(\"x\")</script>_____server_evil_1.2.3.4:80_'`=&"
+            "<script>a(_x_)</script>_____server_evil_1.2.3.4:80___=&"
+        );
+        // HAProxy comments and quotes, shell expansion: none survives (issue 17, finding 11).
+        assert_eq!(
+            escape_line_safe("80#check \"x\" 'y' $(id) `id` a\\b;c"),
+            "80_check__x___y___(id)__id__a_b_c"
         );
         assert_eq!(escape_line_safe("a\r\u{85}\u{2028}\u{a0}b"), "a____b");
         assert_eq!(Escape::for_output("a.yml").function()("\""), "\\\"");
@@ -463,7 +475,7 @@ mod tests {
         #[test]
         fn escaped_values_stay_inside_their_field(v in "\\PC*|[\\x00-\\x7f\\u{80}-\\u{a0}\\u{2028}\\u{2029}\\u{feff}\\u{fffe}\\u{ffff}]*") {
             let line = escape_line_safe(&v);
-            proptest::prop_assert!(!line.chars().any(|c| c.is_whitespace() || c.is_control()));
+            proptest::prop_assert!(!line.chars().any(|c| c.is_whitespace() || c.is_control() || LINE_SYNTAX.contains(&c)));
             proptest::prop_assert_eq!(line.chars().count(), v.chars().count());
             let json = escape_json_string(&v);
             let back: String = serde_json::from_str(&format!("\"{json}\"")).unwrap();

@@ -3,6 +3,9 @@
 //! `State` message. A node must never carry a tag set that the others would refuse, or it
 //! silently disappears from everything rendered from the membership (the `lb` backend).
 //!
+//! Tags named `*-port` hold port numbers ([`valid_port`]): templates put them after `ip:`.
+//! A member whose tags break these rules is left out of rendered files, not rendered wrong.
+//!
 //! Pure: strings in, verdict out.
 
 use std::collections::BTreeMap;
@@ -30,6 +33,14 @@ pub enum TagError {
         /// The key, as given.
         key: String,
     },
+    /// A `*-port` tag whose value is not a port number.
+    #[error("tag {key:?} must be a port number (1 to 65535), not {value:?}")]
+    NotAPort {
+        /// Its key.
+        key: String,
+        /// Its value (at most 64 characters of it).
+        value: String,
+    },
     /// A value over [`MAX_STR`] bytes.
     #[error("the value of tag {key:?} is {len} bytes: at most {MAX_STR}")]
     ValueTooLong {
@@ -48,7 +59,22 @@ pub fn valid_tag_key(key: &str) -> bool {
         && !key.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// Checks one tag.
+/// Whether `key` names a port (`http-port`, `pg-port`, ...): its value must be a port number,
+/// because templates put it after `ip:` in config files.
+pub fn is_port_tag(key: &str) -> bool {
+    key.ends_with("-port")
+}
+
+/// A port number as a `*-port` tag holds it: decimal, 1 to 65535, no sign or padding.
+pub fn valid_port(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 5
+        && !value.starts_with('0')
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && value.parse::<u32>().is_ok_and(|p| p <= 65535)
+}
+
+/// Checks one tag: its key, its length, and `*-port` values.
 pub fn check_tag(key: &str, value: &str) -> Result<(), TagError> {
     if !valid_tag_key(key) {
         // Never echo an unbounded key back into an error (and a log line).
@@ -59,6 +85,12 @@ pub fn check_tag(key: &str, value: &str) -> Result<(), TagError> {
         return Err(TagError::ValueTooLong {
             key: key.to_string(),
             len: value.len(),
+        });
+    }
+    if is_port_tag(key) && !valid_port(value) {
+        return Err(TagError::NotAPort {
+            key: key.to_string(),
+            value: value.chars().take(64).collect(),
         });
     }
     Ok(())
@@ -104,6 +136,31 @@ mod tests {
                 len: MAX_STR + 1
             })
         );
+    }
+
+    #[test]
+    fn port_tags_hold_port_numbers() {
+        for ok in ["1", "80", "8080", "65535"] {
+            assert_eq!(check_tag("http-port", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "0",
+            "080",
+            "65536",
+            "abc",
+            "80 check",
+            "80#",
+            "+80",
+            "99999999999",
+        ] {
+            assert!(
+                matches!(check_tag("http-port", bad), Err(TagError::NotAPort { .. })),
+                "{bad}"
+            );
+        }
+        // Only *-port keys are numbers.
+        assert_eq!(check_tag("port-name", "abc"), Ok(()));
     }
 
     #[test]

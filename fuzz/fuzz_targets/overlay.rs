@@ -53,6 +53,11 @@ fn render_value(value: &str) {
     // The template's three spaces and its newline are the only separators.
     let separators = out.chars().filter(|c| c.is_whitespace() || c.is_control());
     assert_eq!(separators.count(), 4, "a value added a separator: {out:?}");
+    // Nor a comment start, a quote or a shell expansion (the template has none).
+    assert!(
+        !out.contains(piforge_config::overlay::LINE_SYNTAX),
+        "a value added line syntax: {out:?}"
+    );
     // JSON string (YAML double quotes too): decodes back to the value.
     let tpl = "{\"n\": \"{{alive.0.name}}\", \"t\": \"{{alive.0.tags.port}}\"}";
     let escape = Escape::for_output(DESTS[2]);

@@ -35,10 +35,15 @@ struct RenderContext<'a> {
 /// `name`, `ip`, `port`, `addr`, `state`, `tags`, ...). Handlebars' `eq`, `and`, `or`, `not`
 /// helpers are available, e.g. `{{#each alive}}{{#if (eq tags.role "web")}}...{{/if}}{{/each}}`.
 /// `{{x}}` is escaped with `escape` (see [`Escape::for_output`]); `{{{x}}}` is raw.
+///
+/// A member whose tags break the rules of [`piforge_config::tags`] (a `*-port` tag that is not
+/// a port number, a key that is not a tag name, too many or too long) is left out and logged:
+/// one hostile or broken member must not make the whole output invalid (HAProxy refusing the
+/// file would freeze the lb on an old membership).
 pub fn render_template(template: &str, members: &[ApiMember], escape: Escape) -> Result<String> {
     let mut hb = Handlebars::new();
     hb.register_escape_fn(escape.function());
-    let mut sorted: Vec<ApiMember> = members.to_vec();
+    let mut sorted: Vec<ApiMember> = renderable(members);
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let ctx = RenderContext {
         alive: sorted
@@ -49,6 +54,22 @@ pub fn render_template(template: &str, members: &[ApiMember], escape: Escape) ->
     };
     hb.render_template(template, &ctx)
         .context("rendering the template")
+}
+
+/// The members whose tags may be rendered; the others are logged and left out.
+fn renderable(members: &[ApiMember]) -> Vec<ApiMember> {
+    members
+        .iter()
+        .filter(|m| match piforge_config::tags::check_tags(&m.tags) {
+            Ok(()) => true,
+            Err(e) => {
+                let name = piforge_config::overlay::escape_line_safe(&m.name);
+                tracing::warn!(member = %name, error = %e, "left out of the render: bad tags");
+                false
+            }
+        })
+        .cloned()
+        .collect()
 }
 
 /// A checked `render` command.
@@ -153,6 +174,25 @@ mod tests {
     }
 
     #[test]
+    fn a_member_with_bad_tags_is_left_out_not_rendered() {
+        let tpl = "{{#each alive}}server {{name}} {{ip}}:{{#if tags.http-port}}{{tags.http-port}}{{else}}80{{/if}} check\n{{/each}}";
+        let port =
+            |name, ip, p| ApiMember::listed(name, ip, MemberState::Alive, &[("http-port", p)]);
+        let ms = vec![
+            port("pi-1", "10.0.0.1", "8080"),
+            port("pi-2", "10.0.0.2", "abc"),
+            port("pi-3", "10.0.0.3", "80 backup"),
+            port("pi-4", "10.0.0.4", "80#"),
+            m("pi-5", "10.0.0.5", MemberState::Alive, "web"),
+        ];
+        let out = render_template(tpl, &ms, Escape::LineSafe).unwrap();
+        assert_eq!(
+            out,
+            "server pi-1 10.0.0.1:8080 check\nserver pi-5 10.0.0.5:80 check\n"
+        );
+    }
+
+    #[test]
     fn member_values_are_escaped_for_the_output_format() {
         let evil = "web\n  server evil 1.2.3.4:80 check\n";
         let ms = vec![m(evil, "10.0.0.1", MemberState::Alive, "<script>\"")];
@@ -160,7 +200,7 @@ mod tests {
         let cfg = render_template(tpl, &ms, Escape::for_output("/etc/haproxy/50-backend.cfg"));
         assert_eq!(
             cfg.unwrap(),
-            "server web___server_evil_1.2.3.4:80_check_ 10.0.0.1:80 <script>\"\n"
+            "server web___server_evil_1.2.3.4:80_check_ 10.0.0.1:80 <script>_\n"
         );
         let tpl = "{{#each alive}}- {name: \"{{name}}\", role: \"{{tags.role}}\"}\n{{/each}}";
         let yml = render_template(tpl, &ms, Escape::for_output("/etc/prometheus/t.yml"));
