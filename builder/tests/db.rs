@@ -340,8 +340,8 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
     let db_templates = shipped().join("db/templates");
     let mut etcd_envs = vec![];
     let mut patroni_confs = vec![];
-    for i in 0..3 {
-        let node = dir.join(names[i]);
+    for (i, name) in names.iter().enumerate() {
+        let node = dir.join(name);
         for d in [
             "var/lib/etcd",
             "var/lib/postgresql",
@@ -356,10 +356,7 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
             listing(Some(i)),
             &node.join("etc/etcd.env"),
         );
-        assert!(
-            etcd.contains(&format!("ETCD_NAME={}\n", names[i])),
-            "{etcd}"
-        );
+        assert!(etcd.contains(&format!("ETCD_NAME={}\n", name)), "{etcd}");
         let etcd = etcd.replace("=/var/", &format!("={}/var/", node.display()));
         etcd_envs.push(env_file(&etcd));
         let patroni = node_render(
@@ -399,11 +396,9 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
     };
     let bin = shipped().join("db/files/usr/local/bin");
     let path = std::env::var("PATH").unwrap_or_default();
-    for i in 0..3 {
+    for (i, env) in etcd_envs.iter().enumerate() {
         let mut cmd = in_ns(&ns, user, bin.join("piforge-etcd"));
-        cmd.env_clear()
-            .env("PATH", &path)
-            .envs(etcd_envs[i].clone());
+        cmd.env_clear().env("PATH", &path).envs(env.clone());
         spawn(&mut engines, &format!("etcd-{}", i + 1), &mut cmd);
     }
     for i in 0..3 {
@@ -609,4 +604,61 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
         "{} acknowledged rows, all on the new primary {new_ip}",
         acked.len()
     );
+}
+
+/// `piforge-etcd` with the environment systemd would give it from `etcd.env` rendered for
+/// `db-1` over `listing`; etcd replaced by `env`, so the test sees what etcd would get.
+fn etcd_start(dir: &Path, listing: serde_json::Value) -> (bool, String) {
+    let env_path = dir.join("etcd.env");
+    let _ = fs::remove_file(&env_path);
+    let text = node_render(
+        &shipped().join("db/templates/etcd.env.hbs"),
+        listing,
+        &env_path,
+    );
+    let out = Command::new(shipped().join("db/files/usr/local/bin/piforge-etcd"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PIFORGE_ETCD_BIN", "/usr/bin/env")
+        .envs(env_file(&text))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn etcd_bootstraps_only_once_every_initial_member_is_known() {
+    let d = tempfile::tempdir().unwrap();
+    let tags = [("role", "db"), ("postgres-port", "5432"), ("db-etcd", "3")];
+    let m = |i: u8, me: bool| member(&format!("db-{i}"), &format!("10.0.0.{i}"), me, &tags);
+    // Two of three initial members known: no bootstrap (systemd retries).
+    let (ok, out) = etcd_start(d.path(), vec![m(1, true), m(3, false)].into());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("waiting for the initial etcd members (2 of 3 known)"),
+        "{out}"
+    );
+    // All three: etcd starts with exactly them, and the helper variables are gone.
+    let (ok, out) = etcd_start(d.path(), vec![m(1, true), m(2, false), m(3, false)].into());
+    assert!(ok, "{out}");
+    let want = "ETCD_INITIAL_CLUSTER=db-1=http://10.0.0.1:2380,db-2=http://10.0.0.2:2380,\
+                db-3=http://10.0.0.3:2380\n";
+    assert!(out.contains(want), "{out}");
+    assert!(out.contains("ETCD_NAME=db-1\n") && out.contains("ETCD_INITIAL_CLUSTER_STATE=new"));
+    assert!(!out.contains("PIFORGE_"), "{out}");
+    // A db member added later (no db-etcd tag) runs no etcd, and says so.
+    let late = member(
+        "db-4",
+        "10.0.0.4",
+        true,
+        &[("role", "db"), ("postgres-port", "5432")],
+    );
+    let (ok, out) = etcd_start(d.path(), vec![m(1, false), late].into());
+    assert!(ok && out.contains("db-4 is not an etcd member"), "{out}");
+    assert!(!out.contains("ETCD_INITIAL_CLUSTER="), "{out}");
 }
