@@ -15,11 +15,12 @@
 //!
 //! Synchronous mode (tag `db-synchronous=on`): rows are written through HAProxy's primary
 //! port without pause, the primary's patroni and postgres are SIGKILLed, and the test asserts
-//! that a replica is promoted, HAProxy's primary port leads to it, writes resume within
-//! [`FAILOVER_BOUND`] (it prints the failover time), and no acknowledged row is lost. Were
-//! HAProxy to keep sending writes to the dead primary, writes would not resume and the test
-//! fails. Every wait is bounded and every process this test starts (and the postmasters
-//! Patroni starts) is killed on any exit, panics included.
+//! that a replica is promoted, every connection to HAProxy's primary port leads to it and the
+//! read port to the remaining replica, writes resume within [`FAILOVER_BOUND`] (it prints the
+//! failover time), and no acknowledged row is lost. Were HAProxy to keep sending writes to the
+//! dead primary (or to a replica), writes would not resume or a connection would reach another
+//! server, and the test fails. Every wait is bounded and every process this test starts (and
+//! the postmasters Patroni starts) is killed on any exit, panics included.
 //!
 //! Needs root (CI runs as root) for the namespace; without it the test says SKIPPED and returns.
 //! PostgreSQL refuses to run as root, so etcd and Patroni run as the `postgres` user
@@ -561,15 +562,21 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
 
-    // HAProxy's primary port leads to a promoted replica, not the dead primary.
-    let now = q(
-        &lb,
-        5000,
-        "select inet_server_addr()::text || ' ' || pg_is_in_recovery()::text",
-    )
-    .unwrap();
+    // Every connection to HAProxy's primary port leads to the promoted replica, none to the
+    // dead primary or to a replica.
+    let whoami = "select inet_server_addr()::text || ' ' || pg_is_in_recovery()::text";
+    let mut servers = BTreeSet::new();
+    for _ in 0..10 {
+        servers.insert(q(&lb, 5000, whoami).expect("a connection through :5000 failed"));
+    }
+    assert_eq!(
+        servers.len(),
+        1,
+        "HAProxy's :5000 leads to several servers: {servers:?}"
+    );
+    let now = servers.pop_first().unwrap();
     let (new_ip, recovery) = now.split_once(' ').unwrap();
-    let new_ip = new_ip.trim_end_matches("/32");
+    let new_ip = new_ip.trim_end_matches("/32").to_string();
     assert_ne!(
         new_ip, primary_ip,
         "HAProxy still routes to the dead primary"
@@ -578,6 +585,15 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
     assert_eq!(
         recovery, "false",
         "the server behind :5000 is not a primary"
+    );
+    // The read port leads to the remaining replica once it follows the new primary.
+    let replica = wait_for(Duration::from_secs(30), "a replica behind :5001", || {
+        let r = q(&lb, 5001, whoami)?;
+        r.ends_with(" true").then_some(r.clone()).ok_or(r)
+    });
+    assert!(
+        !replica.starts_with(&primary_ip) && !replica.starts_with(&new_ip),
+        "{replica}"
     );
     assert!(
         postmaster(&engines.data_dirs[old - 1]).is_none(),
@@ -604,6 +620,11 @@ fn db_primary_fails_over_through_haproxy_without_losing_acknowledged_rows() {
         "{} acknowledged rows, all on the new primary {new_ip}",
         acked.len()
     );
+    // HAProxy's checks (every second, on both ports) leave Patroni's log clean.
+    for i in (1..=3).filter(|i| *i != old) {
+        let log = fs::read_to_string(dir.join(format!("patroni-{i}.log"))).unwrap();
+        assert!(!log.contains("Traceback"), "patroni-{i}.log:\n{log}");
+    }
 }
 
 /// `piforge-etcd` with the environment systemd would give it from `etcd.env` rendered for
