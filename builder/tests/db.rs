@@ -683,3 +683,85 @@ fn etcd_bootstraps_only_once_every_initial_member_is_known() {
     assert!(ok && out.contains("db-4 is not an etcd member"), "{out}");
     assert!(!out.contains("ETCD_INITIAL_CLUSTER="), "{out}");
 }
+
+#[test]
+fn hostile_member_names_and_tags_stay_values_in_the_db_configs() {
+    let d = tempfile::tempdir().unwrap();
+    let evil = "db-1\"\n  listen: 0.0.0.0:5432\nETCD_DATA_DIR=/ $(reboot)";
+    let tags = [
+        ("role", "db"),
+        ("postgres-port", "5432"),
+        ("db-etcd", "2"),
+        ("db-synchronous", "on\nsynchronous_mode: false"),
+    ];
+    let listing = serde_json::Value::from(vec![
+        member(evil, "10.0.0.1", true, &tags),
+        member("db-2", "10.0.0.2", false, &tags),
+    ]);
+    // Patroni reads its YAML with PyYAML: the name reads back exactly, nothing is added.
+    let yml = node_render(
+        &shipped().join("db/templates/patroni.yml.hbs"),
+        listing.clone(),
+        &d.path().join("patroni.yml"),
+    );
+    let script = "import json, sys, yaml; c = yaml.safe_load(sys.stdin); \
+                  print(json.dumps([c['name'], c['restapi']['listen'], c['postgresql']['listen'], \
+                  c['bootstrap']['dcs']['synchronous_mode'], sorted(c)]))";
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with yaml (a dependency of patroni)");
+    std::io::Write::write_all(&mut py.stdin.take().unwrap(), yml.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{yml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = [
+        "bootstrap",
+        "etcd3",
+        "name",
+        "namespace",
+        "postgresql",
+        "restapi",
+        "scope",
+        "watchdog",
+    ];
+    assert_eq!(
+        got,
+        serde_json::json!([evil, "10.0.0.1:8008", "10.0.0.1:5432", false, keys]),
+        "{yml}"
+    );
+    // etcd.env: the name stays one value on its lines; no variable is added.
+    let env = node_render(
+        &shipped().join("db/templates/etcd.env.hbs"),
+        listing,
+        &d.path().join("etcd.env"),
+    );
+    let vars: Vec<String> = env_file(&env).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        vars,
+        [
+            "ETCD_NAME",
+            "ETCD_LISTEN_PEER_URLS",
+            "ETCD_LISTEN_CLIENT_URLS",
+            "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+            "ETCD_ADVERTISE_CLIENT_URLS",
+            "PIFORGE_ETCD_INITIAL_SIZE",
+            "ETCD_DATA_DIR",
+            "ETCD_INITIAL_CLUSTER_TOKEN",
+            "ETCD_INITIAL_CLUSTER_STATE",
+            "PIFORGE_ETCD_INITIAL_CLUSTER",
+        ],
+        "{env}"
+    );
+    assert!(
+        env.contains("ETCD_DATA_DIR=/var/lib/etcd/piforge\n"),
+        "{env}"
+    );
+}
