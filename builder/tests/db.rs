@@ -657,6 +657,18 @@ fn etcd_bootstraps_only_once_every_initial_member_is_known() {
     let d = tempfile::tempdir().unwrap();
     let tags = [("role", "db"), ("postgres-port", "5432"), ("db-etcd", "3")];
     let m = |i: u8, me: bool| member(&format!("db-{i}"), &format!("10.0.0.{i}"), me, &tags);
+    // Before the first render, etcd.service's own ETCD_NAME is no reason to start.
+    let out = Command::new(shipped().join("db/files/usr/local/bin/piforge-etcd"))
+        .env_clear()
+        .env("ETCD_NAME", "pi-02")
+        .env("PIFORGE_ETCD_BIN", "/usr/bin/env")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not rendered yet"),
+        "{err}"
+    );
     // Two of three initial members known: no bootstrap (systemd retries).
     let (ok, out) = etcd_start(d.path(), vec![m(1, true), m(3, false)].into());
     assert!(!ok, "{out}");
