@@ -20,7 +20,7 @@ use crate::batch::{self, Batch, BatchCard};
 use crate::cache::{self, BaseRequest, Cache};
 use crate::customize::{self, ImageFacts, PiBinaries};
 use crate::image::{self, ext4, fat::BootFs};
-use crate::keystore::{self, KeyStore};
+use crate::keystore::{self, DbCluster, KeyStore};
 use crate::overlay::{self, LoadedOverlay};
 use crate::password;
 use crate::payload::Payload;
@@ -76,6 +76,8 @@ pub struct BuildRequest {
     /// `(card index, overlay)` roles: the card gets that overlay (or `A,B`: those) instead of
     /// the defaults, and the tag `role=` the first.
     pub roles: Vec<(u32, String)>,
+    /// db overlay: synchronous replication (tag `db-synchronous=on` on the db cards).
+    pub db_synchronous: bool,
     /// Architecture, when forced.
     pub arch: Option<Arch>,
     /// Seed for reproducible output.
@@ -128,7 +130,15 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         Some(p) => (keystore::read_key_file(p)?, false),
         None => KeyStore::default_store()?.get_or_create(&req.cluster, &mut rng)?,
     };
-    let template = template_card(req, key, &mut rng)?;
+    let mut template = template_card(req, key, &mut rng)?;
+    let db = db_cluster(req)?;
+    if req.db_synchronous && db.is_none() {
+        bail!(
+            "--db-synchronous: no card applies the db overlay; give some cards the db role, \
+             e.g. --role 2..4=db"
+        );
+    }
+    set_db(&mut template, db.as_ref(), req.db_synchronous);
 
     // 2. Overlays (all that any card uses), checked at build time.
     let overlay_names = all_overlays(req);
@@ -211,6 +221,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         if let Some(r) = &role {
             card.node.tags.insert("role".into(), r.clone());
         }
+        set_db(&mut card, db.as_ref(), req.db_synchronous);
         card.validate()
             .with_context(|| format!("checking card {k} ({hostname})"))?;
         check_tags_on_the_pi(&card, &overlays)
@@ -329,6 +340,61 @@ fn check_tags_on_the_pi(card: &Card, overlays: &[LoadedOverlay]) -> anyhow::Resu
     }
     piforge_config::tags::check_tags(&tags)
         .context("the node's tags (the card's and its overlays') are over the limits")
+}
+
+/// The overlay that gets the cluster's PostgreSQL passwords and etcd tags.
+const DB_OVERLAY: &str = "db";
+
+/// The overlays card `k` applies: its role's, else the defaults.
+fn card_overlays(req: &BuildRequest, k: u32) -> Vec<String> {
+    match req.roles.iter().find(|(i, _)| *i == k) {
+        Some((_, r)) => role_names(r),
+        None => req.overlays.clone(),
+    }
+}
+
+/// The db state of the cluster when any card (or the cloneable image) applies the db overlay:
+/// passwords and etcd members from the key store. Warns when etcd has fewer than 3 members.
+fn db_cluster(req: &BuildRequest) -> anyhow::Result<Option<DbCluster>> {
+    let db_cards: Vec<String> = (1..=req.cards)
+        .filter(|k| card_overlays(req, *k).iter().any(|o| o == DB_OVERLAY))
+        .map(|k| format!("{}-{k:02}", req.hostname_prefix))
+        .collect();
+    if db_cards.is_empty() && !req.overlays.iter().any(|o| o == DB_OVERLAY) {
+        return Ok(None);
+    }
+    let db = KeyStore::default_store()?.db_cluster(&req.cluster, &db_cards)?;
+    if db.etcd_initial.len() < 3 {
+        tracing::warn!(
+            cluster = %req.cluster,
+            etcd_members = db.etcd_initial.len(),
+            "the db overlay needs 3 personalised db cards for a quorum: with fewer etcd \
+             members, losing one stops automatic failover (give --role K..L=db to 3 or 5 cards)"
+        );
+    }
+    Ok(Some(db))
+}
+
+/// Gives `card` the db passwords, the tag `db-etcd=N` when it bootstraps etcd and
+/// `db-synchronous=on` when asked, if it applies the db overlay; removes them otherwise.
+fn set_db(card: &mut Card, db: Option<&DbCluster>, synchronous: bool) {
+    let uses_db = card.overlays.iter().any(|o| o == DB_OVERLAY);
+    card.node.tags.remove("db-etcd");
+    card.node.tags.remove("db-synchronous");
+    card.db = None;
+    let Some(db) = db.filter(|_| uses_db) else {
+        return;
+    };
+    card.db = Some(db.secrets.clone());
+    if let Some(h) = &card.identity.hostname
+        && db.etcd_initial.contains(h)
+    {
+        let n = db.etcd_initial.len().to_string();
+        card.node.tags.insert("db-etcd".into(), n);
+    }
+    if synchronous {
+        card.node.tags.insert("db-synchronous".into(), "on".into());
+    }
 }
 
 /// The overlays of a role: `lb` or `lb,metrics` (the first names the role).
@@ -585,6 +651,7 @@ mod tests {
                 wifi: None,
                 overlays: vec![],
                 roles: vec![],
+                db_synchronous: false,
                 arch: None,
                 seed: Some(1),
                 out: dir.join("out"),

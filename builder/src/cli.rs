@@ -115,9 +115,14 @@ pub struct BuildArgs {
     #[arg(long, value_name = "NAME")]
     pub overlay: Vec<String>,
     /// Give card K the role (overlay) NAME instead of the defaults and the tag
-    /// role=NAME, e.g. --role 1=lb or --role 1=lb,metrics (repeatable).
+    /// role=NAME, e.g. --role 1=lb or --role 1=lb,metrics; cards K to L:
+    /// --role 2..4=web,db (repeatable).
     #[arg(long, value_name = "K=NAME")]
     pub role: Vec<String>,
+    /// db overlay: synchronous replication (a commit waits for a replica, so a
+    /// failover loses nothing acknowledged; writes slow down by a round trip).
+    #[arg(long)]
+    pub db_synchronous: bool,
     /// Architecture (default: detected from the image).
     #[arg(long, value_name = "arm64|armhf")]
     pub arch: Option<Arch>,
@@ -349,13 +354,7 @@ impl BuildArgs {
         };
         let mut roles = vec![];
         for r in &self.role {
-            let (k, name) = r
-                .split_once('=')
-                .with_context(|| format!("--role {r}: write it as K=NAME, e.g. --role 1=lb"))?;
-            let k: u32 = k
-                .parse()
-                .with_context(|| format!("--role {r}: {k:?} is not a card number"))?;
-            roles.push((k, name.to_string()));
+            roles.extend(parse_role(r)?);
         }
         Ok(BuildRequest {
             base,
@@ -369,6 +368,7 @@ impl BuildArgs {
             wifi,
             overlays: self.overlay,
             roles,
+            db_synchronous: self.db_synchronous,
             arch: self.arch,
             seed: self.seed,
             out: self.out,
@@ -384,6 +384,26 @@ impl BuildArgs {
             progress,
         })
     }
+}
+
+/// `K=NAME` or `K..L=NAME` (cards K to L, inclusive) into one `(card, NAME)` per card.
+fn parse_role(r: &str) -> anyhow::Result<Vec<(u32, String)>> {
+    let (k, name) = r
+        .split_once('=')
+        .with_context(|| format!("--role {r}: write it as K=NAME, e.g. --role 1=lb"))?;
+    let card = |k: &str| -> anyhow::Result<u32> {
+        k.trim()
+            .parse()
+            .with_context(|| format!("--role {r}: {k:?} is not a card number"))
+    };
+    let (first, last) = match k.split_once("..") {
+        Some((a, b)) => (card(a)?, card(b)?),
+        None => (card(k)?, card(k)?),
+    };
+    if first > last {
+        bail!("--role {r}: {first}..{last} is empty; write the lower card first, e.g. 2..4");
+    }
+    Ok((first..=last).map(|k| (k, name.to_string())).collect())
 }
 
 impl ExportArgs {
@@ -486,6 +506,15 @@ mod tests {
             b.into_request(false).unwrap().roles,
             [(1, "lb".to_string())]
         );
+        let role = |r: &str| parse_role(r).map_err(|e| e.to_string());
+        assert_eq!(
+            role("2..4=web,db").unwrap(),
+            [2, 3, 4].map(|k| (k, "web,db".to_string()))
+        );
+        assert_eq!(role("3..3=db").unwrap(), [(3, "db".to_string())]);
+        assert!(role("4..2=db").unwrap_err().contains("lower card first"));
+        assert!(role("2..x=db").unwrap_err().contains("not a card number"));
+        assert!(role("2...4=db").unwrap_err().contains("not a card number"));
         let cli =
             Cli::try_parse_from(["piforge", "build", "--from", "x.img", "--role", "lb"]).unwrap();
         let Command::Build(b) = cli.command else {

@@ -4,14 +4,20 @@
 //! Keys live in `<config dir>/piforge/clusters/<name>.key` (64 hex digits, mode 0600). The
 //! config dir is `$PIFORGE_CONFIG_DIR` when set, else the platform's (XDG on Linux,
 //! `~/Library/Application Support` on macOS).
+//!
+//! The `db` overlay's state of a cluster sits beside its key, in `<name>.db.toml` (0600): the
+//! PostgreSQL passwords, made by the first build that uses the overlay from the OS RNG (never
+//! from `--seed`), and the names of the cards that bootstrap etcd ([`DbCluster`]).
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use piforge_config::ClusterKey;
-use rand::RngCore;
+use piforge_config::card::DbSecrets;
+use piforge_config::{ClusterKey, Secret};
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 /// Where keys of named clusters are kept.
 pub struct KeyStore {
@@ -67,6 +73,84 @@ impl KeyStore {
     }
 }
 
+/// The `db` overlay's state of a cluster, kept on the host like its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DbCluster {
+    /// Hostnames of the cards that bootstrap the etcd cluster (tag `db-etcd`), named by the
+    /// first build with personalised db cards; later db cards are Patroni replicas that use
+    /// them. Empty until such a build.
+    pub etcd_initial: Vec<String>,
+    /// The passwords every db card carries.
+    pub secrets: DbSecrets,
+}
+
+/// The most etcd members a cluster bootstraps with: an odd number up to 5 (an even one
+/// tolerates no more failures than the odd one below it, and needs one more for a quorum).
+pub fn etcd_initial_members(db_cards: &[String]) -> Vec<String> {
+    let n = db_cards.len().min(5);
+    let n = if n.is_multiple_of(2) {
+        n.saturating_sub(1)
+    } else {
+        n
+    };
+    db_cards[..n].to_vec()
+}
+
+impl KeyStore {
+    /// Path of the db state of `cluster`.
+    pub fn db_path(&self, cluster: &str) -> PathBuf {
+        self.dir.join(format!("{cluster}.db.toml"))
+    }
+
+    /// The db state of `cluster`: made (passwords from the OS RNG) on the first build that uses
+    /// the db overlay, and given its etcd members from `db_cards` (hostnames of this build's
+    /// personalised db cards, in card order) on the first build that has any.
+    pub fn db_cluster(&self, cluster: &str, db_cards: &[String]) -> anyhow::Result<DbCluster> {
+        let path = self.db_path(cluster);
+        let (mut db, mut changed) = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                check_private(&path)?;
+                let db: DbCluster = toml::from_str(&text).map_err(|e| {
+                    anyhow::anyhow!("reading db state {}: {}", path.display(), e.message())
+                })?;
+                (db, false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Never the build's (possibly seeded) RNG: a fresh one from the OS.
+                let mut rng = rand::rngs::StdRng::from_os_rng();
+                let mut password = || {
+                    let mut bytes = [0u8; 32];
+                    rng.fill_bytes(&mut bytes);
+                    Secret::new(hex::encode(bytes))
+                };
+                let secrets = DbSecrets {
+                    superuser_password: password(),
+                    replication_password: password(),
+                    rest_api_password: password(),
+                };
+                let db = DbCluster {
+                    etcd_initial: vec![],
+                    secrets,
+                };
+                (db, true)
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading db state {}", path.display()));
+            }
+        };
+        if db.etcd_initial.is_empty() && !db_cards.is_empty() {
+            db.etcd_initial = etcd_initial_members(db_cards);
+            changed = true;
+        }
+        if changed {
+            let text = toml::to_string(&db).expect("db state always serializes");
+            write_private(&path, &text)?;
+        }
+        Ok(db)
+    }
+}
+
 /// Reads a key file given by the user (`--key-file`).
 pub fn read_key_file(path: &Path) -> anyhow::Result<ClusterKey> {
     let text = std::fs::read_to_string(path)
@@ -81,7 +165,7 @@ fn check_private(path: &Path) -> anyhow::Result<()> {
         .mode();
     if mode & 0o077 != 0 {
         bail!(
-            "cluster key {} is readable by others (mode {:o}); run `chmod 600 {}`",
+            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
             path.display(),
             mode & 0o777,
             path.display()
@@ -94,7 +178,9 @@ fn check_private(path: &Path) -> anyhow::Result<()> {
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().expect("key paths have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("key.part");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = PathBuf::from(tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -107,6 +193,9 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     f.sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 
@@ -131,6 +220,48 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn db_state_is_made_once_private_and_names_the_etcd_members_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path());
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // A cloneable build with db as default names no etcd members yet.
+        let a = store.db_cluster("lab", &[]).unwrap();
+        assert!(a.etcd_initial.is_empty());
+        let pw = a.secrets.superuser_password.expose();
+        assert_eq!(pw.len(), 64);
+        assert_ne!(pw, a.secrets.replication_password.expose());
+        let b = store
+            .db_cluster("lab", &names(&["pi-02", "pi-03", "pi-04", "pi-05"]))
+            .unwrap();
+        assert_eq!(b.secrets, a.secrets, "later builds reuse the passwords");
+        assert_eq!(b.etcd_initial, ["pi-02", "pi-03", "pi-04"]);
+        let c = store.db_cluster("lab", &names(&["pi-07"])).unwrap();
+        assert_eq!(c, b, "a later db card is a replica, not an etcd member");
+        assert_ne!(store.db_cluster("other", &[]).unwrap().secrets, a.secrets);
+        let mode = std::fs::metadata(store.db_path("lab"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::set_permissions(store.db_path("lab"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        let e = store.db_cluster("lab", &[]).unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && !e.contains(pw), "{e}");
+    }
+
+    #[test]
+    fn etcd_bootstraps_with_an_odd_number_of_members_up_to_5() {
+        let cards: Vec<String> = (1..=7).map(|k| format!("pi-{k:02}")).collect();
+        for (n, want) in [(0, 0), (1, 1), (2, 1), (3, 3), (4, 3), (5, 5), (7, 5)] {
+            assert_eq!(
+                etcd_initial_members(&cards[..n]),
+                cards[..want],
+                "{n} db cards"
+            );
+        }
     }
 
     #[test]

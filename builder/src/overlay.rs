@@ -403,7 +403,7 @@ mod tests {
     fn every_shipped_overlay_passes_the_checks() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
         let names = list(&dir).unwrap();
-        assert_eq!(names, ["alert", "lb", "metrics", "monitor", "web"]);
+        assert_eq!(names, ["alert", "db", "lb", "metrics", "monitor", "web"]);
         for n in &names {
             let o = load(&dir, n).unwrap_or_else(|e| panic!("{n}: {e:#}"));
             assert!(!o.manifest.description.is_empty(), "{n}");

@@ -15,12 +15,13 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::render::node_render;
 use common::{MiniOpts, Release};
 use piforge::arch::Arch;
 use piforge_config::Card;
@@ -255,7 +256,7 @@ fn bad_overlays_and_roles_fail_the_build_with_the_reason_and_no_output() {
     refused(
         |_| {},
         &["--role", "2=nosuch"],
-        &["no overlay \"nosuch\"", "known: alert, lb"],
+        &["no overlay \"nosuch\"", "known: alert, db, lb"],
     );
     refused(
         |_| {},
@@ -295,42 +296,6 @@ fn bad_overlays_and_roles_fail_the_build_with_the_reason_and_no_output() {
     );
 }
 
-/// Serves `members` as the node API's `GET /api/members` (and an empty `/api/events`) on
-/// loopback until the process ends; returns `host:port`.
-fn serve_members(members: serde_json::Value) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut line = String::new();
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            if r.read_line(&mut line).is_err() {
-                continue;
-            }
-            // Drain the headers.
-            let mut h = String::new();
-            while r.read_line(&mut h).is_ok_and(|n| n > 2) {
-                h.clear();
-            }
-            let body = if line.starts_with("GET /api/members") {
-                members.to_string()
-            } else if line.starts_with("GET /api/events") {
-                "{\"next\":0,\"events\":[]}".to_string()
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    addr
-}
-
 fn member(name: &str, ip: &str, state: &str, tags: &[(&str, &str)]) -> serde_json::Value {
     let tags: serde_json::Map<String, serde_json::Value> = tags
         .iter()
@@ -341,36 +306,6 @@ fn member(name: &str, ip: &str, state: &str, tags: &[(&str, &str)]) -> serde_jso
         "state": state, "phi": 0.1, "threshold": 8.0, "tags": tags, "uptime": 5,
         "last_seen": 0.2,
     })
-}
-
-/// The piforge-node binary: `PIFORGE_NODE_BIN`, else the one cargo built next to this test.
-fn node_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PIFORGE_NODE_BIN").filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("piforge-node");
-    assert!(
-        p.is_file(),
-        "{} missing: the live templates are rendered by the node's real renderer; run \
-         `cargo build -p piforge-node` (cargo test --workspace builds it) or set PIFORGE_NODE_BIN",
-        p.display()
-    );
-    p
-}
-
-/// Renders `template` with `piforge-node render --once` over `members`.
-fn node_render(template: &Path, members: serde_json::Value, dest: &Path) -> String {
-    let http = serve_members(members);
-    let out = Command::new(node_bin())
-        .args(["render", "--once", "--http", &http, "--dest"])
-        .arg(dest)
-        .arg(template)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("running piforge-node render");
-    assert!(out.status.success(), "render failed: {}", stderr(&out));
-    fs::read_to_string(dest).unwrap()
 }
 
 /// An haproxy drop-in directory under `dir` holding the lb overlay's main config, and the
@@ -837,4 +772,113 @@ fn hostile_member_names_and_tags_round_trip_through_the_monitor_targets() {
             "{job}: one target per member, labels exact"
         );
     }
+}
+
+#[test]
+fn seed_001_stack_in_one_command_db_cards_carry_the_cluster_passwords_and_etcd_tags() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let base = common::mini_image(Release::Trixie, &MiniOpts::default());
+    let args = [
+        "--cards",
+        "4",
+        "--role",
+        "1=lb",
+        "--role",
+        "2..4=web,db",
+        "--db-synchronous",
+    ];
+    let out = env.build(base.path(), &shipped(), &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let card = |k: u32| {
+        Card::parse(&fs::read_to_string(env.path(&format!("out/cards/pi-{k:02}.toml"))).unwrap())
+            .unwrap()
+    };
+    let lb = card(1);
+    assert_eq!(lb.overlays, ["lb"]);
+    assert!(lb.db.is_none(), "only db cards get the database passwords");
+    let db = card(2).db.expect("db card 2 has the passwords");
+    for k in 2..=4 {
+        let c = card(k);
+        assert_eq!(c.overlays, ["web", "db"]);
+        assert_eq!(c.node.tags["role"], "web");
+        assert_eq!(c.node.tags["db-etcd"], "3", "card {k} bootstraps etcd");
+        assert_eq!(c.node.tags["db-synchronous"], "on");
+        assert_eq!(c.db.as_ref(), Some(&db), "one set of passwords per cluster");
+    }
+    let secrets = [
+        db.superuser_password.expose(),
+        db.replication_password.expose(),
+        db.rest_api_password.expose(),
+    ];
+    assert!(secrets.iter().all(|s| s.len() == 64), "256-bit passwords");
+    // Kept on the host like the cluster key (0600), never printed.
+    let state = env.path("config/clusters/lab.db.toml");
+    let mode = fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", state.display());
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    let img = env.path("out/lab.img");
+    let inspect = env.piforge(&["inspect", img.to_str().unwrap()]);
+    let shown = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    assert!(
+        shown.contains("db  PostgreSQL with automatic failover"),
+        "{shown}"
+    );
+    for s in secrets {
+        assert!(
+            !printed.contains(s) && !shown.contains(s),
+            "a password was printed"
+        );
+    }
+    // The cloneable image applies no default overlay, so its card carries no password.
+    let cloneable = common::mtools_read(&img, base.boot.0, "piforge/card.toml").unwrap();
+    let cloneable = String::from_utf8(cloneable).unwrap();
+    assert!(
+        secrets.iter().all(|s| !cloneable.contains(s)),
+        "{cloneable}"
+    );
+
+    // A rebuild reuses the passwords and the etcd members; a card added later is a replica.
+    let out = env.build(
+        base.path(),
+        &shipped(),
+        &["--cards", "5", "--role", "1=lb", "--role", "2..5=web,db"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(card(3).db.as_ref(), Some(&db));
+    assert_eq!(card(5).db.as_ref(), Some(&db));
+    assert!(
+        !card(5).node.tags.contains_key("db-etcd"),
+        "pi-05 joins as a replica"
+    );
+    assert!(!card(5).node.tags.contains_key("db-synchronous"));
+    assert!(!stderr(&out).contains("quorum"), "{}", stderr(&out));
+}
+
+#[test]
+fn db_on_fewer_than_3_cards_warns_that_there_is_no_quorum() {
+    let env = Env::new();
+    let base = common::mini_image(Release::Trixie, &MiniOpts::default());
+    let out = env.build(
+        base.path(),
+        &shipped(),
+        &["--cards", "2", "--role", "1..2=db"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("WARN") && err.contains("needs 3 personalised db cards for a quorum"),
+        "{err}"
+    );
+    let out = env.build(
+        base.path(),
+        &shipped(),
+        &["--cards", "2", "--db-synchronous"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no card applies the db overlay"),
+        "{}",
+        stderr(&out)
+    );
 }

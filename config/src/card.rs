@@ -63,6 +63,72 @@ pub struct Card {
     /// Settings of the node agent.
     #[serde(default)]
     pub node: NodeSettings,
+    /// Passwords of the `db` overlay, on the cards that apply it (firstboot writes them to
+    /// [`DB_SECRETS_PATH`], 0600). Made per cluster at build time from the OS RNG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbSecrets>,
+}
+
+/// Where firstboot writes [`DbSecrets`] on the Pi: a systemd environment file (0600, root)
+/// that Patroni's unit reads before dropping to the postgres user.
+pub const DB_SECRETS_PATH: &str = "/etc/piforge/db/secrets.env";
+
+/// `[db]`: the passwords of the cluster's PostgreSQL (Patroni) cluster. Secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DbSecrets {
+    /// Password of the PostgreSQL superuser `postgres`.
+    pub superuser_password: Secret,
+    /// Password of the replication user `replicator`.
+    pub replication_password: Secret,
+    /// Password of the user `piforge` of Patroni's REST API (its unsafe endpoints: switchover,
+    /// restart, reload).
+    pub rest_api_password: Secret,
+}
+
+impl DbSecrets {
+    /// The systemd environment file Patroni reads (the variables Patroni takes its
+    /// authentication from).
+    pub fn env_file(&self) -> String {
+        format!(
+            "# piforge db overlay: written by piforge-firstboot from the card. Secret (0600).\n\
+             PATRONI_SUPERUSER_USERNAME=postgres\n\
+             PATRONI_SUPERUSER_PASSWORD={}\n\
+             PATRONI_REPLICATION_USERNAME=replicator\n\
+             PATRONI_REPLICATION_PASSWORD={}\n\
+             PATRONI_RESTAPI_USERNAME=piforge\n\
+             PATRONI_RESTAPI_PASSWORD={}\n",
+            self.superuser_password.expose(),
+            self.replication_password.expose(),
+            self.rest_api_password.expose()
+        )
+    }
+
+    fn check(&self) -> Result<(), CardError> {
+        for (field, s) in [
+            ("db.superuser-password", &self.superuser_password),
+            ("db.replication-password", &self.replication_password),
+            ("db.rest-api-password", &self.rest_api_password),
+        ] {
+            let v = s.expose();
+            // Written unquoted into a systemd environment file: nothing to escape.
+            if !(16..=128).contains(&v.len())
+                || !v
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+            {
+                return Err(CardError::Invalid {
+                    field,
+                    reason: format!(
+                        "a database password is 16 to 128 of a-z, A-Z, 0-9, '-' and '_' \
+                         (this one is {} bytes); piforge build makes them",
+                        v.len()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[cluster]`
@@ -256,6 +322,7 @@ impl Card {
             locale: Locale::default(),
             overlays: vec![],
             node: NodeSettings::default(),
+            db: None,
         }
     }
 
@@ -312,6 +379,13 @@ impl Card {
         set(&mut t, &["cluster", "key"]);
         set(&mut t, &["access", "password-hash"]);
         set(&mut t, &["network", "wifi", "psk"]);
+        for k in [
+            "superuser-password",
+            "replication-password",
+            "rest-api-password",
+        ] {
+            set(&mut t, &["db", k]);
+        }
         RedactedCard(t)
     }
 
@@ -426,6 +500,9 @@ impl Card {
         }
         if let Err(e) = crate::tags::check_tags(&self.node.tags) {
             return invalid("node.tags", e.to_string());
+        }
+        if let Some(db) = &self.db {
+            db.check()?;
         }
         Ok(())
     }
@@ -622,6 +699,45 @@ mod tests {
         }
         assert_eq!(r.matches(REDACTED).count(), 3, "{r}");
         assert!(!format!("{c:?}").contains("correct horse"));
+    }
+
+    fn db() -> DbSecrets {
+        DbSecrets {
+            superuser_password: Secret::new("s".repeat(64)),
+            replication_password: Secret::new("r".repeat(64)),
+            rest_api_password: Secret::new("a".repeat(64)),
+        }
+    }
+
+    #[test]
+    fn db_secrets_round_trip_are_redacted_and_checked() {
+        let mut c = full();
+        c.db = Some(db());
+        assert_eq!(Card::parse(&c.render()).unwrap(), c);
+        let r = c.redacted().to_toml();
+        for secret in ["sss", "rrr", "aaa"] {
+            assert!(!r.contains(secret), "{secret} leaked: {r}");
+        }
+        assert_eq!(r.matches(REDACTED).count(), 6, "{r}");
+        let env = db().env_file();
+        assert!(env.contains(&format!(
+            "PATRONI_REPLICATION_PASSWORD={}\n",
+            "r".repeat(64)
+        )));
+        assert!(
+            env.contains("PATRONI_SUPERUSER_USERNAME=postgres\n"),
+            "{env}"
+        );
+        for bad in [
+            "short",
+            "with space and more than sixteen",
+            "quote\"quote\"quote\"quote",
+        ] {
+            c.db.as_mut().unwrap().replication_password = Secret::new(bad);
+            let e = Card::parse(&c.render()).unwrap_err().to_string();
+            assert!(e.starts_with("db.replication-password: "), "{e}");
+            assert!(!e.contains(bad), "the error echoes the secret: {e}");
+        }
     }
 
     #[test]

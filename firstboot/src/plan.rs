@@ -603,6 +603,14 @@ fn install_actions(
         node.render(),
         0o600,
     ));
+    if let Some(db) = &card.db {
+        // The db overlay's passwords, for Patroni's unit (systemd reads the file as root).
+        let path = piforge_config::card::DB_SECRETS_PATH;
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            out.push(mkdir(dir, 0o755));
+        }
+        out.push(write(r(path), db.env_file(), 0o600));
+    }
     let unit = |name: &str, text: String, out: &mut Vec<Action>| {
         let path = format!("/{}/{name}", units::UNIT_DIR);
         out.push(write(r(&path), text.clone(), 0o644));

@@ -155,6 +155,19 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     assert_eq!(node.cluster.key.as_bytes(), &KEY);
     assert_eq!(node.tags["role"], "web", "overlay tag merged");
     assert_eq!(node.tags["rack"], "a", "the card's tag wins");
+    // The db overlay's passwords: for Patroni's unit only, 0600 root.
+    let db = f.read("etc/piforge/db/secrets.env");
+    assert!(db.contains(&format!("PATRONI_SUPERUSER_PASSWORD={}\n", DB_PASSWORDS[0])));
+    assert!(db.contains(&format!(
+        "PATRONI_REPLICATION_PASSWORD={}\n",
+        DB_PASSWORDS[1]
+    )));
+    assert!(db.contains(&format!("PATRONI_RESTAPI_PASSWORD={}\n", DB_PASSWORDS[2])));
+    assert_eq!(f.mode("etc/piforge/db/secrets.env"), 0o600);
+    assert_eq!(
+        owner(&sys, &f, "etc/piforge/db/secrets.env"),
+        Some(Owner::ROOT)
+    );
     assert_eq!(f.read("usr/local/bin/piforge-node"), "#!fake node binary\n");
     assert_eq!(f.mode("usr/local/bin/piforge-node"), 0o755);
     assert_eq!(f.mode("usr/local/sbin/piforge-firstboot"), 0o755);

@@ -22,6 +22,7 @@
 #![allow(dead_code)]
 
 pub mod payload;
+pub mod render;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};

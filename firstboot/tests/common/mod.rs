@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use piforge_config::card::{StaticIp, Wifi};
+use piforge_config::card::{DbSecrets, StaticIp, Wifi};
 use piforge_config::{Card, ClusterKey, Secret, cmdline};
 use piforge_firstboot::apply::{Owner, RecordingSystem};
 use piforge_firstboot::{FirstbootRequest, ReidentifyRequest, TestHooks};
@@ -19,6 +19,12 @@ pub const HASH: &str = "$y$j9T$F5Jx5fExrKuJdqUu0qh8o/$SeCrEtHaShVaLuE0123456789a
 pub const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx6Wbd1dwSDB0zJ9cFqgKTXRIGbPzVwgsuS4X1Gnba8 me@laptop";
 pub const DISKID: &str = "0a1b2c3d";
+/// The db overlay's passwords on the full card.
+pub const DB_PASSWORDS: [&str; 3] = [
+    "SuPeRuSeRpAsSwOrD0123456789abcdef",
+    "rEpLiCaTiOnPaSsWoRd0123456789abcd",
+    "ReStApIpAsSwOrD-0123456789_abcdef",
+];
 
 /// One release's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +110,11 @@ pub fn full_card() -> Card {
     c.locale.locale = Some("de_DE.UTF-8".into());
     c.overlays = vec!["web".into()];
     c.node.tags.insert("rack".into(), "a".into());
+    c.db = Some(DbSecrets {
+        superuser_password: Secret::new(DB_PASSWORDS[0]),
+        replication_password: Secret::new(DB_PASSWORDS[1]),
+        rest_api_password: Secret::new(DB_PASSWORDS[2]),
+    });
     c
 }
 
@@ -429,6 +440,9 @@ pub fn files_with_secrets(dir: &Path) -> Vec<String> {
         PSK.as_bytes().to_vec(),
         HASH.as_bytes().to_vec(),
         b"SeCrEtHaSh".to_vec(),
+        DB_PASSWORDS[0].as_bytes().to_vec(),
+        DB_PASSWORDS[1].as_bytes().to_vec(),
+        DB_PASSWORDS[2].as_bytes().to_vec(),
     ];
     snapshot(dir, None)
         .into_iter()
