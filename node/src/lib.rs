@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod client;
 pub mod dashboard;
@@ -20,4 +21,5 @@ pub mod render;
 pub mod report;
 pub mod seal;
 pub mod sim;
+pub mod tls;
 pub mod wire;
