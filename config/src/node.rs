@@ -210,6 +210,21 @@ pub struct MqttSettings {
     pub client_key: Option<Secret>,
 }
 
+/// `url` with the password of its user part (`user:password@`), if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Where and how to reach the broker, from [`MqttSettings::endpoint`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerEndpoint {
@@ -239,35 +254,37 @@ impl MqttSettings {
     /// Parses [`MqttSettings::broker`] and checks that the other fields fit it. Errors say
     /// what a valid value is and never contain a secret.
     pub fn endpoint(&self) -> Result<BrokerEndpoint, String> {
+        let shown = redact_url(self.broker.trim());
+        self.parse_endpoint()
+            .map_err(|e| format!("mqtt broker {shown:?}: {e}"))
+    }
+
+    fn parse_endpoint(&self) -> Result<BrokerEndpoint, String> {
         let b = self.broker.trim();
         let (tls, rest, default_port) = if let Some(r) = b.strip_prefix("mqtts://") {
             (true, r, 8883)
         } else if let Some(r) = b.strip_prefix("mqtt://") {
             (false, r, 1883)
         } else if b.contains("://") {
-            return Err(format!(
-                "mqtt broker {b:?}: the scheme must be mqtts:// (TLS) or mqtt://"
-            ));
+            return Err("the scheme must be mqtts:// (TLS) or mqtt://".to_string());
         } else {
             (false, b, 0)
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (user, hostport) = match rest.rsplit_once('@') {
             Some((u, _)) if u.contains(':') => {
-                return Err(
-                    "mqtt broker URL: no password in the URL (it would land in logs and shell \
+                return Err("no password in the URL (it would land in logs and shell \
                      history); give it as a password file"
-                        .to_string(),
-                );
+                    .to_string());
             }
-            Some(("", _)) => return Err(format!("mqtt broker {b:?}: empty user before '@'")),
+            Some(("", _)) => return Err("empty user before '@'".to_string()),
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, rest),
         };
         let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
             let (h, p) = r
                 .split_once(']')
-                .ok_or_else(|| format!("mqtt broker {b:?}: unclosed '[' in the host"))?;
+                .ok_or_else(|| "unclosed '[' in the host".to_string())?;
             (h, p.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -280,31 +297,26 @@ impl MqttSettings {
                 .parse::<u16>()
                 .ok()
                 .filter(|p| *p != 0)
-                .ok_or_else(|| format!("mqtt broker {b:?}: {p:?} is not a port"))?,
+                .ok_or_else(|| format!("{p:?} is not a port"))?,
             None if default_port != 0 => default_port,
             None => {
-                return Err(format!(
-                    "mqtt broker {b:?}: write host:port, mqtt://host[:port] or \
-                     mqtts://[user@]host[:port]"
-                ));
+                return Err(
+                    "write host:port, mqtt://host[:port] or mqtts://[user@]host[:port]".to_string(),
+                );
             }
         };
         if host.is_empty() || host.contains(['/', ' ', '@']) {
-            return Err(format!("mqtt broker {b:?}: {host:?} is not a host"));
+            return Err(format!("{host:?} is not a host"));
         }
         if self.password.is_some() && user.is_none() {
-            return Err(format!(
-                "mqtt broker {b:?}: a password needs a user (mqtts://USER@host)"
-            ));
+            return Err("a password needs a user (mqtts://USER@host)".to_string());
         }
         if !tls && (self.ca.is_some() || self.client_cert.is_some() || self.client_key.is_some()) {
-            return Err(format!(
-                "mqtt broker {b:?}: a CA or client certificate needs mqtts://"
-            ));
+            return Err("a CA or client certificate needs mqtts://".to_string());
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             return Err(
-                "mqtt: a client certificate needs its key, and a key its certificate".to_string(),
+                "a client certificate needs its key, and a key its certificate".to_string(),
             );
         }
         for (what, pem) in [("CA", &self.ca), ("client certificate", &self.client_cert)] {
@@ -312,14 +324,14 @@ impl MqttSettings {
                 && !p.contains("-----BEGIN CERTIFICATE-----")
             {
                 return Err(format!(
-                    "mqtt: the {what} is not PEM (-----BEGIN CERTIFICATE-----)"
+                    "the {what} is not PEM (-----BEGIN CERTIFICATE-----)"
                 ));
             }
         }
         if let Some(k) = &self.client_key
             && !k.expose().contains("PRIVATE KEY-----")
         {
-            return Err("mqtt: the client key is not a PEM private key".to_string());
+            return Err("the client key is not a PEM private key".to_string());
         }
         Ok(BrokerEndpoint {
             tls,
