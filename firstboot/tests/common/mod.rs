@@ -104,8 +104,15 @@ pub fn full_card() -> Card {
     c.locale.locale = Some("de_DE.UTF-8".into());
     c.overlays = vec!["web".into()];
     c.node.tags.insert("rack".into(), "a".into());
+    c.node.mqtt = Some(piforge_config::node::MqttSettings {
+        password: Some(Secret::new(MQTT_PASSWORD)),
+        ..piforge_config::node::MqttSettings::plain("mqtts://alerts@mq.example.com:8883")
+    });
     c
 }
+
+/// The broker password of [`full_card`] (`piforge build --mqtt-password-file`).
+pub const MQTT_PASSWORD: &str = "mq-Pa55-on-the-card";
 
 pub fn static_card() -> Card {
     let mut c = full_card();
@@ -429,6 +436,7 @@ pub fn files_with_secrets(dir: &Path) -> Vec<String> {
         PSK.as_bytes().to_vec(),
         HASH.as_bytes().to_vec(),
         b"SeCrEtHaSh".to_vec(),
+        MQTT_PASSWORD.as_bytes().to_vec(),
     ];
     snapshot(dir, None)
         .into_iter()
