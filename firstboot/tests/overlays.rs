@@ -125,7 +125,11 @@ fn web_and_alert_overlays_install_files_units_templates_and_node_settings() {
         "/usr/local/bin/piforge-alert-local"
     );
     assert_eq!(node.handlers[1].scope, piforge_config::node::Scope::Node);
-    assert_eq!(node.mqtt.unwrap().broker, "127.0.0.1:1883");
+    // The card's broker (piforge build --mqtt-url) wins over the overlay's local one.
+    assert_eq!(
+        node.mqtt.unwrap().broker,
+        "mqtts://alerts@mq.example.com:8883"
+    );
     let packages = f.read("etc/piforge/packages.list");
     assert_eq!(
         packages.lines().collect::<Vec<_>>(),
