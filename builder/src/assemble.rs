@@ -102,6 +102,8 @@ pub struct BuildRequest {
     pub keymap: Option<String>,
     /// Locale.
     pub locale: Option<String>,
+    /// MQTT broker of every card (wins over an overlay's `[mqtt]`).
+    pub mqtt: Option<crate::mqtt::MqttSpec>,
     /// Draw progress.
     pub progress: bool,
 }
@@ -484,6 +486,9 @@ fn template_card(req: &BuildRequest, key: ClusterKey, rng: &mut impl Rng) -> any
     card.locale.keymap = req.keymap.clone();
     card.locale.locale = req.locale.clone();
     card.overlays = req.overlays.clone();
+    if let Some(m) = &req.mqtt {
+        card.node.mqtt = Some(m.settings()?);
+    }
     card.validate().context("checking the card")?;
     Ok(card)
 }
@@ -664,6 +669,7 @@ mod tests {
                 timezone: None,
                 keymap: None,
                 locale: None,
+                mqtt: None,
                 progress: false,
             }
         }

@@ -159,6 +159,23 @@ pub struct BuildArgs {
     /// Locale, e.g. en_GB.UTF-8.
     #[arg(long, value_name = "LOCALE")]
     pub locale: Option<String>,
+    /// MQTT broker of every card, e.g. mqtts://alerts@mq.example.com:8883 (TLS,
+    /// user alerts); wins over the alert overlay's local broker.
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// File whose first line is the MQTT password ('-': stdin); on the card
+    /// until its first boot, then only in the Pi's node.toml (0600).
+    #[arg(long, value_name = "F", requires = "mqtt_url")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// PEM file of the broker's CA (default: the Pi's system CA certificates).
+    #[arg(long, value_name = "F", requires = "mqtt_url")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// PEM client certificate for the broker (with --mqtt-client-key).
+    #[arg(long, value_name = "F", requires_all = ["mqtt_url", "mqtt_client_key"])]
+    pub mqtt_client_cert: Option<PathBuf>,
+    /// PEM private key of --mqtt-client-cert.
+    #[arg(long, value_name = "F", requires = "mqtt_client_cert")]
+    pub mqtt_client_key: Option<PathBuf>,
 }
 
 /// `piforge export`
@@ -381,6 +398,13 @@ impl BuildArgs {
             timezone: self.timezone,
             keymap: self.keymap,
             locale: self.locale,
+            mqtt: self.mqtt_url.map(|url| crate::mqtt::MqttSpec {
+                url,
+                password_file: self.mqtt_password_file,
+                ca_file: self.mqtt_ca_file,
+                client_cert: self.mqtt_client_cert,
+                client_key: self.mqtt_client_key,
+            }),
             progress,
         })
     }

@@ -286,7 +286,12 @@ pub fn render_text(i: &Inspection) -> String {
             } else {
                 h.events.join(" ")
             };
-            s.push_str(&format!("    handler    {} on {events}\n", h.command));
+            let once = if h.scope == piforge_config::node::Scope::Cluster {
+                ", once per cluster"
+            } else {
+                ""
+            };
+            s.push_str(&format!("    handler    {} on {events}{once}\n", h.command));
         }
         for w in &m.webhooks {
             s.push_str(&format!("    webhook    {}\n", w.url));

@@ -27,6 +27,7 @@ pub mod image;
 pub mod inspect;
 pub mod inventory;
 pub mod keystore;
+pub mod mqtt;
 pub mod overlay;
 pub mod password;
 pub mod payload;

@@ -538,3 +538,57 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Issue #18 item 3: `--mqtt-url` and `--mqtt-password-file` put the broker on the card (the
+/// card leaves the FAT at first boot, firstboot installs it in the 0600 node.toml); `inspect`
+/// redacts the password; a password in the URL fails the build without echoing it.
+#[test]
+fn mqtt_broker_from_the_command_line_reaches_the_card_redacted() {
+    let env = Env::new();
+    let base = common::mini_image(Release::Trixie, &MiniOpts::default());
+    std::fs::write(env.path("mqpw"), "mq-s3cret-91\n").unwrap();
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIBcA==\n-----END CERTIFICATE-----\n";
+    std::fs::write(env.path("ca.pem"), ca).unwrap();
+    let url = "mqtts://alerts@mq.example.com:8883";
+    env.build(
+        base.path(),
+        &[
+            "--mqtt-url",
+            url,
+            "--mqtt-password-file",
+            "mqpw",
+            "--mqtt-ca-file",
+            "ca.pem",
+        ],
+    );
+    let img = env.path("out/piforge.img");
+    let card = fat_file(&img, base.boot.0, "piforge/card.toml").unwrap();
+    let card = Card::parse(&card).unwrap();
+    let m = card.node.mqtt.expect("no [node.mqtt] on the card");
+    assert_eq!(m.broker, url);
+    assert_eq!(m.password.unwrap().expose(), "mq-s3cret-91");
+    assert_eq!(m.ca.as_deref(), Some(ca));
+    let text = env.ok(&["inspect", "out/piforge.img"]);
+    assert!(
+        !text.contains("mq-s3cret-91"),
+        "the MQTT password leaked:\n{text}"
+    );
+
+    let env = Env::new();
+    let err = env.fails(&[
+        "build",
+        "--from",
+        base.path().to_str().unwrap(),
+        "--out",
+        "out",
+        "--payload",
+        env.path("payload").to_str().unwrap(),
+        "--mqtt-url",
+        "mqtts://alerts:hunter22@mq.example.com",
+    ]);
+    assert!(
+        err.contains("no password in the URL") && !err.contains("hunter22"),
+        "{err}"
+    );
+    assert_no_output(&env);
+}

@@ -171,7 +171,10 @@ fn every_shipped_overlay_builds_into_an_image_and_inspect_shows_it() {
         "    template   index.html.hbs -> /var/www/html/index.html (static)\n",
         "    tags       http-port=80 role=web\n",
         "*metrics  prometheus-node-exporter",
-        "    handler    /usr/local/bin/piforge-alert on member-failed member-leave member-join\n",
+        "    handler    /usr/local/bin/piforge-alert on member-failed member-leave member-join, \
+         once per cluster\n",
+        "    handler    /usr/local/bin/piforge-alert-local on member-failed member-leave \
+         member-join\n",
         "    mqtt       127.0.0.1:1883\n",
         " monitor  Prometheus scraping",
     ] {

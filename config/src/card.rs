@@ -259,6 +259,10 @@ pub struct NodeSettings {
     /// Tags the node advertises (e.g. `role = "web"`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// MQTT broker of the node (`piforge build --mqtt-url`); wins over an overlay's `[mqtt]`.
+    /// Its password and client key are secrets: they leave the FAT with the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<crate::node::MqttSettings>,
 }
 
 impl Default for NodeSettings {
@@ -267,6 +271,7 @@ impl Default for NodeSettings {
             gossip_port: DEFAULT_GOSSIP_PORT,
             http_port: DEFAULT_HTTP_PORT,
             tags: BTreeMap::new(),
+            mqtt: None,
         }
     }
 }
@@ -386,6 +391,8 @@ impl Card {
         ] {
             set(&mut t, &["db", k]);
         }
+        set(&mut t, &["node", "mqtt", "password"]);
+        set(&mut t, &["node", "mqtt", "client-key"]);
         RedactedCard(t)
     }
 
@@ -504,6 +511,11 @@ impl Card {
         if let Some(db) = &self.db {
             db.check()?;
         }
+        if let Some(m) = &self.node.mqtt
+            && let Err(reason) = m.endpoint()
+        {
+            return invalid("node.mqtt", reason);
+        }
         Ok(())
     }
 }
@@ -598,6 +610,12 @@ mod tests {
         c.locale.timezone = Some("Europe/Berlin".into());
         c.overlays = vec!["web".into()];
         c.node.tags.insert("role".into(), "web".into());
+        c.node.mqtt = Some(crate::node::MqttSettings {
+            password: Some(Secret::new("mqtt-hunter")),
+            client_cert: Some("-----BEGIN CERTIFICATE-----\nX\n".into()),
+            client_key: Some(Secret::new("-----BEGIN PRIVATE KEY-----\nKEYDATA\n")),
+            ..crate::node::MqttSettings::plain("mqtts://alerts@broker.example.com")
+        });
         c
     }
 
@@ -694,11 +712,23 @@ mod tests {
     fn redaction_hides_every_secret() {
         let c = full();
         let r = c.redacted().to_toml();
-        for secret in [c.cluster.key.to_hex().as_str(), "$6$salt", "correct horse"] {
+        for secret in [
+            c.cluster.key.to_hex().as_str(),
+            "$6$salt",
+            "correct horse",
+            "mqtt-hunter",
+            "KEYDATA",
+        ] {
             assert!(!r.contains(secret), "{secret} leaked: {r}");
         }
-        assert_eq!(r.matches(REDACTED).count(), 3, "{r}");
-        assert!(!format!("{c:?}").contains("correct horse"));
+        assert_eq!(r.matches(REDACTED).count(), 5, "{r}");
+        assert!(r.contains("mqtts://alerts@broker.example.com"), "{r}");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("correct horse") && !debug.contains("mqtt-hunter"));
+        // The broker settings (secrets included) reach node.toml, which firstboot installs
+        // 0600; the card itself leaves the FAT after the first boot.
+        let n = crate::node::NodeConfig::from_card(&c, "pi-01");
+        assert_eq!(n.mqtt, c.node.mqtt);
     }
 
     fn db() -> DbSecrets {

@@ -344,14 +344,30 @@ impl OverlayManifest {
             }
         }
         for w in &self.webhooks {
-            if !w.url.starts_with("http://") {
+            if let Err(reason) = w.validate() {
+                return invalid("webhook.url", reason);
+            }
+            if w.bearer_token.is_some() {
                 return invalid(
-                    "webhook.url",
+                    "webhook.bearer-token",
                     format!(
-                        "{:?}: the node posts plain http://host:port/path; use a handler \
-                         with curl for https",
+                        "{}: an overlay is shared data, not a place for a secret; put the \
+                         token in the node's /etc/piforge/node.toml (0600)",
                         w.url
                     ),
+                );
+            }
+        }
+        if let Some(m) = &self.mqtt {
+            if let Err(reason) = m.endpoint() {
+                return invalid("mqtt.broker", reason);
+            }
+            if m.password.is_some() || m.client_key.is_some() {
+                return invalid(
+                    "mqtt.password",
+                    "an overlay is shared data, not a place for a secret; use piforge build \
+                     --mqtt-url URL --mqtt-password-file F"
+                        .to_string(),
                 );
             }
         }
@@ -411,7 +427,13 @@ mod tests {
         assert!(err("enable = [\"haproxy\"]").starts_with("enable"));
         assert!(err("tags = { \"a=b\" = \"c\" }").starts_with("tags"));
         assert!(err("[[handler]]\ncommand = \"led.sh\"").contains("absolute"));
-        assert!(err("[[webhook]]\nurl = \"https://x/\"").contains("http://"));
+        assert!(err("[[webhook]]\nurl = \"ftp://x/\"").contains("https://"));
+        OverlayManifest::parse("[[webhook]]\nurl = \"https://x/\"").unwrap();
+        assert!(
+            err("[[webhook]]\nurl = \"https://x/\"\nbearer-token = \"t0ken\"").contains("secret")
+        );
+        assert!(err("[mqtt]\nbroker = \"mqtts://u@h\"\npassword = \"pw\"").contains("secret"));
+        assert!(err("[mqtt]\nbroker = \"nohost\"").starts_with("mqtt"));
         assert!(
             err("[[template]]\nsource = \"a\"\ndest = \"/a\"\n[[template]]\nsource = \"b\"\ndest = \"/a\"")
                 .contains("two templates")

@@ -290,6 +290,7 @@ mod tests {
             command: "/usr/local/bin/alert".into(),
             events: vec!["member-failed".into()],
             timeout_secs: 10,
+            scope: piforge_config::node::Scope::Cluster,
         };
         let plan = OverlayPlan {
             tags: [
@@ -300,15 +301,17 @@ mod tests {
             packages: vec![],
             handlers: vec![h.clone(), h.clone()],
             webhooks: vec![],
-            mqtt: Some(MqttSettings {
-                broker: "127.0.0.1:1883".into(),
-                topic_prefix: "piforge".into(),
-            }),
+            mqtt: Some(MqttSettings::plain("127.0.0.1:1883")),
         };
         plan.merge_into(&mut node);
         assert_eq!(node.tags["role"], "lb");
         assert_eq!(node.tags["x"], "1");
         assert_eq!(node.handlers, [h]);
         assert_eq!(node.mqtt.unwrap().broker, "127.0.0.1:1883");
+        // A broker given at build time (card) wins over the overlay's local one.
+        card.node.mqtt = Some(MqttSettings::plain("mqtts://alerts@mq.example.com"));
+        let mut node = NodeConfig::from_card(&card, "pi-01");
+        plan.merge_into(&mut node);
+        assert_eq!(node.mqtt.unwrap().broker, "mqtts://alerts@mq.example.com");
     }
 }

@@ -168,6 +168,11 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
         owner(&sys, &f, "etc/piforge/db/secrets.env"),
         Some(Owner::ROOT)
     );
+    // The broker from `piforge build --mqtt-url/--mqtt-password-file`: in the 0600 node.toml
+    // only (the boot partition is checked for it below).
+    let mqtt = node.mqtt.as_ref().expect("the card's [node.mqtt]");
+    assert_eq!(mqtt.broker, "mqtts://alerts@mq.example.com:8883");
+    assert_eq!(mqtt.password.as_ref().unwrap().expose(), MQTT_PASSWORD);
     assert_eq!(f.read("usr/local/bin/piforge-node"), "#!fake node binary\n");
     assert_eq!(f.mode("usr/local/bin/piforge-node"), 0o755);
     assert_eq!(f.mode("usr/local/sbin/piforge-firstboot"), 0o755);

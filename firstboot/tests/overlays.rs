@@ -100,6 +100,7 @@ fn web_and_alert_overlays_install_files_units_templates_and_node_settings() {
     // Alert: executables by location, the settings file private, the GPIO template unit.
     assert_eq!(f.mode("usr/local/bin/piforge-alert"), 0o755);
     assert_eq!(f.mode("usr/local/bin/piforge-alert-gpio"), 0o755);
+    assert_eq!(f.mode("usr/local/bin/piforge-alert-local"), 0o755);
     assert_eq!(f.mode("etc/piforge/alert/alert.env"), 0o600);
     assert!(
         f.read("etc/piforge/alert/alert.env")
@@ -114,10 +115,21 @@ fn web_and_alert_overlays_install_files_units_templates_and_node_settings() {
     assert_eq!(node.tags["role"], "web");
     assert_eq!(node.tags["http-port"], "80");
     assert_eq!(node.tags["rack"], "a", "the card's tag stays");
-    assert_eq!(node.handlers.len(), 1);
+    // Alerts once per cluster, the LED/buzzer on every node.
+    assert_eq!(node.handlers.len(), 2);
     assert_eq!(node.handlers[0].command, "/usr/local/bin/piforge-alert");
     assert_eq!(node.handlers[0].timeout_secs, 20);
-    assert_eq!(node.mqtt.unwrap().broker, "127.0.0.1:1883");
+    assert_eq!(node.handlers[0].scope, piforge_config::node::Scope::Cluster);
+    assert_eq!(
+        node.handlers[1].command,
+        "/usr/local/bin/piforge-alert-local"
+    );
+    assert_eq!(node.handlers[1].scope, piforge_config::node::Scope::Node);
+    // The card's broker (piforge build --mqtt-url) wins over the overlay's local one.
+    assert_eq!(
+        node.mqtt.unwrap().broker,
+        "mqtts://alerts@mq.example.com:8883"
+    );
     let packages = f.read("etc/piforge/packages.list");
     assert_eq!(
         packages.lines().collect::<Vec<_>>(),
@@ -296,6 +308,7 @@ fn run_handler(f: &Fake, env_file: &Path, event: &str) -> std::process::Output {
     let mut child = Command::new(f.root.join("usr/local/bin/piforge-alert"))
         .env("PIFORGE_ALERT_ENV", env_file)
         .env("PIFORGE_EVENT", event)
+        .env("PIFORGE_EVENT_ID", format!("{event}/pi-03/7"))
         .env("PIFORGE_SELF_NAME", "pi-01")
         .env("PIFORGE_CLUSTER", "lab")
         .stdin(Stdio::piped())
@@ -353,8 +366,8 @@ fn alert_handler_posts_webhook_and_sms_only_when_configured() {
     assert!(got[0].starts_with("POST /hook "), "{}", got[0]);
     assert!(
         got[0].contains(
-            "{\"event\":\"member-failed\",\"member\":\"pi-03\",\"ip\":\"10.0.0.3\",\
-             \"cluster\":\"lab\",\"reporter\":\"pi-01\"}"
+            "{\"id\":\"member-failed/pi-03/7\",\"event\":\"member-failed\",\"member\":\"pi-03\",\
+             \"ip\":\"10.0.0.3\",\"cluster\":\"lab\",\"reporter\":\"pi-01\"}"
         ),
         "{}",
         got[0]

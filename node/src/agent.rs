@@ -71,6 +71,8 @@ pub struct Shared {
     pub cluster: String,
     /// Becomes true once the node has left; sinks say goodbye and stop.
     pub leaving: tokio::sync::watch::Sender<bool>,
+    /// Drops updates that only changed the once-per-cluster bookkeeping tags.
+    filter: Mutex<crate::alerts::UpdateFilter>,
 }
 
 impl Shared {
@@ -94,9 +96,13 @@ impl Shared {
         )
     }
 
-    fn publish(&self, events: Vec<Event>) {
+    fn publish(&self, mut events: Vec<Event>) {
         if events.is_empty() {
             return;
+        }
+        {
+            let mut f = self.filter.lock().unwrap_or_else(|p| p.into_inner());
+            events.retain(|e| f.keep(e));
         }
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut seq = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,6 +243,7 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         events,
         cluster: req.cluster.clone(),
         leaving: tokio::sync::watch::channel(false).0,
+        filter: Mutex::default(),
     });
 
     let listener = tokio::net::TcpListener::bind(req.http)

@@ -210,15 +210,28 @@ suspect-to-failed-ms = 5000
 phi-threshold = 8.0
 reap-after-secs = 86400
 
-# Executables run on events; env PIFORGE_EVENT, PIFORGE_SELF_NAME, ...; members on stdin.
+# Executables run on events; env PIFORGE_EVENT, PIFORGE_EVENT_ID, PIFORGE_SELF_NAME, ...;
+# members on stdin. scope = "node" (default): on every node; "cluster": once per event.
 # [[handlers]]
 # command = "/usr/local/bin/on-member-change"
 # events = ["member-join", "member-failed"]
 # timeout-secs = 30
+# scope = "node"
 
-# JSON POST of every event.
+# JSON POST of every event (with its "id", also in Idempotency-Key), once for the whole
+# cluster (scope = "cluster", the default) or from every node (scope = "node").
 # [[webhooks]]
-# url = "http://127.0.0.1:9000/piforge"
+# url = "https://alerts.example.com/piforge"
+# bearer-token = "..."                      # secret: this file is 0600
+# ca = """-----BEGIN CERTIFICATE-----..."""  # default: the system's CA certificates
+
+# Events, retained status (last will "offline") and once-per-cluster alerts over MQTT.
+# [mqtt]
+# broker = "mqtts://alerts@broker.example.com:8883"   # or mqtt://host:1883, host:port
+# password = "..."                                    # secret: this file is 0600
+# ca = """-----BEGIN CERTIFICATE-----..."""          # default: the system's CA certificates
+# client-cert = """-----BEGIN CERTIFICATE-----..."""  # optional, with client-key
+# topic-prefix = "piforge"
 "#;
 
 /// Turns node.toml and flags into an agent request.

@@ -1,7 +1,7 @@
-//! A minimal blocking HTTP/1.1 client for the agent's API and for webhooks.
+//! A minimal blocking HTTP/1.1 client for the agent's API (the CLI; webhooks use ureq).
 //!
 //! Plain `http://` only, one request per connection (`Connection: close`), fixed-length and
-//! chunked responses. It exists so the CLI and webhooks need no HTTP client crate (and no TLS
+//! chunked responses. It exists so the CLI needs no HTTP client crate (and no TLS
 //! stack) on the Pi; it deliberately does not follow redirects or reuse connections.
 
 use std::io::{Read, Write};

@@ -3,28 +3,67 @@
 //! Each sink runs in its own task and never blocks gossip: a slow handler is killed after its
 //! timeout, a webhook runs on the blocking pool, and a sink that falls behind loses events
 //! (logged) rather than stalling the loop. Handlers get Serf-style input: `PIFORGE_EVENT`,
-//! `PIFORGE_SELF_NAME`, `PIFORGE_SELF_ADDR`, `PIFORGE_CLUSTER`, `PIFORGE_TAG_<KEY>` of self and
-//! `PIFORGE_OBSERVER_RANK` in the environment, and one line per member on stdin: `name<TAB>ip<TAB>port<TAB>state<TAB>tags`
-//! with tags as `k=v,k=v`. This module does not decide what an event is.
+//! `PIFORGE_EVENT_ID`, `PIFORGE_SELF_NAME`, `PIFORGE_SELF_ADDR`, `PIFORGE_CLUSTER`,
+//! `PIFORGE_TAG_<KEY>` of self and `PIFORGE_OBSERVER_RANK` in the environment, and one line
+//! per member on stdin: `name<TAB>ip<TAB>port<TAB>state<TAB>tags` with tags as `k=v,k=v`
+//! ([`member_line`]: `%`, control characters, `,` and `=` inside a field are `%XX`).
+//! At most [`MAX_CONCURRENT_HANDLERS`] handler processes run at once; further invocations
+//! wait in the event channel (bounded: overflow is dropped and logged).
+//!
+//! Sinks with `scope = "cluster"` (webhooks by default) fire once per event for the whole
+//! cluster ([`crate::alerts`]); `scope = "node"` sinks (handlers by default: an LED, a local
+//! reload) fire on every node that sees the event. Webhooks POST `{"id": ...}` plus the
+//! [`ApiEvent`] as JSON with the id also in `Idempotency-Key`, over http or https (rustls,
+//! [`crate::tls`]) with an optional bearer token, and retry failures with a doubling delay.
+//! This module does not decide what an event is.
 
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use piforge_config::node::{EventHandler, Webhook};
+use anyhow::Context;
+use piforge_config::Secret;
+use piforge_config::node::{EventHandler, Scope, Webhook};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 
 use crate::agent::{AgentRequest, Shared};
+use crate::alerts::{Outbox, Pending, SENT_TAG, SINKS_TAG, SentList, event_id, sink_id};
 use crate::api::ApiEvent;
 use crate::membership::{Event, MemberInfo};
 
+/// How many handler processes may run at once on a node (all handlers together).
+pub const MAX_CONCURRENT_HANDLERS: usize = 4;
+/// How often a webhook is tried before the event is given up (1+2+4+8 s between tries).
+pub const WEBHOOK_ATTEMPTS: u32 = 5;
+
+/// One field of a handler's stdin line: `%`, control characters (tab, newline...), `,` and
+/// `=` become `%XX`, so a name or tag can neither add a line nor a field nor a tag.
+pub fn escape_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '%' || c == ',' || c == '=' || c.is_control() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One stdin line for a handler.
 pub fn member_line(m: &MemberInfo) -> String {
-    let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let tags: Vec<String> = m
+        .tags
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape_field(k), escape_field(v)))
+        .collect();
     format!(
         "{}\t{}\t{}\t{}\t{}\n",
-        m.name,
+        escape_field(&m.name),
         m.addr.ip(),
         m.addr.port(),
         m.state.as_str(),
@@ -33,10 +72,9 @@ pub fn member_line(m: &MemberInfo) -> String {
 }
 
 /// This node's rank among the observers of an event about `subject`: how many members alive
-/// in `members` (other than `subject`) sort before `me` by name. Every node runs its handlers
-/// for every event it sees; a handler that should act once per cluster (an SMS) can exit
-/// unless `PIFORGE_OBSERVER_RANK` is 0. Unlike the MQTT alerts there is no backup: if the
-/// rank-0 node is down too, nobody acts.
+/// in `members` (other than `subject`) sort before `me` by name. Informational for
+/// `scope = "node"` handlers; a handler that should act once per cluster uses
+/// `scope = "cluster"` instead.
 pub fn observer_rank(me: &str, subject: &str, members: &[MemberInfo]) -> usize {
     members
         .iter()
@@ -54,6 +92,7 @@ pub fn handler_env(
 ) -> Vec<(String, String)> {
     let mut env = vec![
         ("PIFORGE_EVENT".to_string(), event.kind.as_str().to_string()),
+        ("PIFORGE_EVENT_ID".to_string(), event_id(event)),
         ("PIFORGE_SELF_NAME".to_string(), me.name.clone()),
         ("PIFORGE_SELF_ADDR".to_string(), me.addr.to_string()),
         ("PIFORGE_CLUSTER".to_string(), cluster.to_string()),
@@ -79,17 +118,184 @@ fn wants(filter: &[String], event: &Event) -> bool {
     filter.is_empty() || filter.iter().any(|f| f == event.kind.as_str())
 }
 
+/// A webhook endpoint with its HTTP(S) client.
+pub struct WebhookClient {
+    url: String,
+    token: Option<Secret>,
+    agent: ureq_node::Agent,
+}
+
+impl WebhookClient {
+    /// A client for `w`: TLS roots from its CA or the system, no redirects, 10 s timeout.
+    pub fn new(w: &Webhook) -> anyhow::Result<WebhookClient> {
+        use ureq_node::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+        w.validate().map_err(anyhow::Error::msg)?;
+        let roots: Vec<Certificate<'static>> = if w.url.starts_with("https://") {
+            crate::tls::roots(w.ca.as_deref())
+                .with_context(|| format!("setting up TLS for webhook {}", w.url))?
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::Specific(Arc::new(roots)))
+            .unversioned_rustls_crypto_provider(crate::tls::provider())
+            .build();
+        let agent = ureq_node::Agent::config_builder()
+            .tls_config(tls)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent("piforge-node")
+            .build()
+            .into();
+        Ok(WebhookClient {
+            url: w.url.clone(),
+            token: w.bearer_token.clone(),
+            agent,
+        })
+    }
+
+    /// POSTs `body` (JSON) once; the HTTP status. Blocking.
+    pub fn post(&self, id: &str, body: &str) -> anyhow::Result<u16> {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", "application/json")
+            .header("Idempotency-Key", id);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {}", t.expose()));
+        }
+        let resp = req
+            .send(body)
+            .with_context(|| format!("posting to webhook {}", self.url))?;
+        Ok(resp.status().as_u16())
+    }
+
+    /// POSTs until it is accepted (2xx), refused (4xx other than 408/429) or
+    /// [`WEBHOOK_ATTEMPTS`] tries failed. Whether it was accepted.
+    pub async fn deliver(self: &Arc<Self>, id: &str, body: String) -> bool {
+        let mut backoff = crate::mqtt::Backoff::default();
+        for attempt in 1..=WEBHOOK_ATTEMPTS {
+            let (c, i, b) = (self.clone(), id.to_string(), body.clone());
+            match tokio::task::spawn_blocking(move || c.post(&i, &b)).await {
+                Ok(Ok(s)) if s < 300 => return true,
+                Ok(Ok(s)) if s == 408 || s == 429 || s >= 500 => {
+                    tracing::warn!(url = %self.url, status = s, attempt, event = id, "webhook failed");
+                }
+                Ok(Ok(s)) => {
+                    tracing::warn!(url = %self.url, status = s, event = id, "webhook refused the event");
+                    return false;
+                }
+                Ok(Err(e)) => tracing::warn!(url = %self.url, error = %format!("{e:#}"), attempt,
+                    event = id, "webhook failed"),
+                Err(e) => tracing::warn!(url = %self.url, error = %e, "webhook task failed"),
+            }
+            if attempt < WEBHOOK_ATTEMPTS {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+        tracing::error!(url = %self.url, event = id, "webhook gave up on the event");
+        false
+    }
+}
+
+/// What a webhook receives.
+#[derive(serde::Serialize)]
+struct WebhookBody {
+    /// [`event_id`]: the same from every node, so a receiver can drop a repeat.
+    id: String,
+    #[serde(flatten)]
+    event: ApiEvent,
+}
+
+fn webhook_body(seq: u64, event: Event) -> (String, String) {
+    let id = event_id(&event);
+    let body = WebhookBody {
+        id: id.clone(),
+        event: ApiEvent::new(seq, event),
+    };
+    (
+        id,
+        serde_json::to_string(&body).expect("an event always encodes"),
+    )
+}
+
+/// A cluster-scoped sink.
+enum ClusterSink {
+    Webhook(Arc<WebhookClient>, Vec<String>),
+    Handler(EventHandler),
+}
+
+impl ClusterSink {
+    fn events(&self) -> &[String] {
+        match self {
+            ClusterSink::Webhook(_, e) => e,
+            ClusterSink::Handler(h) => &h.events,
+        }
+    }
+}
+
 /// Starts one task per handler and per webhook, and the MQTT task; returns the tasks worth
 /// waiting for at exit (MQTT publishes `left`).
 pub fn spawn_sinks(req: &AgentRequest, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut wait = Vec::new();
+    let pool = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDLERS));
+    let mut cluster: Vec<(String, ClusterSink)> = Vec::new();
     for h in &req.handlers {
-        let rx = shared.events.subscribe();
-        tokio::spawn(run_handler(h.clone(), rx, shared.clone()));
+        match h.scope {
+            Scope::Node => {
+                let rx = shared.events.subscribe();
+                tokio::spawn(run_handler(h.clone(), rx, shared.clone(), pool.clone()));
+            }
+            Scope::Cluster => cluster.push((
+                sink_id(&format!("handler {} {}", h.command, h.events.join(","))),
+                ClusterSink::Handler(h.clone()),
+            )),
+        }
     }
     for w in &req.webhooks {
-        let rx = shared.events.subscribe();
-        tokio::spawn(run_webhook(w.clone(), rx));
+        let client = match WebhookClient::new(w) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(url = %w.url, error = %format!("{e:#}"), "webhook is off");
+                continue;
+            }
+        };
+        match w.scope {
+            Scope::Node => {
+                let rx = shared.events.subscribe();
+                tokio::spawn(run_webhook(client, w.events.clone(), rx));
+            }
+            Scope::Cluster => cluster.push((
+                sink_id(&format!("webhook {} {}", w.url, w.events.join(","))),
+                ClusterSink::Webhook(client, w.events.clone()),
+            )),
+        }
+    }
+    if !cluster.is_empty() {
+        let mut ids: Vec<&str> = cluster.iter().map(|(id, _)| id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let now = shared.now();
+        if let Err(e) = shared.core().set_tag(SINKS_TAG, &ids.join(" "), now) {
+            tracing::warn!(error = %e, "cannot advertise the cluster-wide sinks");
+        }
+        let sent: Arc<Mutex<SentList>> = Arc::default();
+        for (id, sink) in cluster {
+            let rx = shared.events.subscribe();
+            tokio::spawn(run_cluster_sink(
+                id,
+                sink,
+                rx,
+                shared.clone(),
+                pool.clone(),
+                sent.clone(),
+            ));
+        }
     }
     if let Some(m) = &req.mqtt {
         // A backup alert publisher waits until the elected one surely saw the failure too.
@@ -119,40 +325,48 @@ async fn next(rx: &mut broadcast::Receiver<(u64, Event)>, sink: &str) -> Option<
     }
 }
 
+/// Environment and stdin of a handler run for `event` on this node.
+fn handler_input(event: &Event, shared: &Shared) -> (Vec<(String, String)>, String) {
+    let (me, members) = {
+        let now = shared.now();
+        let ms = shared.core().members(now);
+        (ms[0].clone(), ms)
+    };
+    let rank = observer_rank(&me.name, &event.member.name, &members);
+    // Reaped members are gone from the list: the line comes from the event itself.
+    (
+        handler_env(event, &me, &shared.cluster, rank),
+        member_line(&event.member),
+    )
+}
+
 async fn run_handler(
     h: EventHandler,
     mut rx: broadcast::Receiver<(u64, Event)>,
     shared: Arc<Shared>,
+    pool: Arc<Semaphore>,
 ) {
     while let Some((_, event)) = next(&mut rx, &h.command).await {
         if !wants(&h.events, &event) {
             continue;
         }
-        let (me, members) = {
-            let now = shared.now();
-            let ms = shared.core().members(now);
-            (ms[0].clone(), ms)
+        let (env, stdin) = handler_input(&event, &shared);
+        // Wait for a free slot: the event channel is the (bounded) queue meanwhile.
+        let Ok(permit) = pool.clone().acquire_owned().await else {
+            return;
         };
-        let rank = observer_rank(&me.name, &event.member.name, &members);
-        let env = handler_env(&event, &me, &shared.cluster, rank);
-        let mut stdin: String = String::new();
-        if members.iter().any(|m| m.name == event.member.name) {
-            stdin.push_str(&member_line(&event.member));
-        } else {
-            stdin.push_str(&member_line(&event.member)); // reaped members are gone from the list
-        }
         let h2 = h.clone();
         // One task per invocation: a slow handler delays neither gossip nor the next event.
         tokio::spawn(async move {
             if let Err(e) = invoke(&h2, env, stdin).await {
                 tracing::warn!(handler = %h2.command, error = %format!("{e:#}"), "handler failed");
             }
+            drop(permit);
         });
     }
 }
 
 async fn invoke(h: &EventHandler, env: Vec<(String, String)>, stdin: String) -> anyhow::Result<()> {
-    use anyhow::Context;
     let mut child = tokio::process::Command::new(&h.command)
         .envs(env)
         .stdin(Stdio::piped())
@@ -178,50 +392,86 @@ async fn invoke(h: &EventHandler, env: Vec<(String, String)>, stdin: String) -> 
     }
 }
 
-/// Splits `http://host:port/path` into (`host:port`, `/path`).
-pub fn split_http_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if host.is_empty() {
-        return None;
-    }
-    let host = if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    };
-    Some((host, path.to_string()))
-}
-
-async fn run_webhook(w: Webhook, mut rx: broadcast::Receiver<(u64, Event)>) {
-    let Some((host, path)) = split_http_url(&w.url) else {
-        tracing::error!(url = %w.url, "webhook URL must be http://host[:port]/path");
-        return;
-    };
-    while let Some((seq, event)) = next(&mut rx, &w.url).await {
-        if !wants(&w.events, &event) {
+async fn run_webhook(
+    client: Arc<WebhookClient>,
+    events: Vec<String>,
+    mut rx: broadcast::Receiver<(u64, Event)>,
+) {
+    while let Some((seq, event)) = next(&mut rx, &client.url).await {
+        if !wants(&events, &event) {
             continue;
         }
-        let body = match serde_json::to_string(&ApiEvent::new(seq, event)) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "encoding a webhook body");
-                continue;
+        let (id, body) = webhook_body(seq, event);
+        client.deliver(&id, body).await;
+    }
+}
+
+/// Delivers one pending event through a cluster-scoped sink; whether it was delivered.
+async fn deliver(sink: &ClusterSink, p: Pending, shared: &Shared, pool: &Arc<Semaphore>) -> bool {
+    match sink {
+        ClusterSink::Webhook(client, _) => {
+            let (id, body) = webhook_body(p.seq, p.event);
+            client.deliver(&id, body).await
+        }
+        ClusterSink::Handler(h) => {
+            let (env, stdin) = handler_input(&p.event, shared);
+            let Ok(_permit) = pool.acquire().await else {
+                return false;
+            };
+            match invoke(h, env, stdin).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(handler = %h.command, error = %format!("{e:#}"), "handler failed");
+                    false
+                }
             }
-        };
-        let (host, path) = (host.clone(), path.clone());
-        let r = tokio::task::spawn_blocking(move || {
-            crate::client::request(&host, "POST", &path, Some(&body), Duration::from_secs(10))
-        })
-        .await;
-        match r {
-            Ok(Ok(resp)) if resp.status < 300 => {}
-            Ok(Ok(resp)) => tracing::warn!(url = %w.url, status = resp.status, "webhook refused"),
-            Ok(Err(e)) => tracing::warn!(url = %w.url, error = %format!("{e:#}"), "webhook failed"),
-            Err(e) => tracing::warn!(url = %w.url, error = %e, "webhook task failed"),
+        }
+    }
+}
+
+async fn run_cluster_sink(
+    id: String,
+    sink: ClusterSink,
+    mut rx: broadcast::Receiver<(u64, Event)>,
+    shared: Arc<Shared>,
+    pool: Arc<Semaphore>,
+    sent: Arc<Mutex<SentList>>,
+) {
+    let me = shared.core().id().name.clone();
+    let mut outbox = Outbox::new(&id, &me);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok((seq, e)) => {
+                    if wants(sink.events(), &e) {
+                        let now = shared.now();
+                        let view = shared.core().members(now);
+                        outbox.observe(seq, e, &view, now);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(sink = %id, missed = n, "cluster-wide sink fell behind");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {}
+        }
+        let now = shared.now();
+        let view = shared.core().members(now);
+        for p in outbox.due(&view, now) {
+            let (key, event) = (p.key.clone(), p.id.clone());
+            let delivered = deliver(&sink, p, &shared, &pool).await;
+            tracing::info!(sink = %id, event = %event, delivered, "sent once for the cluster");
+            // Listed even when it failed for good: a handover must not retry what this node
+            // already gave up on.
+            let value = sent.lock().unwrap_or_else(|p| p.into_inner()).push(key);
+            let now = shared.now();
+            if let Err(e) = shared.core().set_tag(SENT_TAG, &value, now) {
+                tracing::debug!(error = %e, "cannot list a sent event");
+            }
+            shared.wake.notify_one();
         }
     }
 }
@@ -286,16 +536,26 @@ mod tests {
         assert_eq!(observer_rank("pi-4", "pi-9", &ms), 2);
     }
 
+    /// Issue #17, finding 9: a name or tag with a tab, newline, comma or `=` must not add a
+    /// line, a field or a tag to a handler's input.
     #[test]
-    fn webhook_urls() {
-        assert_eq!(
-            split_http_url("http://127.0.0.1:9000/hook"),
-            Some(("127.0.0.1:9000".into(), "/hook".into()))
-        );
-        assert_eq!(
-            split_http_url("http://h"),
-            Some(("h:80".into(), "/".into()))
-        );
-        assert_eq!(split_http_url("https://h/x"), None);
+    fn issue17_member_line_escapes_separators() {
+        let mut m = member();
+        m.name = "evil\nroot\t10.0.0.9".into();
+        m.tags = [
+            ("role".to_string(), "web,admin=yes".to_string()),
+            ("a\tb".to_string(), "50%\r\n".to_string()),
+        ]
+        .into();
+        let line = member_line(&m);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with('\n'));
+        let fields: Vec<&str> = line.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(fields.len(), 5, "{line:?}");
+        assert_eq!(fields[0], "evil%0Aroot%0910.0.0.9");
+        let tags: Vec<&str> = fields[4].split(',').collect();
+        assert_eq!(tags, ["a%09b=50%25%0D%0A", "role=web%2Cadmin%3Dyes"]);
+        // Ordinary values are unchanged.
+        assert_eq!(escape_field("pi-1.lab_ü"), "pi-1.lab_ü");
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod alerts;
 pub mod api;
 pub mod client;
 pub mod dashboard;
@@ -21,4 +22,5 @@ pub mod report;
 pub mod seal;
 pub mod seeds;
 pub mod sim;
+pub mod tls;
 pub mod wire;

@@ -1,5 +1,10 @@
-//! MQTT sink (rumqttc, plain TCP, no TLS): events, a retained per-node status, a last will, and
-//! cluster-wide alerts published once.
+//! MQTT sink (rumqttc; TLS through [`crate::tls`], user/password login): events, a retained
+//! per-node status, a last will, and cluster-wide alerts published once.
+//!
+//! Broker: `[mqtt] broker` is `mqtts://[user@]host[:port]`, `mqtt://...` or `host:port`; the
+//! password, CA and client certificate are separate fields (node.toml is 0600). A refused
+//! login or a failed TLS handshake is logged in plain words (never with the password) and
+//! retried with a doubling delay up to a minute ([`Backoff`]).
 //!
 //! Topics (prefix from `[mqtt] topic-prefix`, default `piforge`):
 //! - `<prefix>/<cluster>/nodes/<self>/status`, retained: `online` after connecting, `left` on a
@@ -30,7 +35,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use piforge_config::node::MqttSettings;
-use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, LastWill, MqttOptions,
+    Packet, QoS, TlsConfiguration, Transport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -176,22 +184,20 @@ pub fn spawn(
     shared: Arc<Shared>,
     backup_delay: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let Some((host, port)) = settings
-        .broker
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-    else {
-        tracing::error!(broker = %settings.broker, "mqtt broker must be host:port");
-        return None;
-    };
     let t = topics(&settings.topic_prefix, &shared.cluster, &name);
-    let mut opts = MqttOptions::new(format!("piforge-{}-{name}", shared.cluster), host, port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_last_will(LastWill::new(&t.status, "offline", QoS::AtLeastOnce, true));
+    let opts = match options(&settings, &format!("piforge-{}-{name}", shared.cluster), &t) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "mqtt is off");
+            return None;
+        }
+    };
+    let broker = settings.broker.clone();
     let (client, mut eventloop) = AsyncClient::new(opts, 256);
     let rx = shared.events.subscribe();
     let mut leaving = shared.leaving.subscribe();
     let book: Arc<Mutex<AlertBook>> = Arc::default();
+    let mut backoff = Backoff::default();
     Some(tokio::spawn(async move {
         let publisher = tokio::spawn(publish_events(
             Publisher {
@@ -208,7 +214,8 @@ pub fn spawn(
             tokio::select! {
                 ev = eventloop.poll() => match ev {
                     Ok(MqttEvent::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!("connected to the mqtt broker");
+                        backoff.reset();
+                        tracing::info!(broker = %broker, "connected to the mqtt broker");
                         let c = client.clone();
                         let t = t.clone();
                         tokio::spawn(async move {
@@ -223,8 +230,10 @@ pub fn spawn(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "mqtt connection failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        let wait = backoff.next_delay();
+                        tracing::warn!(broker = %broker, error = %explain(&e),
+                            retry_in_s = wait.as_secs(), "mqtt connection failed");
+                        tokio::time::sleep(wait).await;
                     }
                 },
                 r = leaving.changed() => {
@@ -256,6 +265,72 @@ pub fn spawn(
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }))
+}
+
+/// rumqttc options for `settings`: endpoint, login, TLS, keep-alive and the last will.
+pub fn options(
+    settings: &MqttSettings,
+    client_id: &str,
+    t: &Topics,
+) -> anyhow::Result<MqttOptions> {
+    use anyhow::Context;
+    let ep = settings.endpoint().map_err(anyhow::Error::msg)?;
+    let mut opts = MqttOptions::new(client_id, ep.host.clone(), ep.port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_last_will(LastWill::new(&t.status, "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &ep.user {
+        let pw = settings.password.as_ref().map(|p| p.expose()).unwrap_or("");
+        opts.set_credentials(user.clone(), pw);
+    }
+    if ep.tls {
+        let client = match (&settings.client_cert, &settings.client_key) {
+            (Some(c), Some(k)) => Some((c.as_str(), k.expose())),
+            _ => None,
+        };
+        let cfg = crate::tls::client_config(settings.ca.as_deref(), client)
+            .with_context(|| format!("setting up TLS for mqtt broker {}", settings.broker))?;
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(cfg),
+        )));
+    }
+    Ok(opts)
+}
+
+/// A connection error in words a user can act on (never with the password).
+pub fn explain(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => "the broker refused the login: check the user in the broker URL and the password \
+              (--mqtt-password-file)"
+            .to_string(),
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused: {code:?}"),
+        ConnectionError::Tls(e) => format!("TLS with the broker failed: {e}"),
+        other => other.to_string(),
+    }
+}
+
+/// Reconnect delays: 1 s, doubling up to a minute; back to 1 s after a successful connect.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The longest wait between two attempts.
+    pub const MAX: Duration = Duration::from_secs(60);
+
+    /// The wait before the next attempt, after one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = Duration::from_secs(1u64 << self.failures.min(6)).min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        d
+    }
+
+    /// A connection worked.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
 }
 
 fn lock(book: &Mutex<AlertBook>) -> std::sync::MutexGuard<'_, AlertBook> {
@@ -366,6 +441,28 @@ async fn publish_events(p: Publisher, mut rx: broadcast::Receiver<(u64, Event)>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_minute_and_resets() {
+        let mut b = Backoff::default();
+        let secs: Vec<u64> = (0..9).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn refused_login_is_explained_without_the_password() {
+        let e = ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized);
+        let text = explain(&e);
+        assert!(text.contains("refused the login"), "{text}");
+        let mut s = MqttSettings::plain("mqtts://u@127.0.0.1:1");
+        s.password = Some(piforge_config::Secret::new("hunter22"));
+        s.ca = Some("nope".into());
+        let t = topics("p", "c", "n");
+        let e = format!("{:#}", options(&s, "id", &t).unwrap_err());
+        assert!(e.contains("PEM") && !e.contains("hunter22"), "{e}");
+    }
 
     #[test]
     fn topic_layout() {

@@ -115,8 +115,15 @@ pub fn full_card() -> Card {
         replication_password: Secret::new(DB_PASSWORDS[1]),
         rest_api_password: Secret::new(DB_PASSWORDS[2]),
     });
+    c.node.mqtt = Some(piforge_config::node::MqttSettings {
+        password: Some(Secret::new(MQTT_PASSWORD)),
+        ..piforge_config::node::MqttSettings::plain("mqtts://alerts@mq.example.com:8883")
+    });
     c
 }
+
+/// The broker password of [`full_card`] (`piforge build --mqtt-password-file`).
+pub const MQTT_PASSWORD: &str = "mq-Pa55-on-the-card";
 
 pub fn static_card() -> Card {
     let mut c = full_card();
@@ -443,6 +450,7 @@ pub fn files_with_secrets(dir: &Path) -> Vec<String> {
         DB_PASSWORDS[0].as_bytes().to_vec(),
         DB_PASSWORDS[1].as_bytes().to_vec(),
         DB_PASSWORDS[2].as_bytes().to_vec(),
+        MQTT_PASSWORD.as_bytes().to_vec(),
     ];
     snapshot(dir, None)
         .into_iter()
