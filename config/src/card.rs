@@ -262,7 +262,7 @@ pub struct NodeSettings {
     /// MQTT broker of the node (`piforge build --mqtt-url`); wins over an overlay's `[mqtt]`.
     /// Its password and client key are secrets: they leave the FAT with the card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt: Option<crate::node::MqttSettings>,
+    pub mqtt: Option<crate::mqtt::MqttSettings>,
 }
 
 impl Default for NodeSettings {
@@ -610,11 +610,11 @@ mod tests {
         c.locale.timezone = Some("Europe/Berlin".into());
         c.overlays = vec!["web".into()];
         c.node.tags.insert("role".into(), "web".into());
-        c.node.mqtt = Some(crate::node::MqttSettings {
+        c.node.mqtt = Some(crate::mqtt::MqttSettings {
             password: Some(Secret::new("mqtt-hunter")),
             client_cert: Some("-----BEGIN CERTIFICATE-----\nX\n".into()),
             client_key: Some(Secret::new("-----BEGIN PRIVATE KEY-----\nKEYDATA\n")),
-            ..crate::node::MqttSettings::plain("mqtts://alerts@broker.example.com")
+            ..crate::mqtt::MqttSettings::plain("mqtts://alerts@broker.example.com")
         });
         c
     }
@@ -748,7 +748,7 @@ mod tests {
         for secret in ["sss", "rrr", "aaa"] {
             assert!(!r.contains(secret), "{secret} leaked: {r}");
         }
-        assert_eq!(r.matches(REDACTED).count(), 6, "{r}");
+        assert_eq!(r.matches(REDACTED).count(), 8, "{r}");
         let env = db().env_file();
         assert!(env.contains(&format!(
             "PATRONI_REPLICATION_PASSWORD={}\n",

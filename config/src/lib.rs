@@ -21,6 +21,7 @@ pub mod cmdline;
 pub mod discovery;
 pub mod inventory;
 pub mod members;
+pub mod mqtt;
 pub mod node;
 pub mod overlay;
 pub mod secret;

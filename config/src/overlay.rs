@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::card::CardError;
-use crate::node::{EventHandler, MqttSettings, Webhook};
+use crate::mqtt::MqttSettings;
+use crate::node::{EventHandler, Webhook};
 
 /// Parsed `overlay.toml`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
