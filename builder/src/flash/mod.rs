@@ -96,6 +96,10 @@ pub struct FlashOutcome {
     pub verified: bool,
     /// Wall time.
     pub elapsed: Duration,
+    /// Writing (or, with `--verify-only`, comparing), from the first write to the last sync.
+    pub write_time: Duration,
+    /// Reading back and comparing, when verified after writing: (bytes read, time).
+    pub verify: Option<(u64, Duration)>,
     /// Remarks (partition table re-read, eject), for the output.
     pub notes: Vec<String>,
 }
@@ -773,26 +777,35 @@ fn run_job(
         _ => image.planned(),
     };
     let p = bar(req, multi, &format!("{what} {name}"), total);
-    let run = |src: &mut dyn ChunkSource| -> anyhow::Result<(u64, u64, bool)> {
+    type Ran = (u64, u64, bool, Duration, Option<(u64, Duration)>);
+    let run = |src: &mut dyn ChunkSource| -> anyhow::Result<Ran> {
+        let t0 = std::time::Instant::now();
         if req.verify_only {
             let n = engine::verify_against(src, &*target, &p)
                 .with_context(|| format!("verifying {}", job.target.display()))?;
-            return Ok((src.image_len().unwrap_or(n), n, true));
+            return Ok((src.image_len().unwrap_or(n), n, true, t0.elapsed(), None));
         }
         let report = engine::write_image(src, &target, &req.write, &p)
             .with_context(|| format!("writing {}", job.target.display()))?;
-        let verified = if req.verify {
+        let verify = if req.verify {
+            let t1 = std::time::Instant::now();
             let total: u64 = report.pieces.iter().map(|p| p.0.len()).sum();
             let vp = bar(req, multi, &format!("verifying {name}"), Some(total));
             engine::verify_written(&*target, &report, &vp)
                 .with_context(|| format!("verifying {}", job.target.display()))?;
-            true
+            Some((total, t1.elapsed()))
         } else {
-            false
+            None
         };
-        Ok((report.image_len, report.written, verified))
+        Ok((
+            report.image_len,
+            report.written,
+            verify.is_some(),
+            report.elapsed,
+            verify,
+        ))
     };
-    let (image_len, bytes, verified) = match image {
+    let (image_len, bytes, verified, write_time, verify) = match image {
         Image::Raw { path, len, plan } => {
             let mut src = match &job.patch {
                 Some(patch) => MappedSource::new(path, *len, patched_plan(plan, patch))?
@@ -823,6 +836,8 @@ fn run_job(
         bytes,
         verified,
         elapsed: start.elapsed(),
+        write_time,
+        verify,
         notes,
     })
 }
@@ -857,16 +872,23 @@ pub fn render_outcome(o: &FlashOutcome, verify_only: bool) -> String {
     let what = if verify_only {
         format!("matches the image ({} compared)", human_bytes(o.bytes))
     } else {
+        let rate =
+            |n: u64, t: Duration| format!("{:.0} MB/s", n as f64 / 1e6 / t.as_secs_f64().max(1e-3));
+        let verified = match o.verify {
+            Some((n, t)) => format!(
+                ", verified ({} read back at {})",
+                human_bytes(n),
+                rate(n, t)
+            ),
+            None if o.verified => ", verified".to_owned(),
+            None => ", not verified".to_owned(),
+        };
         format!(
-            "{} image, {} written in {:.1} s{}",
+            "{} image, {} written in {:.1} s (at {}){verified}",
             human_bytes(o.image_len),
             human_bytes(o.bytes),
             o.elapsed.as_secs_f64(),
-            if o.verified {
-                ", verified"
-            } else {
-                ", not verified"
-            }
+            rate(o.bytes, o.write_time),
         )
     };
     let notes = if o.notes.is_empty() {
