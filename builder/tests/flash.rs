@@ -726,7 +726,8 @@ impl Drop for DmDev {
 /// `real`: it must be refused naming `real`, having changed nothing on the medium (read with
 /// `medium`) but sentinel blocks.
 fn assert_refused_as_wrapping(path: &Path, real: u64, medium: &dyn Fn() -> Vec<u8>) {
-    use piforge::flash::engine::{FlashError, check_capacity, sentinel_offsets};
+    use piforge::flash::capacity::{check_capacity, sentinel_offsets};
+    use piforge::flash::engine::FlashError;
     use piforge::flash::target::{DeviceTarget, TargetIo};
     let before = medium();
     let fake = DeviceTarget::open(path, true).unwrap();
@@ -760,7 +761,7 @@ fn assert_refused_as_wrapping(path: &Path, real: u64, medium: &dyn Fn() -> Vec<u
 /// nothing but sentinels written; an honest loop device passes and keeps no sentinel.
 #[test]
 fn a_wrapping_card_is_refused_naming_its_real_capacity() {
-    use piforge::flash::engine::{check_capacity, sentinel_offsets};
+    use piforge::flash::capacity::{check_capacity, sentinel_offsets};
     use piforge::flash::target::DeviceTarget;
     let env = Env::new();
     let real: u64 = 32 << 20;

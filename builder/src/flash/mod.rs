@@ -18,7 +18,7 @@
 //! targets through the confirmation unless `--yes` and their unmount, then re-opened
 //! exclusively through the checked handle and re-checked (same device, size, facts); a file
 //! target's filesystem must have room for the image's used bytes. A device then gets the
-//! fake-capacity check ([`engine::check_capacity`], unless `--no-capacity-check`). File
+//! fake-capacity check ([`capacity::check_capacity`], unless `--no-capacity-check`). File
 //! targets are written in place like a device (created 0600 or narrowed to 0600: they hold
 //! the card's secrets; truncated, first MiB held back), so an interrupted flash leaves a file
 //! with a zero first MiB, exactly as it leaves a card.
@@ -26,6 +26,7 @@
 //! (`engine`).
 
 pub mod blockdev;
+pub mod capacity;
 pub mod engine;
 pub mod guard;
 pub mod source;
@@ -757,7 +758,7 @@ fn run_job(
     }
     if job.kind == TargetKind::Device && !req.verify_only {
         if req.write.capacity_check {
-            let n = engine::check_capacity(&*target)
+            let n = capacity::check_capacity(&*target)
                 .with_context(|| format!("checking the capacity of {}", job.target.display()))?;
             notes.push(format!(
                 "capacity checked: {n} sentinel blocks up to {}",
