@@ -15,6 +15,10 @@
 //!    `diskutil unmountDisk`), then on Linux checks that an exclusive open succeeds.
 //! 4. Open the device with [`exclusive_flag`] in `custom_flags` so nothing mounts it meanwhile.
 //!
+//! `piforge flash` itself opens each target once first (`flash::target::open_target`) and uses
+//! [`check_opened`] (the same rules on the handle's `fstat`, SECURITY finding 4) instead of
+//! step 1, and [`recheck_opened`] on the exclusive handle after step 3.
+//!
 //! [`list`] and [`cmd_devices`] serve `piforge devices [--json]`.
 //!
 //! Deliberately not here: opening a device for writing, block maps, progress, eject (the flash
