@@ -294,6 +294,10 @@ pub struct FlashArgs {
     /// Seconds writing the end of a device may take before the card is called counterfeit.
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub end_timeout: u64,
+    /// Skip the fake-capacity check (sentinel blocks written across the device and read back
+    /// before the image).
+    #[arg(long)]
+    pub no_capacity_check: bool,
 }
 
 /// `piforge devices`
@@ -308,10 +312,18 @@ pub struct DevicesArgs {
 /// mid-way. Not an option: nobody wants a slower flash.
 pub const THROTTLE_ENV: &str = "PIFORGE_TEST_THROTTLE_MS";
 
+/// Test knob: milliseconds to pause after every check and confirmation, before the first
+/// write (announced on stderr as `test pause`), so a test can repoint a target's path there.
+pub const PAUSE_ENV: &str = "PIFORGE_TEST_PAUSE_MS";
+
 impl FlashArgs {
     /// Turns the arguments into a request.
     pub fn into_request(self, progress: bool) -> FlashRequest {
         let throttle = std::env::var(THROTTLE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        let pause = std::env::var(PAUSE_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
@@ -331,6 +343,8 @@ impl FlashArgs {
                 end_timeout: Duration::from_secs(self.end_timeout),
                 throttle,
                 hash: !self.no_verify,
+                pause,
+                capacity_check: !self.no_capacity_check,
             },
         }
     }

@@ -55,6 +55,11 @@ pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> 
 pub fn cmd_export(req: ExportRequest, out: &mut impl Write) -> anyhow::Result<()> {
     let o = export::export(&req)?;
     writeln!(out, "{}  {}", o.sha256, o.output.display())?;
+    writeln!(
+        out,
+        "{}: mode 0600, readable by you only (it holds the card's secrets)",
+        o.output.display()
+    )?;
     Ok(())
 }
 

@@ -321,6 +321,25 @@ where
     }
 }
 
+/// The decompressed size the container itself records, without decoding: an `.xz` file's
+/// indexes, a `.zip` member's central-directory entry. `None` for gzip and zstd (their sizes
+/// are absent or only per frame) and for anything unreadable. A hint for checks made before
+/// writing: the decoder's own end of data stays authoritative.
+pub fn recorded_size(path: &Path, format: Format) -> Option<u64> {
+    let mut f = std::fs::File::open(path).ok()?;
+    match format {
+        Format::Xz => xz_uncompressed_size(&mut f).ok().flatten(),
+        Format::Zip => {
+            let mut archive = zip::ZipArchive::new(f).ok()?;
+            let index = zip_image_index(&mut archive).ok()?;
+            let member = archive.by_index_raw(index).ok()?;
+            Some(member.size())
+        }
+        Format::Raw => f.metadata().ok().map(|m| m.len()),
+        Format::Gz | Format::Zst => None,
+    }
+}
+
 /// Reads the decompressed contents of an `.xz` file with liblzma's multi-threaded decoder,
 /// including concatenated streams (`cat a.xz b.xz`, pixz), which a single decoder would stop
 /// after the first of, silently. Stream padding is skipped; anything else after a stream must

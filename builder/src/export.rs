@@ -4,11 +4,13 @@
 //! The output is written to `FILE.part` and renamed when complete; the `.sha256` and the
 //! `.bmap` (`FILE.bmap`: the used blocks of the raw image from its FAT/ext4 allocation, each
 //! range with its sha256, for `bmaptool copy` and `piforge flash --image`) are written after
-//! the image they describe. xz uses a fixed block size, so the compressed bytes do not
+//! the image they describe. The image (`.img` or `.img.xz`, and its `.part`) is mode 0600,
+//! whatever the umask: it holds the cluster key and the card's secrets (SECURITY finding 6). xz uses a fixed block size, so the compressed bytes do not
 //! depend on the number of threads (reproducible releases on any machine).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -74,6 +76,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
     if let Some(k) = req.card {
         personalise(raw.as_file_mut(), &batch, &req.batch_dir, k)?;
     }
+    owner_only(raw.as_file())?;
     raw.as_file().sync_all().context("syncing the image")?;
     let bmap = bmap_of(raw.as_file_mut())?;
 
@@ -149,7 +152,14 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
         .metadata()
         .with_context(|| format!("reading {}", src.display()))?
         .len();
-    let out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dest)
+        .with_context(|| format!("creating {}", dest.display()))?;
+    owner_only(&out)?;
     let hashing = HashWriter {
         inner: BufWriter::new(out),
         hash: Sha256::new(),
@@ -180,6 +190,13 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
     file.sync_all()
         .with_context(|| format!("syncing {}", dest.display()))?;
     Ok(hex::encode(hash.finalize()))
+}
+
+/// Mode 0600 on an open file, whatever the umask and whatever mode it had.
+fn owner_only(f: &File) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .context("making the image readable by its owner only (0600)")
 }
 
 struct HashWriter<W> {

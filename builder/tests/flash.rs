@@ -451,3 +451,414 @@ fn loop_device_is_flashed_verified_and_old_data_does_not_leak() {
         common::read_range(&image, 0, 1 << 20)
     );
 }
+
+/// The whole file's sha256.
+fn sha_of(p: &Path) -> String {
+    common::sha256_range(p, 0, std::fs::metadata(p).unwrap().len())
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// `piforge ARGS` run under `umask 000` (through sh: no `unsafe` pre_exec here).
+fn with_umask_0(env: &Env, args: &[&str]) -> Output {
+    let probe = env.cmd(args);
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(probe.get_program())
+        .args(args)
+        .current_dir(env.dir.path());
+    for (k, v) in probe.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.output().unwrap()
+}
+
+/// SECURITY finding 6: an exported image and a file-target card hold the card's secrets; they
+/// are created 0600 even under `umask 000`, an existing 0666 target file is narrowed, and the
+/// output says so.
+#[test]
+fn exports_and_file_targets_are_0600_whatever_the_umask() {
+    let env = Env::new();
+    env.batch(1);
+    for o in ["e.img", "e.img.xz"] {
+        let out = with_umask_0(&env, &["export", "--out", "out", "--card", "1", "-o", o]);
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("0600"), "export does not say so: {text}");
+        assert_eq!(mode_of(&env.path(o)), 0o600, "{o}");
+    }
+    let old = env.path("old.img");
+    std::fs::write(&old, b"x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = with_umask_0(&env, &["flash", "new.img", "old.img", "--out", "out"]);
+    // One card for two targets: the batch has one; flash them one at a time instead.
+    assert!(!out.status.success());
+    for t in ["new.img", "old.img"] {
+        let out = with_umask_0(&env, &["flash", t, "--out", "out", "--card", "1"]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("0600"),
+            "{out:?}"
+        );
+        assert_eq!(mode_of(&env.path(t)), 0o600, "{t}");
+    }
+}
+
+/// SECURITY finding 2: the image being written, a hard link to it, the batch's own image, and
+/// files in the batch or cache directory are refused as targets, before a byte changes.
+#[test]
+fn flash_refuses_its_own_source_the_cache_and_the_output_dir_as_target() {
+    let env = Env::new();
+    env.batch(1);
+    env.ok(&["export", "--out", "out", "-o", "rel.img"]);
+    let rel = env.path("rel.img");
+    std::fs::hard_link(&rel, env.path("link.img")).unwrap();
+    let before = sha_of(&rel);
+    for t in ["rel.img", "link.img", "./rel.img"] {
+        let err = env.fails(&["flash", "--image", "rel.img", t]);
+        assert!(err.contains("is the image being written"), "{t}: {err}");
+    }
+    assert_eq!(sha_of(&rel), before, "the source was changed");
+    let batch = Batch::load(&env.path("out")).unwrap();
+    let image = batch.image_path(&env.path("out"));
+    let image_before = sha_of(&image);
+    let err = env.fails(&["flash", image.to_str().unwrap(), "--out", "out"]);
+    assert!(err.contains("is the image being written"), "{err}");
+    assert_eq!(sha_of(&image), image_before, "the batch image was changed");
+    for (t, what) in [
+        ("out/new.img", "batch directory"),
+        ("cache/new.img", "cache"),
+    ] {
+        let err = env.fails(&["flash", "--image", "rel.img", "--out", "out", t]);
+        assert!(err.contains(what), "{t}: {err}");
+        assert!(!env.path(t).exists(), "{t} was created");
+    }
+    assert_eq!(flashed(&env), [false]);
+}
+
+/// SECURITY finding 2, devices: a loop device backed by the image, and the disk whose mounted
+/// filesystem holds the image, are refused; the disk stays mounted and unchanged.
+#[test]
+fn a_loop_device_backed_by_the_image_or_holding_it_is_refused() {
+    let env = Env::new();
+    env.batch(0);
+    env.ok(&["export", "--out", "out", "-o", "rel.img"]);
+    let rel = env.path("rel.img");
+    let before = sha_of(&rel);
+    let Some(dev) = loop_device(&rel) else {
+        return;
+    };
+    let err = env.fails(&[
+        "flash",
+        "--yes",
+        "--image",
+        "rel.img",
+        dev.0.to_str().unwrap(),
+    ]);
+    assert!(err.contains("is the image being written"), "{err}");
+    drop(dev);
+    assert_eq!(sha_of(&rel), before);
+
+    // A disk (loop device) with an ext4 filesystem, mounted, holding the image.
+    let backing = env.path("disk.bin");
+    File::create(&backing)
+        .unwrap()
+        .set_len(std::fs::metadata(&rel).unwrap().len() + (64 << 20))
+        .unwrap();
+    let Some(disk) = loop_device(&backing) else {
+        return;
+    };
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(mkfs.success());
+    let mnt = env.path("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    assert!(
+        Command::new("mount")
+            .arg(&disk.0)
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _unmount = Unmount(mnt.clone());
+    std::fs::copy(&rel, mnt.join("rel.img")).unwrap();
+    let inside = mnt.join("rel.img");
+    let err = env.fails(&[
+        "flash",
+        "--yes",
+        "--image",
+        inside.to_str().unwrap(),
+        disk.0.to_str().unwrap(),
+    ]);
+    assert!(err.contains("holds the image being written"), "{err}");
+    assert!(
+        inside.exists(),
+        "the filesystem holding the image was unmounted"
+    );
+    assert_eq!(sha_of(&inside), before);
+}
+
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Starts `piforge ARGS` with the test pause before writing; returns once it is paused (its
+/// checks and confirmation done), with the child.
+fn paused(env: &Env, args: &[&str]) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = env
+        .cmd(args)
+        .env("PIFORGE_TEST_PAUSE_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "piforge ended without pausing"
+        );
+        if line.contains("test pause") {
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on it.
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    child
+}
+
+fn swap_symlink(link: &Path, to: &Path) {
+    let tmp = link.with_extension("new-link");
+    std::os::unix::fs::symlink(to, &tmp).unwrap();
+    std::fs::rename(&tmp, link).unwrap();
+}
+
+/// SECURITY finding 4 (TOCTOU): the target is opened once; what the checks looked at is what
+/// gets written, even when its path is repointed between the check and the write.
+#[test]
+fn a_target_repointed_after_the_check_is_not_written() {
+    let env = Env::new();
+    env.batch(0);
+    env.ok(&["export", "--out", "out", "-o", "rel.img"]);
+    let (a, b) = (env.path("a.img"), env.path("b.img"));
+    std::fs::write(&a, b"checked").unwrap();
+    std::fs::write(&b, vec![0x5Au8; 1 << 20]).unwrap();
+    let link = env.path("card.img");
+    std::os::unix::fs::symlink(&a, &link).unwrap();
+    let child = paused(&env, &["flash", "--image", "rel.img", "card.img"]);
+    swap_symlink(&link, &b);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        std::fs::read(&b).unwrap() == vec![0x5Au8; 1 << 20],
+        "the file swapped in was written"
+    );
+    assert!(common::same_bytes(&a, &env.path("rel.img")));
+}
+
+/// SECURITY finding 4 on devices: a symlink to a checked loop device repointed to another loop
+/// device during the pause: the checked device is written, the other one is untouched.
+#[test]
+fn a_device_repointed_after_the_check_is_not_written() {
+    let env = Env::new();
+    let base = env.batch(0);
+    env.ok(&["export", "--out", "out", "-o", "rel.img"]);
+    let size = base.disk_size + (8 << 20);
+    let (ba, bb) = (env.path("a.bin"), env.path("b.bin"));
+    for p in [&ba, &bb] {
+        std::fs::write(p, vec![0x5Au8; size as usize]).unwrap();
+    }
+    let Some(da) = loop_device(&ba) else {
+        return;
+    };
+    let Some(db) = loop_device(&bb) else {
+        return;
+    };
+    let link = env.path("card");
+    std::os::unix::fs::symlink(&da.0, &link).unwrap();
+    let child = paused(
+        &env,
+        &["flash", "--yes", "--no-eject", "--image", "rel.img", "card"],
+    );
+    swap_symlink(&link, &db.0);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    drop((da, db));
+    assert!(
+        std::fs::read(&bb).unwrap().iter().all(|&x| x == 0x5A),
+        "the device swapped in was written"
+    );
+    assert_eq!(
+        common::read_range(&ba, 0, 1 << 20),
+        common::read_range(&env.path("rel.img"), 0, 1 << 20)
+    );
+}
+
+/// A device-mapper device (`dmsetup create`), removed when dropped.
+struct DmDev(String);
+
+impl Drop for DmDev {
+    fn drop(&mut self) {
+        let _ = Command::new("dmsetup").args(["remove", &self.0]).status();
+    }
+}
+
+/// Runs the capacity check on `path`, a device claiming `2 * real` bytes that wraps at
+/// `real`: it must be refused naming `real`, having changed nothing on the medium (read with
+/// `medium`) but sentinel blocks.
+fn assert_refused_as_wrapping(path: &Path, real: u64, medium: &dyn Fn() -> Vec<u8>) {
+    use piforge::flash::capacity::{check_capacity, sentinel_offsets};
+    use piforge::flash::engine::FlashError;
+    use piforge::flash::target::{DeviceTarget, TargetIo};
+    let before = medium();
+    let fake = DeviceTarget::open(path, true).unwrap();
+    assert_eq!(fake.capacity(), 2 * real);
+    let e = check_capacity(&fake).unwrap_err();
+    assert!(
+        matches!(e, FlashError::FakeCapacity { real: r, claimed, .. }
+            if r == real && claimed == 2 * real),
+        "{e}"
+    );
+    let text = e.to_string();
+    assert!(text.contains("holds only about 32.0 MiB"), "{text}");
+    drop(fake);
+    let after = medium();
+    let sentinels: Vec<u64> = sentinel_offsets(2 * real)
+        .iter()
+        .map(|o| o % real)
+        .collect();
+    for (i, (a, b)) in before.iter().zip(&after).enumerate() {
+        let i = i as u64;
+        assert!(
+            a == b || sentinels.iter().any(|&o| (o..o + 4096).contains(&i)),
+            "byte {i} changed outside a sentinel block"
+        );
+    }
+}
+
+/// Issue 20 item 4 on a real block device that wraps: a loop device over a FUSE file that
+/// claims 64 MiB and stores 32 MiB, every address taken modulo 32 MiB (tests/tools/
+/// wrapping_card.py; this kernel kind has FUSE but no device-mapper). Refused naming 32 MiB,
+/// nothing but sentinels written; an honest loop device passes and keeps no sentinel.
+#[test]
+fn a_wrapping_card_is_refused_naming_its_real_capacity() {
+    use piforge::flash::capacity::{check_capacity, sentinel_offsets};
+    use piforge::flash::target::DeviceTarget;
+    let env = Env::new();
+    let real: u64 = 32 << 20;
+    let fusepy = Path::new("/usr/lib/python3/dist-packages/fusepy.py").exists();
+    if !fusepy || !Path::new("/dev/fuse").exists() {
+        assert!(
+            std::env::var_os("PIFORGE_TEST_LOOP").is_none_or(|v| v != "1"),
+            "the wrapping card needs FUSE and python3-fusepy (ci/setup)"
+        );
+        eprintln!("SKIPPED: no FUSE or python3-fusepy");
+        return;
+    }
+    let mnt = env.path("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/wrapping_card.py");
+    let mut server = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(&mnt)
+        .arg(real.to_string())
+        .arg((2 * real).to_string())
+        .spawn()
+        .unwrap();
+    let card = mnt.join("card");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !card.exists() {
+        assert!(Instant::now() < deadline, "the FUSE card never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _unmount = Unmount(mnt.clone());
+    let junk: Vec<u8> = (0..real).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(&card, &junk).unwrap();
+    let medium = || common::read_range(&card, 0, real);
+    assert_eq!(medium(), junk);
+    if let Some(dev) = loop_device(&card) {
+        assert_refused_as_wrapping(&dev.0, real, &medium);
+    }
+    drop(_unmount);
+    let _ = server.wait();
+
+    // An honest device of the same real size passes, its sentinel blocks zeroed again.
+    let backing = env.path("honest.bin");
+    std::fs::write(&backing, &junk).unwrap();
+    let Some(dev) = loop_device(&backing) else {
+        return;
+    };
+    let honest = DeviceTarget::open(&dev.0, true).unwrap();
+    assert_eq!(
+        check_capacity(&honest).unwrap(),
+        sentinel_offsets(real).len()
+    );
+    drop(honest);
+    drop(dev);
+    let after = std::fs::read(&backing).unwrap();
+    for o in sentinel_offsets(real) {
+        let o = o as usize;
+        assert!(
+            after[o..o + 4096].iter().all(|&b| b == 0),
+            "sentinel left at {o}"
+        );
+    }
+    assert!(!after.windows(16).any(|w| w == b"PIFORGE-CAPACITY"));
+}
+
+/// The same with device-mapper (`linear` segments mapping the same 32 MiB of a loop device
+/// twice), where the kernel has it; kernels without device-mapper skip with a message.
+#[test]
+fn a_wrapping_device_mapper_card_is_refused_naming_its_real_capacity() {
+    let env = Env::new();
+    let backing = env.path("real.bin");
+    let real: u64 = 32 << 20;
+    let junk: Vec<u8> = (0..real).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(&backing, &junk).unwrap();
+    let dm_ok = Command::new("dmsetup")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !dm_ok {
+        eprintln!("SKIPPED: no device-mapper in this kernel (or no dmsetup)");
+        return;
+    }
+    let Some(dev) = loop_device(&backing) else {
+        return;
+    };
+    let name = format!("piforge-fake-{}", std::process::id());
+    let sectors = real / 512;
+    let table = format!(
+        "0 {sectors} linear {d} 0\n{sectors} {sectors} linear {d} 0\n",
+        d = dev.0.display()
+    );
+    let mut c = Command::new("dmsetup")
+        .args(["create", &name])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), table.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success(), "dmsetup create failed");
+    let _dm = DmDev(name.clone());
+    let medium = || std::fs::read(&backing).unwrap();
+    assert_refused_as_wrapping(Path::new(&format!("/dev/mapper/{name}")), real, &medium);
+}

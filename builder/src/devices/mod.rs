@@ -15,6 +15,10 @@
 //!    `diskutil unmountDisk`), then on Linux checks that an exclusive open succeeds.
 //! 4. Open the device with [`exclusive_flag`] in `custom_flags` so nothing mounts it meanwhile.
 //!
+//! `piforge flash` itself opens each target once first (`flash::target::open_target`) and uses
+//! [`check_opened`] (the same rules on the handle's `fstat`, SECURITY finding 4) instead of
+//! step 1, and [`recheck_opened`] on the exclusive handle after step 3.
+//!
 //! [`list`] and [`cmd_devices`] serve `piforge devices [--json]`.
 //!
 //! Deliberately not here: opening a device for writing, block maps, progress, eject (the flash
@@ -382,6 +386,56 @@ pub fn check_target_in(
         }
         Err(e) => return Err(inspect(e)),
     };
+    check_meta_in(root, path, &meta, image_len, policy)
+}
+
+/// Checks an opened flash target (SECURITY finding 4): the rules of [`check_target_in`]
+/// applied to what the handle's `fstat` says (the device it stands for, its type), not to
+/// whatever the path points to by now. A file the open just created is a new file target.
+pub fn check_opened(
+    path: &Path,
+    file: &fs::File,
+    created: bool,
+    image_len: u64,
+    policy: &Policy,
+) -> Result<Target, SafetyError> {
+    check_opened_in(&SysRoot::host(), path, file, created, image_len, policy)
+}
+
+/// [`check_opened`] over a given root (tests).
+pub fn check_opened_in(
+    root: &SysRoot,
+    path: &Path,
+    file: &fs::File,
+    created: bool,
+    image_len: u64,
+    policy: &Policy,
+) -> Result<Target, SafetyError> {
+    let meta = file.metadata().map_err(|source| SafetyError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if created && meta.is_file() {
+        return Ok(Target {
+            path: path.into(),
+            kind: TargetKind::File { existing_len: None },
+            notes: Vec::new(),
+        });
+    }
+    check_meta_in(root, path, &meta, image_len, policy)
+}
+
+fn check_meta_in(
+    root: &SysRoot,
+    path: &Path,
+    meta: &fs::Metadata,
+    image_len: u64,
+    policy: &Policy,
+) -> Result<Target, SafetyError> {
+    let inspect = |source| SafetyError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    };
     let canonical = fs::canonicalize(path).map_err(inspect)?;
     let dev_dir = fs::canonicalize(&root.dev).unwrap_or_else(|_| root.dev.clone());
     let in_dev_dir = canonical.parent() == Some(dev_dir.as_path());
@@ -411,7 +465,7 @@ pub fn check_target_in(
     let file_name = canonical
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    let name = devnum_of(&meta)
+    let name = devnum_of(meta)
         .and_then(|(ma, mi)| sysfs::name_from_devnum(root, ma, mi))
         .or(file_name)
         .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
@@ -454,6 +508,48 @@ pub fn check_target_in(
         kind: TargetKind::Device(Box::new(dev)),
         notes: Vec::new(),
     })
+}
+
+/// Re-checks a device after its exclusive open (SECURITY finding 4), against the facts it was
+/// checked and confirmed with: the handle's device must still be a disk of the same size,
+/// removability, model and write protection (a card swapped in the same reader between the
+/// prompt and the write has the same device number but not the same facts). The exclusive
+/// open itself proves nothing is mounted from it any more.
+pub fn recheck_opened(path: &Path, file: &fs::File, checked: &Device) -> anyhow::Result<()> {
+    let meta = file.metadata()?;
+    #[cfg(not(target_os = "macos"))]
+    let now = {
+        let root = SysRoot::host();
+        let tables = sysfs::Tables::read(&root)?;
+        devnum_of(&meta)
+            .and_then(|(ma, mi)| sysfs::name_from_devnum(&root, ma, mi))
+            .map(|n| sysfs::probe(&root, &tables, &n))
+            .transpose()?
+            .flatten()
+    };
+    #[cfg(target_os = "macos")]
+    let now: Option<Device> = {
+        let _ = &meta;
+        None
+    };
+    let Some(now) = now else {
+        anyhow::bail!(
+            "{} is no longer the disk that was checked: nothing was written",
+            path.display()
+        );
+    };
+    let facts = |d: &Device| (d.size, d.removable, d.read_only, d.model.clone(), d.bus);
+    anyhow::ensure!(
+        facts(&now) == facts(checked),
+        "{} changed since it was checked and confirmed (now {}, {}; was {}, {}): nothing was \
+         written, run the flash again",
+        path.display(),
+        now.description(),
+        human_bytes(now.size),
+        checked.description(),
+        human_bytes(checked.size)
+    );
+    Ok(())
 }
 
 fn new_file_target(path: &Path, under_dev: bool) -> Result<Target, SafetyError> {

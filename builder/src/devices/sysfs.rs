@@ -376,9 +376,91 @@ pub fn name_from_devnum(root: &SysRoot, major: u32, minor: u32) -> Option<String
     Some(c.file_name()?.to_string_lossy().into_owned())
 }
 
+/// What a block device sits on, as far as sysfs tells: the devices (`major:minor`) and the
+/// files behind loop devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stack {
+    /// The device itself, its whole disk when it is a partition, and everything it is stacked
+    /// on (dm/md slaves, recursively, and their whole disks).
+    pub devices: Vec<(u32, u32)>,
+    /// The backing files of loop devices among them.
+    pub files: Vec<PathBuf>,
+}
+
+/// The [`Stack`] under the block device `devnum` (e.g. the `st_dev` of a file: the disk a
+/// file lives on). Unknown numbers (a tmpfs, overlayfs, btrfs subvolume's anonymous device)
+/// give just themselves.
+pub fn stack_of(root: &SysRoot, devnum: (u32, u32)) -> Stack {
+    let mut st = Stack::default();
+    let mut todo = vec![devnum];
+    let dev_of = |dir: &Path| read_trim(&dir.join("dev")).and_then(|s| parse_devnum(&s));
+    // Bounded: a stack deeper than that is not a real machine's.
+    while let Some(d) = todo.pop() {
+        if st.devices.contains(&d) || st.devices.len() >= 256 {
+            continue;
+        }
+        st.devices.push(d);
+        let link = root.sys.join("dev/block").join(format!("{}:{}", d.0, d.1));
+        let Ok(dir) = fs::canonicalize(link) else {
+            continue;
+        };
+        if dir.join("partition").is_file()
+            && let Some(disk) = dir.parent().and_then(dev_of)
+        {
+            todo.push(disk);
+        }
+        let slaves = dir.join("slaves");
+        for s in dir_names(&slaves) {
+            if let Some(n) = fs::canonicalize(slaves.join(&s))
+                .ok()
+                .and_then(|p| dev_of(&p))
+            {
+                todo.push(n);
+            }
+        }
+        if let Some(f) = read_trim(&dir.join("loop").join("backing_file")).filter(|f| !f.is_empty())
+        {
+            let f = f.strip_suffix(" (deleted)").unwrap_or(&f).to_owned();
+            st.files.push(PathBuf::from(f));
+        }
+    }
+    st
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stack_follows_partitions_slaves_and_loop_files() {
+        let d = tempfile::tempdir().unwrap();
+        let root = SysRoot::under(d.path());
+        let dev = |rel: &str, devnum: &str| {
+            let p = d.path().join("sys/devices").join(rel);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("dev"), format!("{devnum}\n")).unwrap();
+            let links = d.path().join("sys/dev/block");
+            fs::create_dir_all(&links).unwrap();
+            std::os::unix::fs::symlink(&p, links.join(devnum)).unwrap();
+            p
+        };
+        let _sdb = dev("usb/block/sdb", "8:16");
+        let sdb1 = dev("usb/block/sdb/sdb1", "8:17");
+        fs::write(sdb1.join("partition"), "1\n").unwrap();
+        let loop0 = dev("virtual/block/loop0", "7:0");
+        fs::create_dir_all(loop0.join("loop")).unwrap();
+        fs::write(loop0.join("loop/backing_file"), "/srv/x.img (deleted)\n").unwrap();
+        let dm = dev("virtual/block/dm-0", "254:0");
+        fs::create_dir_all(dm.join("slaves")).unwrap();
+        std::os::unix::fs::symlink(&sdb1, dm.join("slaves/sdb1")).unwrap();
+        std::os::unix::fs::symlink(&loop0, dm.join("slaves/loop0")).unwrap();
+        let st = stack_of(&root, (254, 0));
+        let mut devs = st.devices.clone();
+        devs.sort();
+        assert_eq!(devs, [(7, 0), (8, 16), (8, 17), (254, 0)]);
+        assert_eq!(st.files, [PathBuf::from("/srv/x.img")]);
+        assert_eq!(stack_of(&root, (0, 42)).devices, [(0, 42)]);
+    }
 
     #[test]
     fn bus_comes_from_the_sysfs_path() {

@@ -15,13 +15,15 @@
 //!
 //! Verification reads back every written piece (page cache dropped or bypassed by the target)
 //! and compares sha256s, reporting the byte ranges that differ. [`verify_against`] compares a
-//! target with a source directly (`--verify-only`).
+//! target with a source directly (`--verify-only`). The fake-capacity check that runs before
+//! all this on a device is [`super::capacity`].
 //! Deliberately not here: choosing what to write (`flash::source`), opening devices
 //! (`flash::target`), safety checks (`devices`).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -34,6 +36,11 @@ use crate::sparse::is_zero;
 
 /// Bytes per write.
 pub const CHUNK: usize = 4 << 20;
+/// Writes (and read-back reads) in flight at once on a device: a card reader or a loop
+/// device serves several `O_DIRECT` requests in parallel better than one after the other.
+const DEVICE_QUEUE: usize = 4;
+/// The same for a file target (its writes land in the page cache: two threads copy enough).
+const FILE_QUEUE: usize = 2;
 /// The head that is zeroed first and written last.
 pub const HOLD: u64 = 1 << 20;
 /// Zeroed at the start and end of partitions and at the device's end.
@@ -64,6 +71,37 @@ pub enum FlashError {
         image: u64,
         /// Target capacity.
         target: u64,
+    },
+    /// A stream of unknown length turned out longer than the target, mid-way.
+    #[error(
+        "the image is larger than the target ({}): the stream went past its end; the target is \
+         left without a partition table",
+        crate::progress::human_bytes(*target)
+    )]
+    Overflow {
+        /// Target capacity.
+        target: u64,
+    },
+    /// Sentinel blocks written across the device collided: it holds less than it claims.
+    #[error(
+        "fake capacity: the device claims {} but holds only about {}: the sentinel block \
+         written at byte {written_at} {}; only {sentinels} sentinel blocks of 4 KiB were \
+         written, nothing else (use another card, or --no-capacity-check to write anyway)",
+        crate::progress::human_bytes(*claimed),
+        crate::progress::human_bytes(*real),
+        match read_at { Some(r) => format!("came back at byte {r} (addresses wrap around)"), None => "did not come back (writes past the real end are lost)".to_owned() }
+    )]
+    FakeCapacity {
+        /// What the device reports.
+        claimed: u64,
+        /// What it really holds (the wrap period, or the first offset that loses writes).
+        real: u64,
+        /// A sentinel that did not read back where it was written.
+        written_at: u64,
+        /// Where it was found instead (`None`: nowhere among the sentinels).
+        read_at: Option<u64>,
+        /// Sentinels written.
+        sentinels: usize,
     },
     /// Writing the device's last MiB did not finish in time.
     #[error(
@@ -122,6 +160,10 @@ pub struct WriteOptions {
     pub throttle: Option<Duration>,
     /// Hash what is written, for [`verify_written`] (off for `--no-verify`: it costs time).
     pub hash: bool,
+    /// Pause after the checks, before the first write (tests repoint a target's path there).
+    pub pause: Option<Duration>,
+    /// Check a device for fake capacity before writing ([`super::capacity::check_capacity`]).
+    pub capacity_check: bool,
 }
 
 impl Default for WriteOptions {
@@ -130,6 +172,8 @@ impl Default for WriteOptions {
             end_timeout: Duration::from_secs(60),
             throttle: None,
             hash: true,
+            pause: None,
+            capacity_check: true,
         }
     }
 }
@@ -162,7 +206,7 @@ pub struct WriteReport {
     pub elapsed: Duration,
 }
 
-fn target_err(what: &'static str, offset: u64) -> impl FnOnce(io::Error) -> FlashError {
+pub(super) fn target_err(what: &'static str, offset: u64) -> impl FnOnce(io::Error) -> FlashError {
     move |source| FlashError::Target {
         what,
         offset,
@@ -208,32 +252,56 @@ pub fn write_image(
     let mut pieces: Vec<(ByteRange, [u8; 32])> = Vec::new();
     let hash = opts.hash;
     let throttle = opts.throttle;
+    let queue = if device { DEVICE_QUEUE } else { FILE_QUEUE };
+    let failed = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<WriteJob>(queue);
+    let rx = Mutex::new(rx);
     let (read_result, write_result) = std::thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<WriteJob>(2);
         let (back_tx, back_rx) = mpsc::channel::<AlignedBuf>();
-        let writer = s.spawn(move || -> Result<u64, FlashError> {
-            let mut written = 0u64;
-            for j in rx {
-                if j.write {
-                    target
-                        .write_at(&j.buf.as_slice()[j.from..j.to], j.at)
-                        .map_err(target_err("writing the target", j.at))?;
-                    written += (j.to - j.from) as u64;
-                }
-                progress.inc(j.n);
-                if let Some(t) = throttle {
-                    std::thread::sleep(t);
-                }
-                let _ = back_tx.send(j.buf);
-            }
-            Ok(written)
-        });
+        // `queue` writers take chunks in turn, so that many writes are in flight.
+        let writers: Vec<_> = (0..queue)
+            .map(|_| {
+                let back_tx = back_tx.clone();
+                let (rx, failed) = (&rx, &failed);
+                s.spawn(move || -> Result<u64, FlashError> {
+                    let mut written = 0u64;
+                    loop {
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok(written); // another writer's error says why
+                        }
+                        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(j) = next else {
+                            return Ok(written);
+                        };
+                        if j.write {
+                            let r = target
+                                .write_at(&j.buf.as_slice()[j.from..j.to], j.at)
+                                .map_err(target_err("writing the target", j.at));
+                            if let Err(e) = r {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            written += (j.to - j.from) as u64;
+                        }
+                        progress.inc(j.n);
+                        if let Some(t) = throttle {
+                            std::thread::sleep(t);
+                        }
+                        let _ = back_tx.send(j.buf);
+                    }
+                })
+            })
+            .collect();
+        drop(back_tx);
         let mut allocated = 0;
         let read = (|| -> Result<(), FlashError> {
             loop {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(()); // the writer's error says why
+                }
                 let mut buf = match back_rx.try_recv() {
                     Ok(b) => b,
-                    Err(_) if allocated < 3 => {
+                    Err(_) if allocated < queue + 2 => {
                         allocated += 1;
                         AlignedBuf::new(CHUNK)
                     }
@@ -250,10 +318,7 @@ pub fn write_image(
                 };
                 let end = off + n as u64;
                 if end > cap {
-                    return Err(FlashError::TooSmall {
-                        image: src.image_len().unwrap_or(end).max(end),
-                        target: cap,
-                    });
+                    return Err(FlashError::Overflow { target: cap });
                 }
                 let data = &buf.as_slice()[..n];
                 let mut from = 0usize;
@@ -284,9 +349,16 @@ pub fn write_image(
             }
         })();
         drop(tx);
-        let wrote = writer
-            .join()
-            .unwrap_or_else(|_| Err(FlashError::Source(io::Error::other("the writer panicked"))));
+        let mut wrote = Ok(0u64);
+        for w in writers {
+            let r = w
+                .join()
+                .unwrap_or_else(|_| Err(FlashError::Source(io::Error::other("a writer panicked"))));
+            wrote = match (wrote, r) {
+                (Ok(a), Ok(b)) => Ok(a + b),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+        }
         (read, wrote)
     });
     // The writer's error first: a reader that stopped early stopped because of it.
@@ -467,25 +539,61 @@ pub fn verify_written(
     target
         .drop_cache()
         .map_err(target_err("dropping the page cache of the target", 0))?;
-    let mut buf = AlignedBuf::new(CHUNK);
-    let mut bad = Vec::new();
     let mut pieces = report.pieces.clone();
     pieces.sort_by_key(|p| p.0.start);
-    for (r, want) in &pieces {
-        let mut pos = r.start;
-        let mut h = Sha256::new();
-        while pos < r.end {
-            let n = (r.end - pos).min(CHUNK as u64) as usize;
-            read_padded(target, &mut buf, pos, n)?;
-            h.update(&buf.as_slice()[..n]);
-            pos += n as u64;
-            progress.inc(n as u64);
-        }
-        if <[u8; 32]>::from(h.finalize()) != *want {
-            bad.push(*r);
-        }
-    }
+    // Several readers take pieces in turn (in ascending order), so that many reads are in
+    // flight and hashing overlaps reading.
+    let readers = if target.is_device() {
+        DEVICE_QUEUE
+    } else {
+        FILE_QUEUE
+    };
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let bad = Mutex::new(Vec::new());
+    let results: Vec<Result<(), FlashError>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..readers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), FlashError> {
+                    let mut buf = AlignedBuf::new(CHUNK);
+                    while !stop.load(Ordering::Relaxed) {
+                        let Some((r, want)) = pieces.get(next.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        let mut pos = r.start;
+                        let mut h = Sha256::new();
+                        while pos < r.end {
+                            let n = (r.end - pos).min(CHUNK as u64) as usize;
+                            if let Err(e) = read_padded(target, &mut buf, pos, n) {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            h.update(&buf.as_slice()[..n]);
+                            pos += n as u64;
+                            progress.inc(n as u64);
+                        }
+                        if <[u8; 32]>::from(h.finalize()) != *want {
+                            bad.lock().unwrap_or_else(|e| e.into_inner()).push(*r);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(FlashError::Source(io::Error::other("a reader panicked")))
+                })
+            })
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), FlashError>>()?;
     progress.finish();
+    let mut bad = bad.into_inner().unwrap_or_else(|e| e.into_inner());
+    bad.sort_by_key(|r| r.start);
     mismatch(bad)
 }
 
@@ -579,7 +687,6 @@ pub fn verify_against(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
 
     /// A target in memory; optionally stalls on writes past `stall_from`.
     struct MemTarget {

@@ -10,17 +10,25 @@
 //! map; `.xz`/`.gz`/`.zst`/`.zip` decoded on the fly, along `FILE.bmap` when there is one).
 //! Several targets are written at once, one thread and one progress bar each.
 //!
-//! Safety (all before a byte is written to any target): every target goes through
-//! `crate::devices::check_target` (system disk, mounted, non-removable, too large, too small,
-//! busy), device targets through its confirmation unless `--yes` and its unmount; a file
-//! target's filesystem must have room for the image's used bytes. File targets
-//! are written in place like a device (created, truncated, first MiB held back), so an
-//! interrupted flash leaves a file with a zero first MiB, exactly as it leaves a card.
+//! Safety (all before a byte is written to any target): every target is opened once
+//! ([`target::open_target`]) and that handle is what is checked and written through
+//! (SECURITY finding 4): `crate::devices::check_opened` (system disk, mounted, non-removable,
+//! too large, too small, busy) on the handle's `fstat`; [`guard`]: not the image, the disk or
+//! loop device holding it, nor anything in the batch or cache directory (finding 2); device
+//! targets through the confirmation unless `--yes` and their unmount, then re-opened
+//! exclusively through the checked handle and re-checked (same device, size, facts); a file
+//! target's filesystem must have room for the image's used bytes. A device then gets the
+//! fake-capacity check ([`capacity::check_capacity`], unless `--no-capacity-check`). File
+//! targets are written in place like a device (created 0600 or narrowed to 0600: they hold
+//! the card's secrets; truncated, first MiB held back), so an interrupted flash leaves a file
+//! with a zero first MiB, exactly as it leaves a card.
 //! Deliberately not here: device discovery and the safety rules (`devices`), the write order
 //! (`engine`).
 
 pub mod blockdev;
+pub mod capacity;
 pub mod engine;
+pub mod guard;
 pub mod source;
 pub mod target;
 
@@ -43,7 +51,7 @@ use crate::image;
 use crate::progress::{Progress, human_bytes};
 use engine::{ChunkSource, FlashError, WriteOptions};
 use source::{MappedSource, PlanRange, StreamSource};
-use target::{DeviceTarget, FileTarget, TargetIo, TargetKind};
+use target::{DeviceTarget, FileTarget, Opened, TargetIo, TargetKind};
 
 /// A checked `piforge flash`.
 #[derive(Debug, Clone)]
@@ -89,6 +97,10 @@ pub struct FlashOutcome {
     pub verified: bool,
     /// Wall time.
     pub elapsed: Duration,
+    /// Writing (or, with `--verify-only`, comparing), from the first write to the last sync.
+    pub write_time: Duration,
+    /// Reading back and comparing, when verified after writing: (bytes read, time).
+    pub verify: Option<(u64, Duration)>,
     /// Remarks (partition table re-read, eject), for the output.
     pub notes: Vec<String>,
 }
@@ -125,13 +137,17 @@ impl Image {
     }
 }
 
-/// One target's job: where, what (card and its patch).
+/// One target's job: where, what (card and its patch), and the handle it was checked through
+/// (`opened`) until it becomes the one written through (`io`, `device`).
 struct Job {
     target: PathBuf,
     kind: TargetKind,
     card: Option<(u32, String)>,
     patch: Option<Patch>,
     checked: devices::Target,
+    opened: Option<Opened>,
+    io: Option<Arc<dyn TargetIo>>,
+    device: Option<Arc<DeviceTarget>>,
 }
 
 /// A personalised boot partition: a sparse temp file the image's size holding the MBR and the
@@ -174,78 +190,70 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
             (raw_image(&path, None)?, Some(b), cards)
         }
     };
-    let any_device = req
-        .targets
-        .iter()
-        .any(|t| target::kind_of(t).is_ok_and(|k| k == TargetKind::Device));
     if let Image::Stream {
         path,
         format,
         len: len @ None,
         ..
     } = &mut image
-        && any_device
     {
-        // A device's size is checked before writing: learn the image's.
-        *len = Some(count_stream(path, *format)?);
+        // Sizes the container records (zip directory, zstd frame header) cost no decoding.
+        // Otherwise the stream is decoded once, while it is written: a device's size is then
+        // checked as the bytes arrive (the card is left without a partition table if they
+        // do not fit), never by a second decoding pass.
+        *len = decompress::recorded_size(path, *format);
     }
     let image = Arc::new(image);
 
-    // Safety first, for every target, before any is written.
+    // Safety first, for every target, before any is written: each is opened once, and the
+    // checks judge that handle (SECURITY finding 4).
     let policy = devices::Policy {
         force: req.force,
         ..devices::Policy::default()
     };
-    let mut jobs = Vec::new();
+    let guard = source_guard(req, &image, batch.is_some());
+    let mut jobs: Vec<Job> = Vec::new();
     for (t, card) in req.targets.iter().zip(cards) {
-        let checked = devices::check_target(t, image.len().unwrap_or(0), &policy)
-            .with_context(|| format!("checking {}", t.display()))?;
-        let kind = match checked.kind {
-            devices::TargetKind::Device(_) => TargetKind::Device,
-            devices::TargetKind::File { .. } => TargetKind::File,
-        };
-        if kind == TargetKind::File && !req.verify_only {
-            check_file_target(t, &image)?;
-        }
-        jobs.push(Job {
-            target: t.clone(),
-            kind,
-            card,
-            patch: None,
-            checked,
-        });
-    }
-    // Personalise each card's boot partition (fails here, before writing, if the FAT is full).
-    if let (Some(b), Image::Raw { path, len, plan }) = (&batch, &*image) {
-        for j in &mut jobs {
-            if let Some((k, _)) = &j.card {
-                j.patch = Some(personalise(path, *len, plan, b, &req.batch_dir, *k)?);
+        match open_checked(req, t, &image, &policy, &guard) {
+            Ok((opened, checked)) => jobs.push(Job {
+                target: t.clone(),
+                kind: opened.kind,
+                card,
+                patch: None,
+                checked,
+                opened: Some(opened),
+                io: None,
+                device: None,
+            }),
+            Err(e) => {
+                discard_all(jobs);
+                return Err(e);
             }
         }
     }
-
-    if !req.verify_only {
-        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
-            devices::confirm_stdin(&j.checked, req.yes)
-                .with_context(|| format!("confirming {}", j.target.display()))?;
-        }
-        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
-            devices::unmount(&j.checked)
-                .with_context(|| format!("unmounting {}", j.target.display()))?;
+    match prepare(req, &image, batch.as_ref(), &mut jobs) {
+        Ok(()) => {}
+        Err(e) => {
+            discard_all(jobs);
+            return Err(e);
         }
     }
 
+    if let Some(p) = req.write.pause {
+        eprintln!("piforge: test pause of {} ms before writing", p.as_millis());
+        std::thread::sleep(p);
+    }
     let multi = MultiProgress::new();
     let record = Arc::new(Mutex::new(()));
     let results = std::thread::scope(|s| {
         let handles: Vec<_> = jobs
-            .iter()
-            .map(|job| {
+            .into_iter()
+            .map(|mut job| {
                 let image = Arc::clone(&image);
                 let record = Arc::clone(&record);
                 let multi = &multi;
                 s.spawn(move || {
-                    let r = run_job(req, &image, job, multi);
+                    let r = run_job(req, &image, &mut job, multi);
                     if let (Ok(o), Some((k, _))) = (&r, &job.card)
                         && !req.verify_only
                         && (o.verified || !req.verify)
@@ -266,6 +274,133 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
             .collect::<Vec<_>>()
     });
     Ok(results)
+}
+
+/// Opens `t` once and checks that handle: the device rules (`devices`), the source guard
+/// (SECURITY finding 2) and a file target's free space. A file the open created is removed
+/// again when refused.
+fn open_checked(
+    req: &FlashRequest,
+    t: &Path,
+    image: &Image,
+    policy: &devices::Policy,
+    guard: &guard::Guard,
+) -> anyhow::Result<(Opened, devices::Target)> {
+    let check = || format!("checking {}", t.display());
+    let image_len = image.len().unwrap_or(0);
+    if !req.verify_only
+        && matches!(std::fs::metadata(t), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    {
+        // A new file: its directory must exist, and not under /dev (before creating it).
+        devices::check_target(t, image_len, policy).with_context(check)?;
+    }
+    let opened = target::open_target(t, !req.verify_only).with_context(check)?;
+    let r = (|| {
+        let checked = devices::check_opened(t, &opened.file, opened.created, image_len, policy)?;
+        guard.check(&opened)?;
+        if opened.kind == TargetKind::File && !req.verify_only {
+            check_file_target(t, image)?;
+        }
+        anyhow::Ok(checked)
+    })()
+    .with_context(check);
+    match r {
+        Ok(checked) => Ok((opened, checked)),
+        Err(e) => {
+            opened.discard();
+            Err(e)
+        }
+    }
+}
+
+fn discard_all(jobs: Vec<Job>) {
+    for j in jobs {
+        if let Some(o) = j.opened {
+            o.discard();
+        }
+    }
+}
+
+/// What no target may be, hold or sit in: the image (and its bmap), the batch directory and
+/// the cache.
+fn source_guard(req: &FlashRequest, image: &Image, batch: bool) -> guard::Guard {
+    let mut g = guard::Guard::new();
+    let src = match image {
+        Image::Raw { path, .. } | Image::Stream { path, .. } => path,
+    };
+    g.protect(src, "the image being written");
+    if let Some(b) = req.bmap.clone().or_else(|| {
+        req.image
+            .as_deref()
+            .filter(|_| !batch)
+            .and_then(bmap_beside)
+    }) {
+        g.protect(&b, "the bmap being read");
+    }
+    g.protect(&req.batch_dir, "the batch directory");
+    g.protect(&crate::cache::Cache::default_root(), "the cache directory");
+    g
+}
+
+/// Everything between the checks and the first write: personalising each card's boot
+/// partition (fails here if the FAT is full), the confirmation of devices, their unmount,
+/// then the handles the writes go through: a file target narrowed to 0600 and sized, a
+/// device re-opened exclusively through its checked handle and re-checked (same device,
+/// same size and facts as confirmed).
+fn prepare(
+    req: &FlashRequest,
+    image: &Image,
+    batch: Option<&Batch>,
+    jobs: &mut [Job],
+) -> anyhow::Result<()> {
+    if let (Some(b), Image::Raw { path, len, plan }) = (batch, image) {
+        for j in jobs.iter_mut() {
+            if let Some((k, _)) = &j.card {
+                j.patch = Some(personalise(path, *len, plan, b, &req.batch_dir, *k)?);
+            }
+        }
+    }
+    if !req.verify_only {
+        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
+            devices::confirm_stdin(&j.checked, req.yes)
+                .with_context(|| format!("confirming {}", j.target.display()))?;
+        }
+        for j in jobs.iter().filter(|j| j.kind == TargetKind::Device) {
+            devices::unmount(&j.checked)
+                .with_context(|| format!("unmounting {}", j.target.display()))?;
+        }
+    }
+    for j in jobs.iter_mut() {
+        let opened = j.opened.as_ref().expect("every job is opened");
+        let what = || format!("opening {}", j.target.display());
+        match (j.kind, req.verify_only) {
+            (TargetKind::File, verify_only) => {
+                let f = opened.file.try_clone().with_context(what)?;
+                let t = if verify_only {
+                    FileTarget::reading(f)
+                } else {
+                    FileTarget::from_handle(f, image.len())
+                }
+                .with_context(what)?;
+                j.io = Some(Arc::new(t));
+            }
+            (TargetKind::Device, verify_only) => {
+                let f = if verify_only {
+                    opened.file.try_clone().with_context(what)?
+                } else {
+                    let f = opened.reopen_exclusive()?;
+                    if let Some(d) = j.checked.device() {
+                        devices::recheck_opened(&j.target, &f, d)?;
+                    }
+                    f
+                };
+                let d = Arc::new(DeviceTarget::from_handle(f, &j.target, !verify_only)?);
+                j.io = Some(d.clone());
+                j.device = Some(d);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A card this process is writing: an exclusive `flock` on `<batch>/.flash-card-<K>.lock`,
@@ -485,17 +620,6 @@ fn open_image(path: &Path, bmap: Option<&Path>) -> anyhow::Result<Image> {
     })
 }
 
-/// Length of a stream without a bmap: decoded once, counted (only when a device needs the
-/// size checked before writing).
-fn count_stream(path: &Path, format: Format) -> anyhow::Result<u64> {
-    tracing::info!(image = %path.display(), "no bmap: decoding once to learn the image's size");
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let n = decompress::with_decoder(format, f, |r| std::io::copy(r, &mut std::io::sink()))
-        .and_then(|r| r)
-        .with_context(|| format!("decoding {}", path.display()))?;
-    Ok(n)
-}
-
 /// A file target: its directory must exist and its filesystem hold the image's used bytes.
 fn check_file_target(path: &Path, image: &Image) -> anyhow::Result<()> {
     let dir = match path.parent() {
@@ -618,24 +742,32 @@ fn bar(req: &FlashRequest, multi: &MultiProgress, what: &str, total: Option<u64>
 fn run_job(
     req: &FlashRequest,
     image: &Image,
-    job: &Job,
+    job: &mut Job,
     multi: &MultiProgress,
 ) -> anyhow::Result<FlashOutcome> {
     let start = std::time::Instant::now();
     let name = label(job);
+    // The last handles: dropping them releases the device (exclusive open) for the eject.
+    let target = job.io.take().expect("prepared");
+    let device = job.device.take();
+    let checked_handle = job.opened.take();
     let mut notes = Vec::new();
-    let mut len = image.len();
-    if len.is_none()
-        && job.kind == TargetKind::Device
-        && let Image::Stream { path, format, .. } = image
-    {
-        len = Some(count_stream(path, *format)?);
+    let len = image.len();
+    if job.kind == TargetKind::File && !req.verify_only {
+        notes.push("mode 0600: it holds the card's secrets".to_owned());
     }
-    let target: Arc<dyn TargetIo> = match (job.kind, req.verify_only) {
-        (TargetKind::File, true) => Arc::new(FileTarget::open_existing(&job.target)?),
-        (TargetKind::File, false) => Arc::new(FileTarget::create(&job.target, len)?),
-        (TargetKind::Device, w) => Arc::new(DeviceTarget::open(&job.target, !w)?),
-    };
+    if job.kind == TargetKind::Device && !req.verify_only {
+        if req.write.capacity_check {
+            let n = capacity::check_capacity(&*target)
+                .with_context(|| format!("checking the capacity of {}", job.target.display()))?;
+            notes.push(format!(
+                "capacity checked: {n} sentinel blocks up to {}",
+                human_bytes(target.capacity())
+            ));
+        } else {
+            notes.push("capacity not checked (--no-capacity-check)".to_owned());
+        }
+    }
     let what = if req.verify_only {
         "verifying"
     } else {
@@ -646,26 +778,35 @@ fn run_job(
         _ => image.planned(),
     };
     let p = bar(req, multi, &format!("{what} {name}"), total);
-    let run = |src: &mut dyn ChunkSource| -> anyhow::Result<(u64, u64, bool)> {
+    type Ran = (u64, u64, bool, Duration, Option<(u64, Duration)>);
+    let run = |src: &mut dyn ChunkSource| -> anyhow::Result<Ran> {
+        let t0 = std::time::Instant::now();
         if req.verify_only {
             let n = engine::verify_against(src, &*target, &p)
                 .with_context(|| format!("verifying {}", job.target.display()))?;
-            return Ok((src.image_len().unwrap_or(n), n, true));
+            return Ok((src.image_len().unwrap_or(n), n, true, t0.elapsed(), None));
         }
         let report = engine::write_image(src, &target, &req.write, &p)
             .with_context(|| format!("writing {}", job.target.display()))?;
-        let verified = if req.verify {
+        let verify = if req.verify {
+            let t1 = std::time::Instant::now();
             let total: u64 = report.pieces.iter().map(|p| p.0.len()).sum();
             let vp = bar(req, multi, &format!("verifying {name}"), Some(total));
             engine::verify_written(&*target, &report, &vp)
                 .with_context(|| format!("verifying {}", job.target.display()))?;
-            true
+            Some((total, t1.elapsed()))
         } else {
-            false
+            None
         };
-        Ok((report.image_len, report.written, verified))
+        Ok((
+            report.image_len,
+            report.written,
+            verify.is_some(),
+            report.elapsed,
+            verify,
+        ))
     };
-    let (image_len, bytes, verified) = match image {
+    let (image_len, bytes, verified, write_time, verify) = match image {
         Image::Raw { path, len, plan } => {
             let mut src = match &job.patch {
                 Some(patch) => MappedSource::new(path, *len, patched_plan(plan, patch))?
@@ -685,9 +826,9 @@ fn run_job(
             .with_context(|| format!("decoding {}", path.display()))??
         }
     };
-    if job.kind == TargetKind::Device && !req.verify_only {
-        drop(target);
-        notes.extend(after_device(&job.target, req.eject));
+    drop((target, checked_handle));
+    if let Some(d) = device.filter(|_| !req.verify_only) {
+        notes.extend(after_device(d, &job.target, req.eject));
     }
     Ok(FlashOutcome {
         target: job.target.clone(),
@@ -696,19 +837,23 @@ fn run_job(
         bytes,
         verified,
         elapsed: start.elapsed(),
+        write_time,
+        verify,
         notes,
     })
 }
 
-/// Re-reads the partition table and ejects, saying what happened.
-fn after_device(path: &Path, eject: bool) -> Vec<String> {
+/// Re-reads the partition table (through the handle written through, still exclusive) and
+/// ejects, saying what happened.
+fn after_device(d: Arc<DeviceTarget>, path: &Path, eject: bool) -> Vec<String> {
     let mut notes = Vec::new();
     if cfg!(target_os = "linux") {
-        match DeviceTarget::open(path, false).and_then(|d| d.reread_partitions()) {
+        match d.reread_partitions() {
             Ok(()) => notes.push("partition table re-read".to_owned()),
             Err(e) => notes.push(format!("partition table not re-read: {e:#}")),
         }
     }
+    drop(d);
     let is_loop = path
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("loop"));
@@ -728,16 +873,23 @@ pub fn render_outcome(o: &FlashOutcome, verify_only: bool) -> String {
     let what = if verify_only {
         format!("matches the image ({} compared)", human_bytes(o.bytes))
     } else {
+        let rate =
+            |n: u64, t: Duration| format!("{:.0} MB/s", n as f64 / 1e6 / t.as_secs_f64().max(1e-3));
+        let verified = match o.verify {
+            Some((n, t)) => format!(
+                ", verified ({} read back at {})",
+                human_bytes(n),
+                rate(n, t)
+            ),
+            None if o.verified => ", verified".to_owned(),
+            None => ", not verified".to_owned(),
+        };
         format!(
-            "{} image, {} written in {:.1} s{}",
+            "{} image, {} written in {:.1} s (at {}){verified}",
             human_bytes(o.image_len),
             human_bytes(o.bytes),
             o.elapsed.as_secs_f64(),
-            if o.verified {
-                ", verified"
-            } else {
-                ", not verified"
-            }
+            rate(o.bytes, o.write_time),
         )
     };
     let notes = if o.notes.is_empty() {

@@ -167,6 +167,34 @@ impl MappedSource {
     }
 }
 
+impl MappedSource {
+    /// Asks the kernel to start reading the next two chunks of the plan now, so the disk
+    /// works while this chunk is hashed and written (the image is read at its plan's offsets,
+    /// which the kernel's own sequential read-ahead does not follow across gaps).
+    fn read_ahead(&self) {
+        let mut want = 2 * CHUNK as u64;
+        let mut pos = self.pos;
+        for p in &self.plan[self.i..] {
+            if want == 0 {
+                break;
+            }
+            let a = pos.max(p.range.start);
+            if a >= p.range.end {
+                continue;
+            }
+            let n = (p.range.end - a).min(want);
+            let _ = rustix::fs::fadvise(
+                &self.base,
+                a,
+                std::num::NonZeroU64::new(n),
+                rustix::fs::Advice::WillNeed,
+            );
+            want -= n;
+            pos = a + n;
+        }
+    }
+}
+
 impl ChunkSource for MappedSource {
     fn next_chunk(&mut self, buf: &mut [u8]) -> io::Result<Option<(u64, usize)>> {
         while let Some(p) = self.plan.get(self.i) {
@@ -182,6 +210,7 @@ impl ChunkSource for MappedSource {
             self.pos = pos + n as u64;
             let p = p.clone();
             self.check.feed(&p, &buf[..n], self.pos >= p.range.end)?;
+            self.read_ahead();
             return Ok(Some((pos, n)));
         }
         Ok(None)

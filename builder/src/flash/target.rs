@@ -8,6 +8,12 @@
 //! Files are written in place (created if missing, truncated to the image's length: their
 //! holes read back as zeros, so unmapped blocks need no writing); read-back drops the page
 //! cache with `posix_fadvise(DONTNEED)` after `fsync`.
+//!
+//! A target is opened once ([`open_target`], SECURITY finding 4): the checks (`devices`, the
+//! source guard) look at that handle's `fstat`, and the writes go through it; a device is
+//! re-opened exclusively through the handle itself (`/proc/self/fd/N`, never the path again)
+//! once it is unmounted, and that exclusive handle must be the same device ([`Identity`]).
+//! File targets are created and narrowed to 0600 (they hold the card's secrets).
 //! It deliberately doesn't decide whether a device is safe to write: `devices` does.
 
 use std::fs::{File, OpenOptions};
@@ -70,6 +76,155 @@ pub fn kind_of(path: &Path) -> anyhow::Result<TargetKind> {
     }
 }
 
+/// What `fstat` says an opened target is: its inode (`dev`, `ino`) and, for a device node,
+/// the device it stands for (`rdev`, 0 otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Device of the filesystem holding the inode.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// The device a device node stands for (0 for regular files).
+    pub rdev: u64,
+}
+
+impl Identity {
+    /// `fstat` of an open handle.
+    pub fn of(f: &File) -> io::Result<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = f.metadata()?;
+        Ok(Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            rdev: if m.file_type().is_block_device() || m.file_type().is_char_device() {
+                m.rdev()
+            } else {
+                0
+            },
+        })
+    }
+}
+
+/// A target opened once: the handle the checks look at and the writes go through.
+#[derive(Debug)]
+pub struct Opened {
+    /// The path as given (for messages only: it is never opened again).
+    pub path: PathBuf,
+    /// File or device, from the handle's `fstat`.
+    pub kind: TargetKind,
+    /// The handle: read-write for a file target that will be written, read-only for a device
+    /// (until [`Opened::reopen_exclusive`]) and for `--verify-only`.
+    pub file: File,
+    /// Its identity.
+    pub id: Identity,
+    /// Whether this open created the file (it is removed again if the target is refused).
+    pub created: bool,
+}
+
+/// Opens a flash target once. A missing path becomes a new file (mode 0600) when `write`;
+/// an existing one is opened without following a swap later: devices read-only (the write
+/// handle comes from [`Opened::reopen_exclusive`]), files read-write when `write`.
+/// `O_NONBLOCK` keeps a FIFO given by mistake from hanging the open (the checks refuse it).
+pub fn open_target(path: &Path, write: bool) -> anyhow::Result<Opened> {
+    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let (file, created) = match std::fs::metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && write => {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            (f, true)
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Ok(m) => {
+            let rw = write && m.is_file();
+            let f = OpenOptions::new()
+                .read(true)
+                .write(rw)
+                .custom_flags(nonblock)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            (f, false)
+        }
+    };
+    // Regular files ignore O_NONBLOCK, but drop it anyway: the handle is written through.
+    let flags = rustix::fs::fcntl_getfl(&file).map_err(io::Error::from)?;
+    rustix::fs::fcntl_setfl(&file, flags - rustix::fs::OFlags::NONBLOCK)
+        .map_err(io::Error::from)?;
+    let id = Identity::of(&file).with_context(|| format!("reading {}", path.display()))?;
+    let meta = file.metadata()?;
+    let kind = if id.rdev != 0 {
+        TargetKind::Device
+    } else if meta.is_file() {
+        TargetKind::File
+    } else {
+        // Judged (and refused) by the checks, which name what it is.
+        TargetKind::File
+    };
+    Ok(Opened {
+        path: path.to_owned(),
+        kind,
+        file,
+        id,
+        created,
+    })
+}
+
+impl Opened {
+    /// A path that reaches this very handle (Linux: `/proc/self/fd/N`, which re-opens the
+    /// same inode whatever the original path points to now); elsewhere the path itself, and
+    /// the caller compares identities.
+    fn self_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        let p = PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()));
+        if cfg!(target_os = "linux") && p.exists() {
+            p
+        } else {
+            self.path.clone()
+        }
+    }
+
+    /// The path of the opened inode as the kernel knows it (`/proc/self/fd/N` resolved), or
+    /// the path as given canonicalized where there is no /proc.
+    pub fn real_path(&self) -> io::Result<PathBuf> {
+        std::fs::canonicalize(self.self_path())
+    }
+
+    /// Opens the same device again, read-write and (Linux) exclusively (`O_EXCL`: fails with
+    /// EBUSY while anything holds it, and keeps it from being mounted while held). The new
+    /// handle must be the same device as the checked one.
+    pub fn reopen_exclusive(&self) -> anyhow::Result<File> {
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true);
+        if cfg!(target_os = "linux") {
+            opts.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
+        }
+        let f = opts.open(self.self_path()).with_context(|| {
+            format!(
+                "opening {} exclusively (is a partition of it mounted or in use?)",
+                self.path.display()
+            )
+        })?;
+        let id = Identity::of(&f)?;
+        anyhow::ensure!(
+            id.rdev == self.id.rdev,
+            "{} is no longer the device that was checked: nothing was written",
+            self.path.display()
+        );
+        Ok(f)
+    }
+
+    /// Removes the file this open created (the target was refused).
+    pub fn discard(self) {
+        if self.created {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// A regular file target.
 #[derive(Debug)]
 pub struct FileTarget {
@@ -95,6 +250,26 @@ impl FileTarget {
             file,
             len: len.unwrap_or(u64::MAX),
         })
+    }
+
+    /// The target from the handle of [`open_target`]: narrowed to 0600 (it will hold the
+    /// card's secrets; whatever the umask or its mode before) and sized to `len` bytes of
+    /// zeros, old contents dropped (`None`: unknown yet, a stream; the engine sets it).
+    pub fn from_handle(file: File, len: Option<u64>) -> io::Result<FileTarget> {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.set_len(0)?;
+        file.set_len(len.unwrap_or(0))?;
+        Ok(FileTarget {
+            file,
+            len: len.unwrap_or(u64::MAX),
+        })
+    }
+
+    /// A read-only target for `--verify-only` from the handle of [`open_target`].
+    pub fn reading(file: File) -> io::Result<FileTarget> {
+        let len = file.metadata()?.len();
+        Ok(FileTarget { file, len })
     }
 
     /// Opens an existing file for `--verify-only` (never written).
@@ -143,6 +318,32 @@ pub struct DeviceTarget {
 }
 
 impl DeviceTarget {
+    /// The target from an opened handle (the exclusive one for writing): the `O_DIRECT` twin
+    /// is opened through the handle itself (`/proc/self/fd/N`), never through `path`.
+    pub fn from_handle(buffered: File, path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
+        use std::os::fd::AsRawFd;
+        let size = blockdev::device_size(&buffered)
+            .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
+            .with_context(|| format!("reading the size of {}", path.display()))?;
+        let me = PathBuf::from(format!("/proc/self/fd/{}", buffered.as_raw_fd()));
+        let direct = if me.exists() {
+            open_direct(&me, write)
+        } else {
+            None
+        };
+        if direct.is_none() {
+            tracing::debug!(device = %path.display(), "no O_DIRECT: buffered writes, fsync");
+        }
+        set_nocache(&buffered);
+        Ok(DeviceTarget {
+            buffered,
+            direct_ok: AtomicBool::new(direct.is_some()),
+            direct,
+            size,
+            path: path.to_owned(),
+        })
+    }
+
     /// Opens `path` for writing (exclusively on Linux) or, with `write = false`, for reading.
     pub fn open(path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
         let mut opts = OpenOptions::new();
