@@ -21,12 +21,14 @@
 
 pub mod blockdev;
 pub mod engine;
+pub mod sector;
 pub mod source;
 pub mod target;
+#[cfg(windows)]
+mod windows_target;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -208,7 +210,8 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
             check_file_target(t, &image)?;
         }
         jobs.push(Job {
-            target: t.clone(),
+            // macOS: `/dev/diskN` is written through `/dev/rdiskN` (the checked path).
+            target: checked.path.clone(),
             kind,
             card,
             patch: None,
@@ -273,40 +276,23 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
 /// claimed). The lock files stay; they are empty.
 #[derive(Debug)]
 pub struct CardClaim {
-    _file: File,
+    _lock: crate::hostfs::FileLock,
 }
 
 /// Claims card `k` of the batch in `dir`; `None` when another process holds it.
 pub fn claim_card(dir: &Path, k: u32) -> anyhow::Result<Option<CardClaim>> {
     let path = dir.join(format!(".flash-card-{k}.lock"));
-    let file = lock_file(&path)?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(CardClaim { _file: file })),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => {
-            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
-fn lock_file(path: &Path) -> anyhow::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+    let lock =
+        crate::hostfs::lock(&path, false).with_context(|| format!("locking {}", path.display()))?;
+    Ok(lock.map(|l| CardClaim { _lock: l }))
 }
 
 /// Records card `k` as flashed in `batch.toml` (re-read, changed, written atomically, under
 /// the batch-wide lock `<batch>/.batch.lock` so concurrent processes do not lose records).
 pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
     let path = dir.join(".batch.lock");
-    let lock = lock_file(&path)?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("locking {}", path.display()))?;
+    let _lock =
+        crate::hostfs::lock(&path, true).with_context(|| format!("locking {}", path.display()))?;
     let mut b = Batch::load(dir)?;
     let c = b
         .cards
@@ -502,12 +488,11 @@ fn check_file_target(path: &Path, image: &Image) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let st = rustix::fs::statvfs(&dir)
+    let mut free = crate::hostfs::free_space(&dir)
         .with_context(|| format!("reading the free space of {}", dir.display()))?;
-    let mut free = st.f_bavail.saturating_mul(st.f_frsize);
     if let Ok(m) = std::fs::metadata(path) {
         // Its own blocks are freed when it is truncated.
-        free += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+        free += crate::hostfs::allocated(&m);
     }
     if let Some(need) = image.planned()
         && need > free
@@ -551,9 +536,9 @@ fn personalise(
             let mut pos = a;
             while pos < e {
                 let n = ((e - pos) as usize).min(buf.len());
-                std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf[..n], pos)
+                crate::hostfs::read_exact_at(&src, &mut buf[..n], pos)
                     .with_context(|| format!("reading {}", image.display()))?;
-                std::os::unix::fs::FileExt::write_all_at(tmp.as_file(), &buf[..n], pos)
+                crate::hostfs::write_all_at(tmp.as_file(), &buf[..n], pos)
                     .context("writing the card's temp file")?;
                 pos += n as u64;
             }
@@ -703,7 +688,7 @@ fn run_job(
 /// Re-reads the partition table and ejects, saying what happened.
 fn after_device(path: &Path, eject: bool) -> Vec<String> {
     let mut notes = Vec::new();
-    if cfg!(target_os = "linux") {
+    if cfg!(any(target_os = "linux", windows)) {
         match DeviceTarget::open(path, false).and_then(|d| d.reread_partitions()) {
             Ok(()) => notes.push("partition table re-read".to_owned()),
             Err(e) => notes.push(format!("partition table not re-read: {e:#}")),
@@ -729,10 +714,11 @@ pub fn render_outcome(o: &FlashOutcome, verify_only: bool) -> String {
         format!("matches the image ({} compared)", human_bytes(o.bytes))
     } else {
         format!(
-            "{} image, {} written in {:.1} s{}",
+            "{} image, {} written in {:.1} s ({}/s){}",
             human_bytes(o.image_len),
             human_bytes(o.bytes),
             o.elapsed.as_secs_f64(),
+            human_bytes((o.bytes as f64 / o.elapsed.as_secs_f64().max(1e-3)) as u64),
             if o.verified {
                 ", verified"
             } else {

@@ -4,21 +4,32 @@
 //! Block devices are opened `O_EXCL` (Linux refuses it while a partition is mounted or held)
 //! and, where the device accepts it, a second time with `O_DIRECT` for large aligned writes and
 //! uncached read-back; unaligned pieces and devices without `O_DIRECT` use the buffered fd.
-//! macOS uses `/dev/rdiskN` (raw, uncached by design) plus `F_NOCACHE` where rustix offers it.
+//! macOS uses `/dev/rdiskN` (raw, uncached by design) plus `F_NOCACHE` where rustix offers it,
+//! in sector-aligned transfers only ([`super::sector`]: the raw node refuses anything else).
+//! Windows has its own device target (`windows_target`, same API).
 //! Files are written in place (created if missing, truncated to the image's length: their
 //! holes read back as zeros, so unmapped blocks need no writing); read-back drops the page
 //! cache with `posix_fadvise(DONTNEED)` after `fsync`.
 //! It deliberately doesn't decide whether a device is safe to write: `devices` does.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io;
+#[cfg(unix)]
+use std::io::{Seek, SeekFrom};
+#[cfg(unix)]
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+#[cfg(unix)]
+use std::path::PathBuf;
+#[cfg(unix)]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
+#[cfg(unix)]
 use super::blockdev;
+#[cfg(windows)]
+pub use super::windows_target::DeviceTarget;
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths (covers 512 and 4096-byte sectors).
 pub const ALIGN: usize = 4096;
@@ -56,10 +67,11 @@ pub enum TargetKind {
 
 /// Whether `path` names a device or a file target.
 pub fn kind_of(path: &Path) -> anyhow::Result<TargetKind> {
+    if crate::devices::windows::drive_number(path).is_some() && cfg!(windows) {
+        return Ok(TargetKind::Device);
+    }
     match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
-            Ok(TargetKind::Device)
-        }
+        Ok(m) if is_device(&m.file_type()) => Ok(TargetKind::Device),
         Ok(m) if m.is_file() => Ok(TargetKind::File),
         Ok(_) => anyhow::bail!(
             "{} is neither a disk device nor a regular file",
@@ -68,6 +80,16 @@ pub fn kind_of(path: &Path) -> anyhow::Result<TargetKind> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TargetKind::File),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+#[cfg(unix)]
+fn is_device(ft: &std::fs::FileType) -> bool {
+    ft.is_block_device() || ft.is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_device(_: &std::fs::FileType) -> bool {
+    false
 }
 
 /// A regular file target.
@@ -110,10 +132,10 @@ impl FileTarget {
 
 impl TargetIo for FileTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        crate::hostfs::write_all_at(&self.file, buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        crate::hostfs::read_exact_at(&self.file, buf, offset)
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
@@ -133,6 +155,7 @@ impl TargetIo for FileTarget {
 }
 
 /// A whole-disk device target.
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct DeviceTarget {
     buffered: File,
@@ -140,8 +163,11 @@ pub struct DeviceTarget {
     direct_ok: AtomicBool,
     size: u64,
     path: PathBuf,
+    /// macOS raw nodes: every transfer must be whole sectors of this size.
+    sector: Option<usize>,
 }
 
+#[cfg(unix)]
 impl DeviceTarget {
     /// Opens `path` for writing (exclusively on Linux) or, with `write = false`, for reading.
     pub fn open(path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
@@ -152,12 +178,17 @@ impl DeviceTarget {
             // holds it.
             opts.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
         }
-        let buffered = opts.open(path).with_context(|| {
-            format!(
-                "opening {} exclusively (is a partition of it mounted or in use?)",
-                path.display()
-            )
-        })?;
+        let buffered = opts
+            .open(path)
+            .map_err(|e| no_access(path, e))
+            .with_context(|| {
+                format!(
+                    "opening {} exclusively (is a partition of it mounted or in use?)",
+                    path.display()
+                )
+            })?;
+        let sector = blockdev::raw_sector_size(&buffered)
+            .with_context(|| format!("reading the block size of {}", path.display()))?;
         let size = blockdev::device_size(&buffered)
             .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
             .with_context(|| format!("reading the size of {}", path.display()))?;
@@ -172,6 +203,7 @@ impl DeviceTarget {
             direct,
             size,
             path: path.to_owned(),
+            sector,
         })
     }
 
@@ -217,8 +249,12 @@ impl DeviceTarget {
     }
 }
 
+#[cfg(unix)]
 impl TargetIo for DeviceTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(sector) = self.sector {
+            return super::sector::write_at(&self.buffered, sector, buf, offset);
+        }
         if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
             match f.write_all_at(buf, offset) {
                 Err(e) if self.direct_failed(&e) => {}
@@ -228,6 +264,9 @@ impl TargetIo for DeviceTarget {
         self.buffered.write_all_at(buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(sector) = self.sector {
+            return super::sector::read_at(&self.buffered, sector, buf, offset);
+        }
         if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
             match f.read_exact_at(buf, offset) {
                 Err(e) if self.direct_failed(&e) => {}
@@ -254,6 +293,16 @@ impl TargetIo for DeviceTarget {
     }
 }
 
+/// macOS: opening a raw disk without the rights says to use sudo (nothing was written).
+#[cfg(unix)]
+fn no_access(path: &Path, e: io::Error) -> anyhow::Error {
+    match crate::devices::diskutil::access_error(path, &e) {
+        Some(s) if cfg!(target_os = "macos") => s.into(),
+        _ => e.into(),
+    }
+}
+
+#[cfg(unix)]
 fn open_direct(path: &Path, write: bool) -> Option<File> {
     #[cfg(target_os = "linux")]
     {
@@ -272,6 +321,7 @@ fn open_direct(path: &Path, write: bool) -> Option<File> {
 }
 
 /// macOS: `F_NOCACHE` on the fd (with `/dev/rdiskN` the I/O is raw already).
+#[cfg(unix)]
 fn set_nocache(f: &File) {
     #[cfg(target_os = "macos")]
     {
@@ -292,6 +342,15 @@ fn drop_cache(f: &File) -> io::Result<()> {
     {
         let _ = f;
         Ok(())
+    }
+}
+
+/// What `diskutil eject` takes for a device path (`/dev/rdisk4` → `disk4`).
+fn eject_name(path: &Path) -> std::ffi::OsString {
+    if cfg!(target_os = "macos") {
+        crate::devices::diskutil::disk_id(path).into()
+    } else {
+        path.as_os_str().to_owned()
     }
 }
 
@@ -322,6 +381,10 @@ impl AlignedBuf {
 /// Ejects a device after flashing where the OS has a way: macOS `diskutil eject`; Linux
 /// `eject` if installed. Returns what happened, for the log.
 pub fn eject(path: &Path) -> String {
+    if cfg!(windows) {
+        return "not ejected on Windows: use \"Safely Remove Hardware\" before pulling the card"
+            .into();
+    }
     let tool = if cfg!(target_os = "macos") {
         ("diskutil", vec!["eject"])
     } else {
@@ -329,7 +392,7 @@ pub fn eject(path: &Path) -> String {
     };
     match std::process::Command::new(tool.0)
         .args(&tool.1)
-        .arg(path)
+        .arg(eject_name(path))
         .output()
     {
         Ok(o) if o.status.success() => format!("ejected {}", path.display()),
@@ -367,6 +430,7 @@ mod tests {
         t.read_at(&mut buf, 0).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
         assert_eq!(t.capacity(), 8192);
+        #[cfg(unix)]
         assert_eq!(kind_of(Path::new("/dev/null")).unwrap(), TargetKind::Device);
         assert!(kind_of(d.path()).is_err());
     }
