@@ -28,6 +28,7 @@ pub mod image;
 pub mod inspect;
 pub mod inventory;
 pub mod keystore;
+pub mod manual;
 pub mod overlay;
 pub mod password;
 pub mod payload;
