@@ -169,7 +169,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 mod tests {
     use super::*;
     use piforge_config::ClusterKey;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn batch_and_cards_round_trip() {
@@ -198,11 +197,15 @@ mod tests {
         card.identity.hostname = Some("pi-01".into());
         save_card(d.path(), &card).unwrap();
         assert_eq!(load_card(d.path(), "pi-01").unwrap(), card);
-        let mode = std::fs::metadata(card_path(d.path(), "pi-01"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(card_path(d.path(), "pi-01"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert!(b.card(2).unwrap_err().to_string().contains("has 1 cards"));
     }
 

@@ -319,6 +319,7 @@ mod tests {
         assert_eq!(script_name(&req), "inventory-cluster-it_s");
     }
 
+    #[cfg(unix)]
     #[test]
     fn script_is_written_executable() {
         use std::os::unix::fs::PermissionsExt;
