@@ -9,7 +9,6 @@
 //! meta-data) onto a copy's FAT, so a batch costs about one image of disk, not N.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -133,10 +132,7 @@ pub fn save_card(dir: &Path, card: &Card) -> anyhow::Result<()> {
         .as_deref()
         .context("a batch card has a fixed hostname")?;
     let cards = dir.join("cards");
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&cards)
+    crate::hostfs::create_dir_with_mode(&cards, 0o700)
         .with_context(|| format!("creating {}", cards.display()))?;
     write_atomic(&card_path(dir, host), card.render().as_bytes(), 0o600)
 }
@@ -153,13 +149,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = crate::hostfs::with_mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        mode,
+    )
+    .open(&tmp)
+    .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.sync_all()
@@ -171,7 +169,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> 
 mod tests {
     use super::*;
     use piforge_config::ClusterKey;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn batch_and_cards_round_trip() {
@@ -200,11 +197,15 @@ mod tests {
         card.identity.hostname = Some("pi-01".into());
         save_card(d.path(), &card).unwrap();
         assert_eq!(load_card(d.path(), "pi-01").unwrap(), card);
-        let mode = std::fs::metadata(card_path(d.path(), "pi-01"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(card_path(d.path(), "pi-01"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         assert!(b.card(2).unwrap_err().to_string().contains("has 1 cards"));
     }
 

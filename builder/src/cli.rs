@@ -57,6 +57,26 @@ pub enum Command {
     Flash(FlashArgs),
     /// List the disks that could be flashed, and why the others can't.
     Devices(DevicesArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Write the man pages (piforge.1 and one per subcommand) into a directory.
+    Manpages(ManpagesArgs),
+}
+
+/// `piforge completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, powershell (or elvish).
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `piforge manpages`
+#[derive(Debug, Args)]
+pub struct ManpagesArgs {
+    /// Directory to write piforge.1 and piforge-SUBCOMMAND.1 into (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `piforge images`
@@ -260,8 +280,8 @@ impl InventoryArgs {
 /// `piforge flash`
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// Devices (/dev/sdb, /dev/rdisk4) or image files to write; several are written at once,
-    /// each with the next card of the batch.
+    /// Devices (/dev/sdb, /dev/disk4, \\.\PhysicalDrive2) or image files to write; several
+    /// are written at once, each with the next card of the batch.
     #[arg(value_name = "TARGET", required = true)]
     pub targets: Vec<PathBuf>,
     /// Batch directory (as given to `build --out`).
@@ -472,6 +492,8 @@ mod tests {
             "inventory",
             "flash",
             "devices",
+            "completions",
+            "manpages",
         ] {
             // What `piforge SUB --help` prints, piped or not.
             let help = Cli::try_parse_from(["piforge", sub, "--help"])

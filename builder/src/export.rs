@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -152,13 +151,15 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
         .metadata()
         .with_context(|| format!("reading {}", src.display()))?
         .len();
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dest)
-        .with_context(|| format!("creating {}", dest.display()))?;
+    let out = crate::hostfs::with_mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(dest)
+    .with_context(|| format!("creating {}", dest.display()))?;
     owner_only(&out)?;
     let hashing = HashWriter {
         inner: BufWriter::new(out),
@@ -194,9 +195,7 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
 
 /// Mode 0600 on an open file, whatever the umask and whatever mode it had.
 fn owner_only(f: &File) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .context("making the image readable by its owner only (0600)")
+    crate::hostfs::owner_only(f).context("making the image readable by its owner only (0600)")
 }
 
 struct HashWriter<W> {

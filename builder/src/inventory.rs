@@ -215,7 +215,6 @@ fn script_name(req: &InventoryRequest) -> String {
 
 /// Writes the inventory script (temp file, then rename; mode 0755) and returns its path.
 pub fn write_script(req: &InventoryRequest) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().context("finding the piforge executable")?;
     std::fs::create_dir_all(&req.script_dir)
         .with_context(|| format!("creating {}", req.script_dir.display()))?;
@@ -223,7 +222,7 @@ pub fn write_script(req: &InventoryRequest) -> Result<PathBuf> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, script_text(&exe, req))
         .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+    crate::hostfs::make_executable(&tmp)
         .with_context(|| format!("making {} executable", tmp.display()))?;
     std::fs::rename(&tmp, &path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
@@ -320,6 +319,7 @@ mod tests {
         assert_eq!(script_name(&req), "inventory-cluster-it_s");
     }
 
+    #[cfg(unix)]
     #[test]
     fn script_is_written_executable() {
         use std::os::unix::fs::PermissionsExt;

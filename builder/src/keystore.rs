@@ -10,7 +10,6 @@
 //! from `--seed`), and the names of the cards that bootstrap etcd ([`DbCluster`]).
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -159,15 +158,14 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<ClusterKey> {
 }
 
 fn check_private(path: &Path) -> anyhow::Result<()> {
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading metadata of {}", path.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("reading metadata of {}", path.display()))?;
+    let open_bits = crate::hostfs::group_other_bits(&meta);
+    if open_bits != 0 {
         bail!(
-            "{} is readable by others (mode {:o}); run `chmod 600 {}`",
+            "{} is open to others (mode bits {:03o}); run `chmod 600 {}`",
             path.display(),
-            mode & 0o777,
+            open_bits,
             path.display()
         );
     }
@@ -181,13 +179,15 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".part");
     let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = crate::hostfs::with_mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(&tmp)
+    .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", tmp.display()))?;
     f.sync_all()
@@ -215,13 +215,18 @@ mod tests {
         assert!(new1 && !new2);
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
-        let mode = std::fs::metadata(store.path("lab"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(store.path("lab"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 
+    #[cfg(unix)]
     #[test]
     fn db_state_is_made_once_private_and_names_the_etcd_members_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -264,8 +269,10 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn world_readable_key_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);

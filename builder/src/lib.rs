@@ -4,8 +4,8 @@
 //!
 //! The pipeline, one module a stage, each with a pure core:
 //! catalog → fetch → verify → decompress → cache → plan (customize) → apply (image::fat) → outputs.
-// `deny`, not `forbid`: flash::blockdev (the block-device ioctls) is the one module that
-// allows unsafe code, each block with a SAFETY comment.
+// `deny`, not `forbid`: the block-device ioctls are the one place that allows unsafe code,
+// each block with a SAFETY comment: flash::blockdev (Linux) and devices::winapi (Windows).
 #![deny(unsafe_code)]
 
 pub mod arch;
@@ -23,10 +23,12 @@ pub mod devices;
 pub mod export;
 pub mod fetch;
 pub mod flash;
+pub mod hostfs;
 pub mod image;
 pub mod inspect;
 pub mod inventory;
 pub mod keystore;
+pub mod manual;
 pub mod mqtt;
 pub mod overlay;
 pub mod password;

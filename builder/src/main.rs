@@ -46,6 +46,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
         Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
+        Command::Completions(a) => piforge::manual::completions(a.shell, &mut out)?,
+        Command::Manpages(a) => {
+            for p in piforge::manual::manpages(&a.dir)? {
+                writeln!(out, "{}", p.display())?;
+            }
+        }
     }
     out.flush()?;
     Ok(())

@@ -354,26 +354,30 @@ mod tests {
         let e = format!("{:#}", load(d.path(), "typo").unwrap_err());
         assert!(e.contains("unexpected") && e.contains("typo/file"), "{e}");
 
-        std::fs::write(d.path().join("secret"), "outside").unwrap();
-        overlay(d.path(), "link", "", &[("files/etc/inside", "in")]);
-        let etc = d.path().join("link/files/etc");
-        std::os::unix::fs::symlink("inside", etc.join("ok")).unwrap();
-        let o = load(d.path(), "link").unwrap();
-        assert_eq!(
-            o.files["files/etc/ok"], b"in",
-            "an inner link is copied as a file"
-        );
-        std::os::unix::fs::symlink("../../../secret", etc.join("escape")).unwrap();
-        let e = format!("{:#}", load(d.path(), "link").unwrap_err());
-        assert!(
-            e.contains("escape is a symlink") && e.contains("outside"),
-            "{e}"
-        );
-        std::fs::remove_file(etc.join("escape")).unwrap();
-        std::os::unix::fs::symlink(d.path().join("link/files/etc/inside"), etc.join("abs"))
-            .unwrap();
-        let e = format!("{:#}", load(d.path(), "link").unwrap_err());
-        assert!(e.contains("abs is a symlink"), "{e}");
+        // Symlinks: Unix only (Windows needs a privilege to make them).
+        #[cfg(unix)]
+        {
+            std::fs::write(d.path().join("secret"), "outside").unwrap();
+            overlay(d.path(), "link", "", &[("files/etc/inside", "in")]);
+            let etc = d.path().join("link/files/etc");
+            std::os::unix::fs::symlink("inside", etc.join("ok")).unwrap();
+            let o = load(d.path(), "link").unwrap();
+            assert_eq!(
+                o.files["files/etc/ok"], b"in",
+                "an inner link is copied as a file"
+            );
+            std::os::unix::fs::symlink("../../../secret", etc.join("escape")).unwrap();
+            let e = format!("{:#}", load(d.path(), "link").unwrap_err());
+            assert!(
+                e.contains("escape is a symlink") && e.contains("outside"),
+                "{e}"
+            );
+            std::fs::remove_file(etc.join("escape")).unwrap();
+            std::os::unix::fs::symlink(d.path().join("link/files/etc/inside"), etc.join("abs"))
+                .unwrap();
+            let e = format!("{:#}", load(d.path(), "link").unwrap_err());
+            assert!(e.contains("abs is a symlink"), "{e}");
+        }
     }
 
     #[test]

@@ -67,11 +67,11 @@ pub fn is_zero(b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
+    #[cfg(unix)]
     #[test]
     fn copy_is_identical_and_sparse() {
+        use super::*;
+        use std::os::unix::fs::MetadataExt;
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         let mut f = File::create(&src).unwrap();

@@ -6,6 +6,9 @@
 //! The fake tree mirrors the kernel's layout: `sys/block/X` is a symlink into `sys/devices/...`
 //! whose path names the bus, `X/device` points at the parent device (model, vendor), partitions
 //! are subdirectories with a `partition` file. Device nodes are empty files in `dev/`.
+// Linux discovery (sysfs, mountinfo, loop devices): macOS and Windows are tested on fixtures
+// in the unit tests of devices::diskutil and devices::windows.
+#![cfg(target_os = "linux")]
 
 use std::fs;
 use std::os::unix::fs::symlink;

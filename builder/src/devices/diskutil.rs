@@ -1,19 +1,147 @@
-//! macOS device discovery: turns `diskutil list -plist` and `diskutil info -plist DISK` output
-//! into [`Device`]s.
+//! macOS devices: `diskutil list -plist`, `diskutil info -plist DISK` and
+//! `diskutil info -plist /` turned into [`MacDisk`]s, the macOS path rules (`/dev/diskN` is
+//! written through `/dev/rdiskN`, `diskNsM` is refused), and the macOS verdict ([`judge`]).
 //!
-//! The parsing is pure ([`devices_from_plists`]: text in, devices out) and compiled on every
-//! platform so tests on Linux feed it plist text they write. Only the functions that run
-//! `diskutil` are `cfg(target_os = "macos")`. An APFS container (a synthesized disk) is treated
-//! like a Linux holder: its mounted volumes count against the physical disk that stores it, so
-//! the internal disk holding `/` (through `disk3s1s1` on `disk0s2`) is a system disk.
-//! Deliberately not handled: CoreStorage, RAID sets, and disks that appear between the two
+//! Parsing and judging are pure (bytes in, values out, via the `plist` crate and serde) and
+//! compiled on every OS, so Linux tests feed them the fixtures in
+//! `builder/tests/fixtures/diskutil`. Only the functions that run `diskutil` or open devices
+//! are `cfg(target_os = "macos")`. An APFS container is a synthesized disk: it is refused by
+//! name, and its mounted volumes count against the physical disk that stores it, so the
+//! internal disk holding `/` (through `disk3s3s1` on `disk0s2`) is the system disk, also when
+//! `diskutil info /` names it directly.
+//! Deliberately not handled: CoreStorage, RAID sets, and disks that appear between the
 //! diskutil calls (they show up on the next run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::plist::{self, Value};
-use super::{Bus, Device, MountUse, Partition, partition_parent};
+use serde::Deserialize;
+
+use super::{Bus, Device, MountUse, Partition, Policy, SafetyError};
+
+/// `diskutil list -plist`: the keys piforge reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DiskList {
+    all_disks_and_partitions: Vec<ListDisk>,
+    whole_disks: Vec<String>,
+}
+
+/// One whole disk (or APFS container) of `AllDisksAndPartitions`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ListDisk {
+    device_identifier: String,
+    mount_point: Option<String>,
+    size: Option<u64>,
+    partitions: Vec<ListPartition>,
+    #[serde(rename = "APFSPhysicalStores")]
+    apfs_physical_stores: Option<Vec<ListStore>>,
+    #[serde(rename = "APFSVolumes")]
+    apfs_volumes: Vec<ListVolume>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ListPartition {
+    device_identifier: String,
+    mount_point: Option<String>,
+    size: Option<u64>,
+    volume_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ListStore {
+    device_identifier: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct ListVolume {
+    device_identifier: String,
+    mount_point: Option<String>,
+    mounted_snapshots: Vec<Snapshot>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct Snapshot {
+    #[serde(rename = "SnapshotBSD")]
+    snapshot_bsd: Option<String>,
+    snapshot_mount_point: Option<String>,
+}
+
+/// `diskutil info -plist DISK`: the keys piforge reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DiskInfo {
+    device_identifier: String,
+    bus_protocol: Option<String>,
+    internal: Option<bool>,
+    removable: Option<bool>,
+    removable_media: Option<bool>,
+    removable_media_or_external_device: Option<bool>,
+    virtual_or_physical: Option<String>,
+    writable_media: Option<bool>,
+    total_size: Option<u64>,
+    size: Option<u64>,
+    media_name: Option<String>,
+    #[serde(rename = "IORegistryEntryName")]
+    io_registry_entry_name: Option<String>,
+    parent_whole_disk: Option<String>,
+    mount_point: Option<String>,
+    #[serde(rename = "APFSPhysicalStores")]
+    apfs_physical_stores: Vec<InfoStore>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct InfoStore {
+    #[serde(rename = "APFSPhysicalStore")]
+    apfs_physical_store: String,
+}
+
+/// What kind of whole disk diskutil lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacKind {
+    /// A physical disk (internal SSD, SD slot, USB reader or drive).
+    Physical,
+    /// An attached disk image (`hdiutil attach`): a file pretending to be a disk, accepted
+    /// like a Linux loop device.
+    DiskImage,
+    /// A synthesized APFS container (`diskutil apfs list`): never a target.
+    ApfsContainer,
+    /// Any other synthesized (virtual) disk: never a target.
+    Synthesized,
+}
+
+/// A whole disk as diskutil describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacDisk {
+    /// The disk, in the portable shape the rules judge.
+    pub device: Device,
+    /// Physical, disk image or synthesized.
+    pub kind: MacKind,
+}
+
+/// Why a plist could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the plist of {what}: {source}")]
+pub struct PlistError {
+    /// Which diskutil output.
+    pub what: String,
+    /// The parser's error.
+    #[source]
+    pub source: plist::Error,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, PlistError> {
+    plist::from_bytes(bytes).map_err(|source| PlistError {
+        what: what.to_string(),
+        source,
+    })
+}
 
 /// Maps diskutil's `BusProtocol` to a [`Bus`].
 pub fn bus_of(protocol: &str) -> Bus {
@@ -28,62 +156,123 @@ pub fn bus_of(protocol: &str) -> Bus {
     }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
+fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
 }
 
-fn mount_of(v: &Value) -> Option<PathBuf> {
-    str_of(v, "MountPoint")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
+/// What a path under `/dev` names on macOS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MacPath {
+    /// `/dev/diskN` or `/dev/rdiskN`: the whole disk `diskN`, written through `raw`.
+    Whole {
+        /// The disk identifier, `diskN`.
+        disk: String,
+        /// `/dev/rdiskN`, the node piforge opens.
+        raw: PathBuf,
+    },
+    /// `/dev/diskNsM` (or `sMsK`, `rdiskNsM`): a partition or volume of `disk`.
+    Partition {
+        /// The whole disk to give instead, `/dev/diskN`.
+        disk: PathBuf,
+    },
+    /// Anything else (a file, or a name that is not a disk).
+    Other,
 }
 
-/// Builds the devices from `diskutil list -plist` (`list`) and, per whole disk,
-/// `diskutil info -plist DISK` (`infos`, keyed by `DeviceIdentifier`; a disk without an entry
-/// gets conservative defaults: not removable, internal). APFS containers and other
-/// synthesized disks are not listed themselves; their mounts count against their stores.
-pub fn devices_from_plists(
-    list: &str,
-    infos: &BTreeMap<String, String>,
-) -> Result<Vec<Device>, plist::PlistError> {
-    let root = plist::parse(list)?;
-    let entries = root
-        .get("AllDisksAndPartitions")
-        .map(Value::items)
-        .unwrap_or_default();
+/// Classifies `path` by the macOS naming rules: `[/dev/]r?diskN` is a whole disk,
+/// `[/dev/]r?diskN(sM)+` a slice. Paths outside `/dev` are [`MacPath::Other`].
+pub fn mac_path(path: &Path) -> MacPath {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return MacPath::Other;
+    };
+    if path.parent() != Some(Path::new("/dev")) {
+        return MacPath::Other;
+    }
+    let bare = name.strip_prefix('r').unwrap_or(name);
+    let Some(rest) = bare.strip_prefix("disk") else {
+        return MacPath::Other;
+    };
+    let mut parts = rest.split('s');
+    let number = parts.next().unwrap_or("");
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(number) {
+        return MacPath::Other;
+    }
+    let slices: Vec<&str> = parts.collect();
+    if slices.is_empty() {
+        return MacPath::Whole {
+            disk: format!("disk{number}"),
+            raw: PathBuf::from(format!("/dev/rdisk{number}")),
+        };
+    }
+    if slices.iter().all(|s| digits(s)) {
+        return MacPath::Partition {
+            disk: PathBuf::from(format!("/dev/disk{number}")),
+        };
+    }
+    MacPath::Other
+}
+
+/// The whole disk a partition identifier belongs to (`disk4s1` → `disk4`, `disk3s3s1` →
+/// `disk3`); `None` for a whole disk.
+fn whole_of(id: &str) -> Option<String> {
+    match mac_path(&Path::new("/dev").join(id)) {
+        MacPath::Partition { disk } => Some(disk.file_name()?.to_str()?.to_string()),
+        _ => None,
+    }
+}
+
+/// The physical whole disks under the volume `diskutil info -plist /` describes: the stores
+/// of its APFS container, or its own whole disk (HFS+).
+fn boot_disks(root: &DiskInfo) -> Vec<String> {
+    let mut v: Vec<String> = root
+        .apfs_physical_stores
+        .iter()
+        .filter_map(|s| whole_of(&s.apfs_physical_store))
+        .collect();
+    if v.is_empty()
+        && let Some(p) = nonempty(&root.parent_whole_disk)
+    {
+        v.push(p.to_string());
+    }
+    v
+}
+
+/// Builds the disks from `diskutil list -plist` (`list`), per whole disk its
+/// `diskutil info -plist DISK` (`infos`, keyed by identifier; a disk without an entry gets
+/// conservative defaults: internal, not removable), and `diskutil info -plist /` (`root`,
+/// which names the boot disk even when no mount reveals it). APFS containers are listed with
+/// [`MacKind::ApfsContainer`]; their mounted volumes count against their physical stores.
+pub fn disks_from_plists(
+    list: &[u8],
+    infos: &BTreeMap<String, Vec<u8>>,
+    root: Option<&[u8]>,
+) -> Result<Vec<MacDisk>, PlistError> {
+    let list: DiskList = parse(list, "diskutil list")?;
+    let root: Option<DiskInfo> = root.map(|r| parse(r, "diskutil info /")).transpose()?;
     let dev = Path::new("/dev");
 
     // Mounts of APFS containers, by the physical store partition they live on.
-    let mut container_mounts: BTreeMap<String, (String, Vec<MountUse>)> = BTreeMap::new();
-    for e in entries {
-        let Some(id) = str_of(e, "DeviceIdentifier") else {
+    let mut container_mounts: BTreeMap<&str, (&str, Vec<MountUse>)> = BTreeMap::new();
+    for e in &list.all_disks_and_partitions {
+        let Some(stores) = &e.apfs_physical_stores else {
             continue;
         };
-        let stores = e
-            .get("APFSPhysicalStores")
-            .map(Value::items)
-            .unwrap_or_default();
-        if stores.is_empty() {
-            continue;
-        }
         let mut mounts = Vec::new();
-        for vol in e.get("APFSVolumes").map(Value::items).unwrap_or_default() {
-            if let (Some(mp), Some(vid)) = (mount_of(vol), str_of(vol, "DeviceIdentifier")) {
+        for vol in &e.apfs_volumes {
+            if let Some(mp) = nonempty(&vol.mount_point) {
                 mounts.push(MountUse {
-                    device: dev.join(vid),
-                    mount_point: mp,
+                    device: dev.join(&vol.device_identifier),
+                    mount_point: mp.into(),
                     via_holder: true,
                 });
             }
             // A sealed system volume's snapshot (`disk3s3s1`) is where `/` really is.
-            for snap in vol
-                .get("MountedSnapshots")
-                .map(Value::items)
-                .unwrap_or_default()
-            {
-                if let Some(mp) = str_of(snap, "SnapshotMountPoint") {
+            for snap in &vol.mounted_snapshots {
+                if let Some(mp) = nonempty(&snap.snapshot_mount_point) {
+                    let bsd = nonempty(&snap.snapshot_bsd).unwrap_or(&vol.device_identifier);
                     mounts.push(MountUse {
-                        device: dev.join(str_of(snap, "SnapshotBSD").unwrap_or(id)),
+                        device: dev.join(bsd),
                         mount_point: mp.into(),
                         via_holder: true,
                     });
@@ -91,56 +280,54 @@ pub fn devices_from_plists(
             }
         }
         for s in stores {
-            if let Some(sid) = str_of(s, "DeviceIdentifier") {
-                container_mounts.insert(sid.to_string(), (id.to_string(), mounts.clone()));
-            }
+            container_mounts.insert(
+                s.device_identifier.as_str(),
+                (e.device_identifier.as_str(), mounts.clone()),
+            );
         }
     }
+    let boot = root.as_ref().map(boot_disks).unwrap_or_default();
 
     let mut out = Vec::new();
-    for e in entries {
-        let Some(id) = str_of(e, "DeviceIdentifier") else {
-            continue;
-        };
-        if e.get("APFSPhysicalStores").is_some() || partition_parent(id).is_some() {
+    for e in &list.all_disks_and_partitions {
+        let id = e.device_identifier.as_str();
+        if id.is_empty() || whole_of(id).is_some() {
             continue;
         }
-        let info = match infos.get(id) {
-            Some(text) => Some(plist::parse(text)?),
-            None => None,
+        let info: Option<DiskInfo> = infos
+            .get(id)
+            .map(|b| parse(b, &format!("diskutil info {id}")))
+            .transpose()?;
+        let info = info.unwrap_or_default();
+        let protocol = info.bus_protocol.as_deref().unwrap_or("");
+        let kind = if e.apfs_physical_stores.is_some() {
+            MacKind::ApfsContainer
+        } else if protocol == "Disk Image" {
+            MacKind::DiskImage
+        } else if info.virtual_or_physical.as_deref() == Some("Virtual") {
+            MacKind::Synthesized
+        } else {
+            MacKind::Physical
         };
-        let flag = |k: &str| {
-            info.as_ref()
-                .and_then(|i| i.get(k))
-                .and_then(Value::as_bool)
-        };
-        if info.as_ref().and_then(|i| str_of(i, "VirtualOrPhysical")) == Some("Virtual")
-            && flag("WholeDisk") == Some(true)
-            && info.as_ref().and_then(|i| str_of(i, "BusProtocol")) != Some("Disk Image")
-        {
-            continue;
-        }
         let mut mounts = Vec::new();
         let mut holders = Vec::new();
-        if let Some(mp) = mount_of(e) {
+        for mp in [nonempty(&e.mount_point), nonempty(&info.mount_point)]
+            .into_iter()
+            .flatten()
+        {
             mounts.push(MountUse {
                 device: dev.join(id),
-                mount_point: mp,
+                mount_point: mp.into(),
                 via_holder: false,
             });
         }
         let mut partitions = Vec::new();
-        for (i, p) in e
-            .get("Partitions")
-            .map(Value::items)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let Some(pid) = str_of(p, "DeviceIdentifier") else {
+        for (i, p) in e.partitions.iter().enumerate() {
+            let pid = p.device_identifier.as_str();
+            if pid.is_empty() {
                 continue;
-            };
-            let mp = mount_of(p);
+            }
+            let mp = nonempty(&p.mount_point).map(PathBuf::from);
             if let Some(m) = &mp {
                 mounts.push(MountUse {
                     device: dev.join(pid),
@@ -149,7 +336,7 @@ pub fn devices_from_plists(
                 });
             }
             if let Some((container, cm)) = container_mounts.get(pid) {
-                holders.push(container.clone());
+                holders.push(container.to_string());
                 mounts.extend(cm.iter().cloned());
             }
             let number = pid
@@ -160,58 +347,65 @@ pub fn devices_from_plists(
                 number,
                 name: pid.to_string(),
                 path: dev.join(pid),
-                size: p.get("Size").and_then(Value::as_u64).unwrap_or(0),
-                label: str_of(p, "VolumeName")
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string),
+                size: p.size.unwrap_or(0),
+                label: nonempty(&p.volume_name).map(str::to_string),
                 mount_points: mp.into_iter().collect(),
             });
         }
-        let size = info
-            .as_ref()
-            .and_then(|i| i.get("TotalSize").or_else(|| i.get("Size")))
-            .and_then(Value::as_u64)
-            .or_else(|| e.get("Size").and_then(Value::as_u64))
-            .unwrap_or(0);
-        let protocol = info
-            .as_ref()
-            .and_then(|i| str_of(i, "BusProtocol"))
-            .unwrap_or("");
-        let internal = flag("Internal").or(Some(true));
-        let removable = flag("Removable").unwrap_or(false)
-            || flag("RemovableMedia").unwrap_or(false)
-            || (internal == Some(false) && flag("RemovableMediaOrExternalDevice").unwrap_or(false));
-        let writable = flag("WritableMedia").unwrap_or(true);
-        let model = info
-            .as_ref()
-            .and_then(|i| str_of(i, "MediaName").or_else(|| str_of(i, "IORegistryEntryName")))
+        if boot.iter().any(|b| b == id) && !mounts.iter().any(|m| m.mount_point == Path::new("/")) {
+            let from = root
+                .as_ref()
+                .map(|r| r.device_identifier.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or(id);
+            mounts.push(MountUse {
+                device: dev.join(from),
+                mount_point: "/".into(),
+                via_holder: true,
+            });
+        }
+        let internal = info.internal.unwrap_or(true);
+        let removable = info.removable.unwrap_or(false)
+            || info.removable_media.unwrap_or(false)
+            || (!internal && info.removable_media_or_external_device.unwrap_or(false));
+        let model = nonempty(&info.media_name)
+            .or(nonempty(&info.io_registry_entry_name))
             .unwrap_or("")
             .trim()
             .to_string();
         holders.sort();
         holders.dedup();
-        out.push(Device {
-            name: id.to_string(),
-            path: dev.join(id),
-            size,
-            model,
-            vendor: String::new(),
-            bus: bus_of(protocol),
-            removable,
-            read_only: !writable,
-            emmc: false,
-            internal,
-            holders,
-            mounts,
-            swaps: Vec::new(),
-            partitions,
-            backing_file: None,
+        out.push(MacDisk {
+            kind,
+            device: Device {
+                name: id.to_string(),
+                path: dev.join(id),
+                size: info.total_size.or(info.size).or(e.size).unwrap_or(0),
+                model,
+                vendor: String::new(),
+                bus: bus_of(protocol),
+                removable,
+                read_only: !info.writable_media.unwrap_or(true),
+                emmc: false,
+                internal: Some(internal),
+                holders,
+                mounts,
+                swaps: Vec::new(),
+                partitions,
+                backing_file: None,
+            },
         });
     }
+    // Whole disks diskutil names but does not detail (no partition map) are still disks.
+    for id in &list.whole_disks {
+        if !out.iter().any(|d| &d.device.name == id) {
+            tracing::debug!(disk = %id, "listed without details");
+        }
+    }
     out.sort_by(|a, b| {
-        disk_number(&a.name)
-            .cmp(&disk_number(&b.name))
-            .then(a.name.cmp(&b.name))
+        disk_number(&a.device.name)
+            .cmp(&disk_number(&b.device.name))
+            .then(a.device.name.cmp(&b.device.name))
     });
     Ok(out)
 }
@@ -222,8 +416,88 @@ fn disk_number(id: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// The macOS verdict on a disk: synthesized disks and APFS containers are never targets;
+/// then the portable rules ([`super::judge_portable`]: the system disk first, internal
+/// disks, then [`super::assess`]).
+pub fn judge(d: &MacDisk, image_len: Option<u64>, policy: &Policy) -> Result<(), SafetyError> {
+    let what = match d.kind {
+        MacKind::ApfsContainer => {
+            "synthesized APFS container (flash the physical disk that stores it, if ever)"
+        }
+        MacKind::Synthesized => "synthesized disk, not a physical one",
+        MacKind::Physical | MacKind::DiskImage => {
+            return super::judge_portable(&d.device, image_len, policy);
+        }
+    };
+    Err(SafetyError::Virtual {
+        path: d.device.path.clone(),
+        what,
+    })
+}
+
+/// The error for a raw device this user may not open (EACCES/EPERM): run it with sudo.
+pub fn access_error(path: &Path, e: &std::io::Error) -> Option<SafetyError> {
+    let denied = e.kind() == std::io::ErrorKind::PermissionDenied
+        || matches!(e.raw_os_error(), Some(1) | Some(13));
+    denied.then(|| SafetyError::NoAccess {
+        path: path.to_path_buf(),
+        how: "writing a raw disk needs root: run it again with sudo (`sudo piforge flash ...`)",
+    })
+}
+
+/// The disk identifier `diskutil` takes for a device path (`/dev/rdisk4` → `disk4`).
+pub fn disk_id(path: &Path) -> String {
+    match mac_path(path) {
+        MacPath::Whole { disk, .. } => disk,
+        _ => path.to_string_lossy().into_owned(),
+    }
+}
+
+/// Checks a flash target given on macOS, with the disks of this machine (`disks`, lazily:
+/// only asked for when the path names a disk): files as on Linux; `/dev/diskN` and
+/// `/dev/rdiskN` judged with [`judge`] and written through `/dev/rdiskN` (a note says so);
+/// slices refused with the whole disk to give instead.
+pub fn check_disk_path(
+    path: &Path,
+    image_len: u64,
+    policy: &Policy,
+    disks: impl FnOnce() -> Result<Vec<MacDisk>, SafetyError>,
+) -> Result<Option<super::Target>, SafetyError> {
+    let (disk, raw) = match mac_path(path) {
+        MacPath::Other => return Ok(None),
+        MacPath::Partition { disk } => {
+            return Err(SafetyError::Partition {
+                path: path.into(),
+                disk,
+            });
+        }
+        MacPath::Whole { disk, raw } => (disk, raw),
+    };
+    let found = disks()?
+        .into_iter()
+        .find(|d| d.device.name == disk)
+        .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
+    let mut found = found;
+    found.device.path = path.to_path_buf();
+    judge(&found, Some(image_len), policy)?;
+    let mut notes = Vec::new();
+    if raw != path {
+        notes.push(format!(
+            "writing {} through {}, the raw node (uncached, several times faster)",
+            path.display(),
+            raw.display()
+        ));
+    }
+    found.device.path = raw.clone();
+    Ok(Some(super::Target {
+        path: raw,
+        kind: super::TargetKind::Device(Box::new(found.device)),
+        notes,
+    }))
+}
+
 #[cfg(target_os = "macos")]
-fn run_diskutil(args: &[&str]) -> anyhow::Result<String> {
+fn run_diskutil(args: &[&str]) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     let out = std::process::Command::new("diskutil")
         .args(args)
@@ -235,260 +509,351 @@ fn run_diskutil(args: &[&str]) -> anyhow::Result<String> {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    String::from_utf8(out.stdout).with_context(|| format!("reading diskutil {}", args.join(" ")))
+    Ok(out.stdout)
 }
 
-/// Runs `diskutil list -plist` and `diskutil info -plist` for each whole disk.
+/// Runs `diskutil list -plist`, `diskutil info -plist` for each whole disk and for `/`.
+#[cfg(target_os = "macos")]
+pub fn disks() -> anyhow::Result<Vec<MacDisk>> {
+    let list = run_diskutil(&["list", "-plist"])?;
+    let parsed: DiskList = parse(&list, "diskutil list")?;
+    let mut infos = BTreeMap::new();
+    for id in &parsed.whole_disks {
+        infos.insert(id.clone(), run_diskutil(&["info", "-plist", id])?);
+    }
+    let root = run_diskutil(&["info", "-plist", "/"]).ok();
+    Ok(disks_from_plists(&list, &infos, root.as_deref())?)
+}
+
+/// The disks `piforge devices` shows: physical disks and disk images (synthesized ones are
+/// never targets and only clutter the table).
 #[cfg(target_os = "macos")]
 pub fn list() -> anyhow::Result<Vec<Device>> {
-    let list = run_diskutil(&["list", "-plist"])?;
-    let root = plist::parse(&list)?;
-    let mut infos = BTreeMap::new();
-    for d in root.get("WholeDisks").map(Value::items).unwrap_or_default() {
-        if let Some(id) = d.as_str() {
-            infos.insert(id.to_string(), run_diskutil(&["info", "-plist", id])?);
-        }
-    }
-    Ok(devices_from_plists(&list, &infos)?)
+    Ok(disks()?
+        .into_iter()
+        .filter(|d| matches!(d.kind, MacKind::Physical | MacKind::DiskImage))
+        .map(|d| d.device)
+        .collect())
 }
 
-/// `diskutil unmountDisk DISK`.
+/// `diskutil unmountDisk diskN` (the whole disk: every volume of it).
 #[cfg(target_os = "macos")]
 pub fn unmount_disk(path: &Path) -> anyhow::Result<()> {
-    let disk = path.to_string_lossy();
-    run_diskutil(&["unmountDisk", disk.as_ref()]).map(|_| ())
+    let disk = disk_id(path);
+    tracing::info!(disk = %disk, "diskutil unmountDisk");
+    run_diskutil(&["unmountDisk", &disk]).map(|_| ())
 }
 
-/// macOS [`super::check_target`]: `/dev/diskN` or `/dev/rdiskN` (partitions refused), judged
-/// with [`super::assess`]; `/dev/diskN` gets a note to use `/dev/rdiskN`.
+/// macOS [`super::check_target`]: see [`check_disk_path`]; then the raw node must open for
+/// writing (EACCES/EPERM: [`SafetyError::NoAccess`], nothing written).
 #[cfg(target_os = "macos")]
 pub fn check_target(
     path: &Path,
     image_len: u64,
-    policy: &super::Policy,
-) -> Result<super::Target, super::SafetyError> {
-    use super::{SafetyError, Target, TargetKind};
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return super::new_file_target(path, path.starts_with("/dev"));
-        }
-        Err(e) => {
-            return Err(SafetyError::Inspect {
-                path: path.into(),
-                source: e,
-            });
-        }
+    policy: &Policy,
+) -> Result<super::Target, SafetyError> {
+    let found = check_disk_path(path, image_len, policy, || {
+        disks().map_err(|e| SafetyError::Discovery(format!("{e:#}")))
+    })?;
+    let Some(t) = found else {
+        return super::check_file_path(path);
     };
-    if meta.is_dir() {
-        return Err(SafetyError::NotATarget {
-            path: path.into(),
-            what: "directory",
-        });
+    for n in &t.notes {
+        tracing::info!("{n}");
     }
-    if meta.is_file() {
-        return Ok(Target {
-            path: path.into(),
-            kind: TargetKind::File {
-                existing_len: Some(meta.len()),
-            },
-            notes: Vec::new(),
-        });
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&t.path)
+    {
+        return Err(access_error(&t.path, &e).unwrap_or(SafetyError::Inspect {
+            path: t.path.clone(),
+            source: e,
+        }));
     }
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = file
-        .strip_prefix('r')
-        .filter(|n| n.starts_with("disk"))
-        .unwrap_or(&file);
-    if let Some(disk) = partition_parent(&file) {
-        return Err(SafetyError::Partition {
-            path: path.into(),
-            disk: path.with_file_name(disk),
-        });
-    }
-    let devices = list().map_err(|e| SafetyError::Discovery(format!("{e:#}")))?;
-    let mut dev = devices
-        .into_iter()
-        .find(|d| d.name == name)
-        .ok_or_else(|| SafetyError::NoSuchDevice { path: path.into() })?;
-    dev.path = path.to_path_buf();
-    super::assess(&dev, Some(image_len), policy)?;
-    let notes: Vec<String> = super::raw_disk_hint(path).into_iter().collect();
-    for n in &notes {
-        tracing::warn!("{n}");
-    }
-    Ok(Target {
-        path: path.into(),
-        kind: TargetKind::Device(Box::new(dev)),
-        notes,
-    })
+    Ok(t)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn doc(body: &str) -> String {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD \
-             PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist \
-             version=\"1.0\">\n{body}\n</plist>\n"
-        )
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/diskutil")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
     }
 
-    /// A MacBook: internal disk0 (APFS store disk0s2 → container disk3 holding `/` through a
-    /// sealed snapshot and /System/Volumes/Data), and an SD card disk4 in the built-in reader
-    /// with bootfs mounted.
-    fn macbook() -> (String, BTreeMap<String, String>) {
-        let list = doc(r#"<dict>
-<key>AllDisks</key><array><string>disk0</string><string>disk0s1</string><string>disk0s2</string><string>disk3</string><string>disk4</string><string>disk4s1</string><string>disk4s2</string></array>
-<key>AllDisksAndPartitions</key>
-<array>
-  <dict>
-    <key>Content</key><string>GUID_partition_scheme</string>
-    <key>DeviceIdentifier</key><string>disk0</string>
-    <key>OSInternal</key><false/>
-    <key>Partitions</key>
-    <array>
-      <dict><key>Content</key><string>EFI</string><key>DeviceIdentifier</key><string>disk0s1</string><key>Size</key><integer>314572800</integer><key>VolumeName</key><string>EFI</string></dict>
-      <dict><key>Content</key><string>Apple_APFS</string><key>DeviceIdentifier</key><string>disk0s2</string><key>Size</key><integer>500963741696</integer></dict>
-    </array>
-    <key>Size</key><integer>500277790720</integer>
-  </dict>
-  <dict>
-    <key>APFSPhysicalStores</key><array><dict><key>DeviceIdentifier</key><string>disk0s2</string></dict></array>
-    <key>APFSVolumes</key>
-    <array>
-      <dict><key>DeviceIdentifier</key><string>disk3s1</string><key>MountPoint</key><string>/System/Volumes/Data</string><key>VolumeName</key><string>Data</string></dict>
-      <dict><key>DeviceIdentifier</key><string>disk3s3</string><key>MountedSnapshots</key><array><dict><key>Sealed</key><string>Yes</string><key>SnapshotBSD</key><string>disk3s3s1</string><key>SnapshotMountPoint</key><string>/</string></dict></array><key>VolumeName</key><string>Macintosh HD</string></dict>
-    </array>
-    <key>Content</key><string>EF57347C-0000-11AA-AA11-00306543ECAC</string>
-    <key>DeviceIdentifier</key><string>disk3</string>
-    <key>Size</key><integer>500963741696</integer>
-  </dict>
-  <dict>
-    <key>Content</key><string>FDisk_partition_scheme</string>
-    <key>DeviceIdentifier</key><string>disk4</string>
-    <key>Partitions</key>
-    <array>
-      <dict><key>Content</key><string>Windows_FAT_32</string><key>DeviceIdentifier</key><string>disk4s1</string><key>MountPoint</key><string>/Volumes/bootfs</string><key>Size</key><integer>536870912</integer><key>VolumeName</key><string>bootfs</string></dict>
-      <dict><key>Content</key><string>Linux</string><key>DeviceIdentifier</key><string>disk4s2</string><key>Size</key><integer>31373000704</integer></dict>
-    </array>
-    <key>Size</key><integer>31914983424</integer>
-  </dict>
-</array>
-<key>VolumesFromDisks</key><array><string>bootfs</string></array>
-<key>WholeDisks</key><array><string>disk0</string><string>disk3</string><string>disk4</string></array>
-</dict>"#);
-        let info0 = doc(r#"<dict>
-<key>BusProtocol</key><string>Apple Fabric</string>
-<key>DeviceIdentifier</key><string>disk0</string>
-<key>Internal</key><true/>
-<key>MediaName</key><string>APPLE SSD AP0512Q</string>
-<key>Removable</key><false/><key>RemovableMedia</key><false/>
-<key>RemovableMediaOrExternalDevice</key><false/>
-<key>Size</key><integer>500277790720</integer>
-<key>VirtualOrPhysical</key><string>Physical</string>
-<key>WholeDisk</key><true/><key>WritableMedia</key><true/>
-</dict>"#);
-        let info3 = doc(r#"<dict>
-<key>BusProtocol</key><string>Apple Fabric</string>
-<key>DeviceIdentifier</key><string>disk3</string>
-<key>Internal</key><true/>
-<key>VirtualOrPhysical</key><string>Virtual</string>
-<key>WholeDisk</key><true/>
-</dict>"#);
-        let info4 = doc(r#"<dict>
-<key>BusProtocol</key><string>Secure Digital</string>
-<key>DeviceIdentifier</key><string>disk4</string>
-<key>Ejectable</key><true/>
-<key>Internal</key><true/>
-<key>MediaName</key><string>SD Card Reader</string>
-<key>Removable</key><true/><key>RemovableMedia</key><true/>
-<key>RemovableMediaOrExternalDevice</key><true/>
-<key>TotalSize</key><integer>31914983424</integer>
-<key>VirtualOrPhysical</key><string>Physical</string>
-<key>WholeDisk</key><true/><key>WritableMedia</key><true/>
-</dict>"#);
-        let infos = BTreeMap::from([
-            ("disk0".to_string(), info0),
-            ("disk3".to_string(), info3),
-            ("disk4".to_string(), info4),
-        ]);
-        (list, infos)
+    fn infos() -> BTreeMap<String, Vec<u8>> {
+        ["disk0", "disk3", "disk4", "disk5", "disk6", "disk7"]
+            .into_iter()
+            .map(|d| (d.to_string(), fixture(&format!("info-{d}.plist"))))
+            .collect()
+    }
+
+    fn macbook() -> Vec<MacDisk> {
+        disks_from_plists(
+            &fixture("list.plist"),
+            &infos(),
+            Some(&fixture("info-root.plist")),
+        )
+        .expect("the fixtures parse")
+    }
+
+    fn disk<'a>(all: &'a [MacDisk], id: &str) -> &'a MacDisk {
+        all.iter().find(|d| d.device.name == id).expect(id)
+    }
+
+    fn verdict(d: &MacDisk, force: bool) -> Option<&'static str> {
+        let p = Policy {
+            force,
+            ..Policy::default()
+        };
+        // A 100 MiB image: small enough for every disk of the fixture, the .dmg included.
+        judge(d, Some(100 << 20), &p).err().map(|e| e.code())
     }
 
     #[test]
-    fn a_macbook_lists_its_internal_disk_as_system_and_the_sd_card_as_flashable() {
-        let (list, infos) = macbook();
-        let devs = devices_from_plists(&list, &infos).expect("parses");
-        let names: Vec<_> = devs.iter().map(|d| d.name.as_str()).collect();
+    fn the_fixture_macbook_is_parsed_with_the_plist_crate() {
+        let all = macbook();
+        let names: Vec<_> = all.iter().map(|d| d.device.name.as_str()).collect();
         assert_eq!(
             names,
-            vec!["disk0", "disk4"],
-            "the APFS container is not a disk to flash"
+            ["disk0", "disk3", "disk4", "disk5", "disk6", "disk7"]
         );
-
-        let d0 = &devs[0];
-        assert_eq!(d0.bus, Bus::Nvme);
-        assert_eq!(d0.holders, vec!["disk3".to_string()]);
-        let e = super::super::assess(
-            d0,
-            None,
-            &super::super::Policy {
-                force: true,
-                ..Default::default()
-            },
-        )
-        .expect_err("system disk");
-        assert_eq!(e.code(), "system-disk");
-        assert!(e.to_string().contains("holds / "), "{e}");
-
-        let d4 = &devs[1];
-        assert_eq!(d4.bus, Bus::Mmc);
-        assert!(d4.removable);
-        assert_eq!(d4.size, 31_914_983_424);
-        assert_eq!(d4.model, "SD Card Reader");
+        let d0 = &disk(&all, "disk0").device;
+        assert_eq!(
+            (d0.bus, d0.internal, d0.removable),
+            (Bus::Nvme, Some(true), false)
+        );
+        assert_eq!(d0.holders, ["disk3"]);
+        assert_eq!(d0.model, "APPLE SSD AP0512Z");
+        let d4 = &disk(&all, "disk4").device;
+        assert_eq!(
+            (d4.bus, d4.removable, d4.size),
+            (Bus::Mmc, true, 31_914_983_424)
+        );
         assert_eq!(d4.partitions[0].label.as_deref(), Some("bootfs"));
         assert_eq!(d4.partitions[1].number, 2);
         assert_eq!(
             d4.mount_points_to_unmount(),
             vec![PathBuf::from("/Volumes/bootfs")]
         );
-        assert!(super::super::assess(d4, Some(4 << 30), &Default::default()).is_ok());
+        assert_eq!(disk(&all, "disk3").kind, MacKind::ApfsContainer);
+        assert_eq!(disk(&all, "disk5").kind, MacKind::DiskImage);
+        assert_eq!(disk(&all, "disk5").device.bus, Bus::Loop);
+        let d6 = &disk(&all, "disk6").device;
+        assert_eq!(
+            (d6.bus, d6.internal, d6.removable),
+            (Bus::Usb, Some(false), true)
+        );
+    }
+
+    #[test]
+    fn only_external_removable_sd_reader_and_image_disks_pass() {
+        let all = macbook();
+        let got: Vec<(&str, Option<&str>)> = all
+            .iter()
+            .map(|d| (d.device.name.as_str(), verdict(d, false)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("disk0", Some("system-disk")),
+                ("disk3", Some("virtual")),
+                ("disk4", None),
+                ("disk5", None),
+                ("disk6", None),
+                ("disk7", Some("too-large")),
+            ]
+        );
+        // --force lifts the size rule only: never the boot disk or a synthesized one.
+        let forced: Vec<_> = all.iter().map(|d| verdict(d, true)).collect();
+        assert_eq!(
+            forced,
+            [Some("system-disk"), Some("virtual"), None, None, None, None]
+        );
+        let e = judge(disk(&all, "disk0"), None, &Policy::default()).unwrap_err();
+        assert!(e.to_string().contains("holds / "), "{e}");
+        let e = judge(disk(&all, "disk3"), None, &Policy::default()).unwrap_err();
+        assert!(e.to_string().contains("synthesized APFS container"), "{e}");
+    }
+
+    #[test]
+    fn the_boot_disk_is_refused_even_when_no_mount_reveals_it() {
+        // Without the APFS volumes in the list, only `diskutil info /` names disk0.
+        let list = String::from_utf8(fixture("list.plist")).unwrap();
+        let stripped = list.replace("<string>/</string>", "<string></string>");
+        let all = disks_from_plists(
+            stripped.as_bytes(),
+            &infos(),
+            Some(&fixture("info-root.plist")),
+        )
+        .unwrap();
+        let d0 = disk(&all, "disk0");
+        assert_eq!(verdict(d0, true), Some("system-disk"));
+        // The boot disk accepted would be the worst bug: without `info /` and without the
+        // `/` mount the internal rule still refuses it.
+        let all = disks_from_plists(stripped.as_bytes(), &infos(), None).unwrap();
+        assert_eq!(verdict(disk(&all, "disk0"), true), Some("internal"));
+    }
+
+    #[test]
+    fn internal_disks_are_refused_even_with_force_but_the_sd_slot_is_not() {
+        let mut all = macbook();
+        let d0 = all.iter_mut().find(|d| d.device.name == "disk0").unwrap();
+        d0.device.mounts.clear();
+        d0.device.holders.clear();
+        assert_eq!(verdict(d0, true), Some("internal"));
+        let e = judge(d0, None, &Policy::default()).unwrap_err();
+        assert!(e.to_string().contains("internal disk"), "{e}");
+        // The built-in SD slot is internal too, but its medium is removable.
+        let d4 = disk(&all, "disk4");
+        assert_eq!(d4.device.internal, Some(true));
+        assert_eq!(verdict(d4, false), None);
+    }
+
+    #[test]
+    fn synthesized_disks_are_refused() {
+        let mut all = macbook();
+        let d5 = all.iter_mut().find(|d| d.device.name == "disk5").unwrap();
+        d5.kind = MacKind::Synthesized;
+        assert_eq!(verdict(d5, true), Some("virtual"));
     }
 
     #[test]
     fn a_locked_card_is_read_only_and_missing_info_is_conservative() {
-        let (list, mut infos) = macbook();
-        let locked = infos["disk4"].replace(
-            "<key>WritableMedia</key><true/>",
-            "<key>WritableMedia</key><false/>",
+        let mut infos = infos();
+        let locked = String::from_utf8(infos["disk4"].clone()).unwrap().replace(
+            "<key>WritableMedia</key>\n\t<true/>",
+            "<key>WritableMedia</key>\n\t<false/>",
         );
-        infos.insert("disk4".into(), locked);
-        let devs = devices_from_plists(&list, &infos).expect("parses");
-        assert!(devs[1].read_only);
-        infos.remove("disk4");
-        let devs = devices_from_plists(&list, &infos).expect("parses");
-        assert_eq!(devs[1].internal, Some(true));
-        assert!(!devs[1].removable);
-        assert_eq!(devs[1].size, 31_914_983_424, "size falls back to the list");
+        infos.insert("disk4".into(), locked.into_bytes());
+        let all = disks_from_plists(&fixture("list.plist"), &infos, None).unwrap();
+        assert!(disk(&all, "disk4").device.read_only);
+        assert_eq!(verdict(disk(&all, "disk4"), true), Some("read-only"));
+        infos.remove("disk6");
+        let all = disks_from_plists(&fixture("list.plist"), &infos, None).unwrap();
+        let d6 = &disk(&all, "disk6").device;
+        assert_eq!((d6.internal, d6.removable), (Some(true), false));
+        assert_eq!(d6.size, 63_864_569_856, "size falls back to the list");
+        assert_eq!(verdict(disk(&all, "disk6"), true), Some("internal"));
     }
 
     #[test]
-    fn broken_plists_are_errors() {
-        let (_, infos) = macbook();
-        assert!(devices_from_plists("<plist><dict>", &infos).is_err());
-        let (list, mut infos) = macbook();
-        infos.insert("disk4".into(), "not xml".into());
-        assert!(devices_from_plists(&list, &infos).is_err());
-        // A document without the expected keys is simply empty.
-        assert_eq!(
-            devices_from_plists(&doc("<dict/>"), &BTreeMap::new()),
-            Ok(vec![])
+    fn broken_plists_are_errors_and_empty_ones_are_empty() {
+        assert!(disks_from_plists(b"<plist><dict>", &infos(), None).is_err());
+        let mut bad = infos();
+        bad.insert("disk4".into(), b"not xml".to_vec());
+        let e = disks_from_plists(&fixture("list.plist"), &bad, None).unwrap_err();
+        assert!(e.to_string().contains("diskutil info disk4"), "{e}");
+        let empty = b"<?xml version=\"1.0\"?><plist version=\"1.0\"><dict/></plist>";
+        assert!(
+            disks_from_plists(empty, &BTreeMap::new(), None)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn disk_paths_map_to_the_raw_node_and_slices_are_refused() {
+        for (given, disk) in [("/dev/disk2", "disk2"), ("/dev/rdisk2", "disk2")] {
+            assert_eq!(
+                mac_path(Path::new(given)),
+                MacPath::Whole {
+                    disk: disk.into(),
+                    raw: "/dev/rdisk2".into()
+                },
+                "{given}"
+            );
+        }
+        for slice in ["/dev/disk2s1", "/dev/rdisk2s1", "/dev/disk2s1s1"] {
+            assert_eq!(
+                mac_path(Path::new(slice)),
+                MacPath::Partition {
+                    disk: "/dev/disk2".into()
+                },
+                "{slice}"
+            );
+        }
+        for other in [
+            "disk2",
+            "/tmp/disk2",
+            "/dev/diskette",
+            "/dev/disk",
+            "/dev/disk2s",
+            "/dev/sdb",
+        ] {
+            assert_eq!(mac_path(Path::new(other)), MacPath::Other, "{other}");
+        }
+        assert_eq!(disk_id(Path::new("/dev/rdisk12")), "disk12");
+    }
+
+    #[test]
+    fn flashing_disk4_writes_rdisk4_and_says_so() {
+        let t = check_disk_path(Path::new("/dev/disk4"), 4 << 30, &Policy::default(), || {
+            Ok(macbook())
+        })
+        .unwrap()
+        .expect("a disk");
+        assert_eq!(t.path, Path::new("/dev/rdisk4"));
+        assert!(t.notes[0].contains("through /dev/rdisk4"), "{:?}", t.notes);
+        let raw = check_disk_path(Path::new("/dev/rdisk4"), 1, &Policy::default(), || {
+            Ok(macbook())
+        })
+        .unwrap()
+        .unwrap();
+        assert!(raw.notes.is_empty());
+
+        let e = check_disk_path(Path::new("/dev/disk4s1"), 1, &Policy::default(), || {
+            panic!("a slice is refused before any diskutil call")
+        })
+        .unwrap_err();
+        assert_eq!(e.code(), "partition");
+        assert!(
+            e.to_string().contains("give the whole disk /dev/disk4"),
+            "{e}"
+        );
+        for (p, code) in [
+            ("/dev/disk0", "system-disk"),
+            ("/dev/rdisk3", "virtual"),
+            ("/dev/disk9", "no-such-device"),
+        ] {
+            let e =
+                check_disk_path(Path::new(p), 1, &Policy::default(), || Ok(macbook())).unwrap_err();
+            assert_eq!(e.code(), code, "{p}");
+        }
+        assert!(
+            check_disk_path(Path::new("/tmp/x.img"), 1, &Policy::default(), || {
+                panic!("files need no diskutil")
+            })
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn permission_denied_says_sudo() {
+        for errno in [1, 13] {
+            let e = access_error(
+                Path::new("/dev/rdisk4"),
+                &std::io::Error::from_raw_os_error(errno),
+            )
+            .expect("denied");
+            assert_eq!(e.code(), "no-access");
+            let msg = e.to_string();
+            assert!(
+                msg.contains("sudo") && msg.contains("nothing was written"),
+                "{msg}"
+            );
+        }
+        assert!(
+            access_error(
+                Path::new("/dev/rdisk4"),
+                &std::io::Error::from_raw_os_error(16)
+            )
+            .is_none()
         );
     }
 }

@@ -1,10 +1,12 @@
 //! `piforge devices` and the safety rules a flash target must pass before any byte is written.
 //!
 //! Discovery (Linux: `/sys/block`, `/proc/self/mountinfo`, `/proc/swaps`, `/dev/disk/by-label`;
-//! macOS: `diskutil list -plist` / `diskutil info -plist`) produces [`Device`]s; one pure
-//! function, [`assess`], judges a device against a [`Policy`] and returns the first rule it
-//! breaks as a [`SafetyError`]. Everything reads through an injectable [`SysRoot`], so tests run
-//! the real code over a fake sysfs tree.
+//! macOS: `diskutil list -plist` / `diskutil info -plist`, see [`diskutil`]; Windows: the
+//! physical drives and volumes, see [`windows`]) produces [`Device`]s; one pure function,
+//! [`assess`], judges a device against a [`Policy`] and returns the first rule it breaks as a
+//! [`SafetyError`]; [`judge`] adds the rules of macOS (internal disks) and Windows (the system
+//! drive). Linux reads through an injectable [`SysRoot`], so tests run the real code over a
+//! fake sysfs tree; macOS and Windows discovery is parsed from fixtures.
 //!
 //! The API the flash command uses, in order:
 //! 1. [`check_target`]`(path, image_len, &policy)` → a [`Target`] (a device that passed every
@@ -12,7 +14,9 @@
 //! 2. [`confirm_text`]`(&target)`: what will be destroyed; [`confirm_stdin`] asks for it unless
 //!    `--yes` (refuses when stdin is not a terminal); [`confirm`] is the pure prompt underneath.
 //! 3. [`unmount`]`(&target)`: unmounts its partitions (Linux `umount`, macOS
-//!    `diskutil unmountDisk`), then on Linux checks that an exclusive open succeeds.
+//!    `diskutil unmountDisk`), then on Linux checks that an exclusive open succeeds. Windows
+//!    locks and dismounts every volume of the disk when the flash opens it (the locks live as
+//!    long as the handles), so there is nothing to do here.
 //! 4. Open the device with [`exclusive_flag`] in `custom_flags` so nothing mounts it meanwhile.
 //!
 //! `piforge flash` itself opens each target once first (`flash::target::open_target`) and uses
@@ -23,13 +27,15 @@
 //!
 //! Deliberately not here: opening a device for writing, block maps, progress, eject (the flash
 //! module), reading partition tables from the device (labels come from udev's
-//! `/dev/disk/by-label`), and Windows.
+//! `/dev/disk/by-label`).
 
 pub mod diskutil;
 pub mod mountinfo;
-pub mod plist;
 mod safety;
 pub mod sysfs;
+#[cfg(windows)]
+pub mod winapi;
+pub mod windows;
 
 pub use safety::{SafetyError, assess};
 
@@ -355,10 +361,76 @@ pub fn check_target(path: &Path, image_len: u64, policy: &Policy) -> Result<Targ
     {
         diskutil::check_target(path, image_len, policy)
     }
-    #[cfg(not(target_os = "macos"))]
+    #[cfg(windows)]
+    {
+        winapi::check_target(path, image_len, policy)
+    }
+    #[cfg(not(any(target_os = "macos", windows)))]
     {
         check_target_in(&SysRoot::host(), path, image_len, policy)
     }
+}
+
+/// A target that is not a disk (macOS and Windows, where disks are recognised by their names):
+/// an existing regular file, or a new one in an existing directory.
+pub fn check_file_path(path: &Path) -> Result<Target, SafetyError> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return new_file_target(path, path.starts_with("/dev"));
+        }
+        Err(e) => {
+            return Err(SafetyError::Inspect {
+                path: path.into(),
+                source: e,
+            });
+        }
+    };
+    if meta.is_file() {
+        return Ok(Target {
+            path: path.into(),
+            kind: TargetKind::File {
+                existing_len: Some(meta.len()),
+            },
+            notes: Vec::new(),
+        });
+    }
+    Err(SafetyError::NotATarget {
+        path: path.into(),
+        what: if meta.is_dir() {
+            "directory"
+        } else {
+            other_kind(&meta.file_type())
+        },
+    })
+}
+
+/// Every rule for a discovered disk on this OS: on Windows the system drive's disk first
+/// ([`windows::system_rule`]), then [`judge_portable`].
+pub fn judge(d: &Device, image_len: Option<u64>, policy: &Policy) -> Result<(), SafetyError> {
+    #[cfg(windows)]
+    windows::system_rule(d, &winapi::system_root())?;
+    judge_portable(d, image_len, policy)
+}
+
+/// The rules every OS shares, in order: the system disk (never, whatever `--force` says),
+/// then an internal non-removable macOS disk (never: on a Mac it is never a card; the
+/// built-in SD slot is internal but removable), then [`assess`].
+pub fn judge_portable(
+    d: &Device,
+    image_len: Option<u64>,
+    policy: &Policy,
+) -> Result<(), SafetyError> {
+    if let Err(e @ SafetyError::SystemDisk { .. }) = assess(d, image_len, policy) {
+        return Err(e);
+    }
+    if d.internal == Some(true) && !d.removable {
+        return Err(SafetyError::Internal {
+            path: d.path.clone(),
+            model: d.description(),
+        });
+    }
+    assess(d, image_len, policy)
 }
 
 /// Checks a flash target against the rules (Linux discovery under `root`):
@@ -500,6 +572,7 @@ fn check_meta_in(
     // Report the rules against the path the user gave.
     dev.path = path.to_path_buf();
     assess(&dev, Some(image_len), policy)?;
+    #[cfg(unix)]
     if block && dev.mounts.is_empty() {
         probe_exclusive(path)?;
     }
@@ -650,6 +723,8 @@ pub fn exclusive_flag() -> i32 {
 }
 
 /// Opens `path` read-only and exclusively, then closes it: [`SafetyError::InUse`] on EBUSY.
+/// (Unix only: Windows locks the volumes when it opens the disk.)
+#[cfg(unix)]
 pub fn probe_exclusive(path: &Path) -> Result<(), SafetyError> {
     use std::os::unix::fs::OpenOptionsExt;
     match fs::OpenOptions::new()
@@ -811,7 +886,12 @@ pub fn unmount(t: &Target) -> anyhow::Result<()> {
         let _ = d;
         diskutil::unmount_disk(&t.path)
     }
-    #[cfg(not(target_os = "macos"))]
+    #[cfg(windows)]
+    {
+        let _ = d;
+        Ok(())
+    }
+    #[cfg(not(any(target_os = "macos", windows)))]
     {
         use anyhow::Context;
         for mp in d.mount_points_to_unmount() {
@@ -834,14 +914,20 @@ pub fn unmount(t: &Target) -> anyhow::Result<()> {
     }
 }
 
-/// The candidate disks of this machine (see [`sysfs::list`], [`diskutil::list`]).
+/// The candidate disks of this machine (see [`sysfs::list`], `diskutil::list`,
+/// `winapi::list`).
 pub fn list(root: &SysRoot) -> anyhow::Result<Vec<Device>> {
     #[cfg(target_os = "macos")]
     {
         let _ = root;
         diskutil::list()
     }
-    #[cfg(not(target_os = "macos"))]
+    #[cfg(windows)]
+    {
+        let _ = root;
+        winapi::list()
+    }
+    #[cfg(not(any(target_os = "macos", windows)))]
     {
         sysfs::list(root)
     }
@@ -867,7 +953,7 @@ pub fn reports(devices: &[Device]) -> Vec<DeviceReport<'_>> {
     devices
         .iter()
         .map(|d| {
-            let v = assess(d, None, &Policy::default()).err();
+            let v = judge(d, None, &Policy::default()).err();
             DeviceReport {
                 device: d,
                 flashable: v.is_none(),
@@ -1151,6 +1237,14 @@ mod tests {
                 path: p.clone(),
                 size: "1".into(),
                 max: "2".into(),
+            },
+            SafetyError::Internal {
+                path: p.clone(),
+                model: "m".into(),
+            },
+            SafetyError::NoAccess {
+                path: p.clone(),
+                how: "h",
             },
             SafetyError::NotInteractive,
             SafetyError::Declined,

@@ -139,6 +139,27 @@ pub enum SafetyError {
         /// The limit, human.
         max: String,
     },
+    /// macOS: an internal, non-removable disk (not the built-in SD slot). Refused even with
+    /// `--force`: on a Mac an internal disk is never a card.
+    #[error(
+        "refusing {path}: an internal disk ({model}); piforge writes only external, removable \
+         or SD-reader media, and --force does not change that"
+    )]
+    Internal {
+        /// The disk.
+        path: PathBuf,
+        /// Its model.
+        model: String,
+    },
+    /// The raw device cannot be opened for writing by this user (EACCES/EPERM, Windows
+    /// access denied). Nothing was written.
+    #[error("cannot open {path} for writing: permission denied; {how} (nothing was written)")]
+    NoAccess {
+        /// The device node.
+        path: PathBuf,
+        /// What to do: run with sudo, or from an Administrator terminal.
+        how: &'static str,
+    },
     /// Confirmation needed but stdin is not a terminal.
     #[error("standard input is not a terminal, cannot ask for confirmation: use --yes in scripts")]
     NotInteractive,
@@ -177,6 +198,8 @@ impl SafetyError {
             SafetyError::TooSmall { .. } => "too-small",
             SafetyError::NotRemovable { .. } => "not-removable",
             SafetyError::TooLarge { .. } => "too-large",
+            SafetyError::Internal { .. } => "internal",
+            SafetyError::NoAccess { .. } => "no-access",
             SafetyError::NotInteractive => "not-interactive",
             SafetyError::Declined => "declined",
             SafetyError::Inspect { .. } => "inspect",

@@ -28,13 +28,19 @@
 pub mod blockdev;
 pub mod capacity;
 pub mod engine;
+#[cfg(unix)]
 pub mod guard;
+#[cfg(not(unix))]
+#[path = "guard_paths.rs"]
+pub mod guard;
+pub mod sector;
 pub mod source;
 pub mod target;
+#[cfg(windows)]
+mod windows_target;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -216,7 +222,7 @@ pub fn flash(req: &FlashRequest) -> anyhow::Result<Vec<anyhow::Result<FlashOutco
     for (t, card) in req.targets.iter().zip(cards) {
         match open_checked(req, t, &image, &policy, &guard) {
             Ok((opened, checked)) => jobs.push(Job {
-                target: t.clone(),
+                target: checked.path.clone(),
                 kind: opened.kind,
                 card,
                 patch: None,
@@ -294,8 +300,19 @@ fn open_checked(
         // A new file: its directory must exist, and not under /dev (before creating it).
         devices::check_target(t, image_len, policy).with_context(check)?;
     }
+    // Linux judges the opened handle (its device number, in sysfs). macOS and Windows
+    // recognise disks by name (diskutil, `\\.\PhysicalDriveN`): the path is judged, then the
+    // path it names is opened (macOS: `/dev/diskN` becomes the raw `/dev/rdiskN`).
+    #[cfg(not(target_os = "linux"))]
+    let (t, checked) = {
+        let checked = devices::check_target(t, image_len, policy).with_context(check)?;
+        (checked.path.clone(), checked)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let t = t.as_path();
     let opened = target::open_target(t, !req.verify_only).with_context(check)?;
     let r = (|| {
+        #[cfg(target_os = "linux")]
         let checked = devices::check_opened(t, &opened.file, opened.created, image_len, policy)?;
         guard.check(&opened)?;
         if opened.kind == TargetKind::File && !req.verify_only {
@@ -384,6 +401,15 @@ fn prepare(
                 .with_context(what)?;
                 j.io = Some(Arc::new(t));
             }
+            #[cfg(windows)]
+            (TargetKind::Device, verify_only) => {
+                // Locks and dismounts the disk's volumes, then opens it unbuffered.
+                let _ = opened;
+                let d = Arc::new(DeviceTarget::open(&j.target, !verify_only)?);
+                j.io = Some(d.clone());
+                j.device = Some(d);
+            }
+            #[cfg(unix)]
             (TargetKind::Device, verify_only) => {
                 let f = if verify_only {
                     opened.file.try_clone().with_context(what)?
@@ -408,40 +434,23 @@ fn prepare(
 /// claimed). The lock files stay; they are empty.
 #[derive(Debug)]
 pub struct CardClaim {
-    _file: File,
+    _lock: crate::hostfs::FileLock,
 }
 
 /// Claims card `k` of the batch in `dir`; `None` when another process holds it.
 pub fn claim_card(dir: &Path, k: u32) -> anyhow::Result<Option<CardClaim>> {
     let path = dir.join(format!(".flash-card-{k}.lock"));
-    let file = lock_file(&path)?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(CardClaim { _file: file })),
-        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-        Err(e) => {
-            Err(std::io::Error::from(e)).with_context(|| format!("locking {}", path.display()))
-        }
-    }
-}
-
-fn lock_file(path: &Path) -> anyhow::Result<File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+    let lock =
+        crate::hostfs::lock(&path, false).with_context(|| format!("locking {}", path.display()))?;
+    Ok(lock.map(|l| CardClaim { _lock: l }))
 }
 
 /// Records card `k` as flashed in `batch.toml` (re-read, changed, written atomically, under
 /// the batch-wide lock `<batch>/.batch.lock` so concurrent processes do not lose records).
 pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
     let path = dir.join(".batch.lock");
-    let lock = lock_file(&path)?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("locking {}", path.display()))?;
+    let _lock =
+        crate::hostfs::lock(&path, true).with_context(|| format!("locking {}", path.display()))?;
     let mut b = Batch::load(dir)?;
     let c = b
         .cards
@@ -626,12 +635,11 @@ fn check_file_target(path: &Path, image: &Image) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let st = rustix::fs::statvfs(&dir)
+    let mut free = crate::hostfs::free_space(&dir)
         .with_context(|| format!("reading the free space of {}", dir.display()))?;
-    let mut free = st.f_bavail.saturating_mul(st.f_frsize);
     if let Ok(m) = std::fs::metadata(path) {
         // Its own blocks are freed when it is truncated.
-        free += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+        free += crate::hostfs::allocated(&m);
     }
     if let Some(need) = image.planned()
         && need > free
@@ -675,9 +683,9 @@ fn personalise(
             let mut pos = a;
             while pos < e {
                 let n = ((e - pos) as usize).min(buf.len());
-                std::os::unix::fs::FileExt::read_exact_at(&src, &mut buf[..n], pos)
+                crate::hostfs::read_exact_at(&src, &mut buf[..n], pos)
                     .with_context(|| format!("reading {}", image.display()))?;
-                std::os::unix::fs::FileExt::write_all_at(tmp.as_file(), &buf[..n], pos)
+                crate::hostfs::write_all_at(tmp.as_file(), &buf[..n], pos)
                     .context("writing the card's temp file")?;
                 pos += n as u64;
             }
@@ -847,7 +855,7 @@ fn run_job(
 /// ejects, saying what happened.
 fn after_device(d: Arc<DeviceTarget>, path: &Path, eject: bool) -> Vec<String> {
     let mut notes = Vec::new();
-    if cfg!(target_os = "linux") {
+    if cfg!(any(target_os = "linux", windows)) {
         match d.reread_partitions() {
             Ok(()) => notes.push("partition table re-read".to_owned()),
             Err(e) => notes.push(format!("partition table not re-read: {e:#}")),

@@ -16,9 +16,9 @@
 //! flash before the partition table is written). Deliberately not here: the write order and
 //! the target (`engine`, `target`).
 
+use crate::hostfs::read_exact_at;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -146,7 +146,7 @@ impl MappedSource {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         let end = off + buf.len() as u64;
         let Some((pf, over)) = &self.patch else {
-            return self.base.read_exact_at(buf, off);
+            return read_exact_at(&self.base, buf, off);
         };
         // Split at the patch's edges.
         let mut pos = off;
@@ -160,7 +160,7 @@ impl MappedSource {
             };
             let a = (pos - off) as usize;
             let b = (stop - off) as usize;
-            file.read_exact_at(&mut buf[a..b], pos)?;
+            read_exact_at(file, &mut buf[a..b], pos)?;
             pos = stop;
         }
         Ok(())
@@ -183,6 +183,7 @@ impl MappedSource {
                 continue;
             }
             let n = (p.range.end - a).min(want);
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             let _ = rustix::fs::fadvise(
                 &self.base,
                 a,

@@ -4,7 +4,9 @@
 //! Block devices are opened `O_EXCL` (Linux refuses it while a partition is mounted or held)
 //! and, where the device accepts it, a second time with `O_DIRECT` for large aligned writes and
 //! uncached read-back; unaligned pieces and devices without `O_DIRECT` use the buffered fd.
-//! macOS uses `/dev/rdiskN` (raw, uncached by design) plus `F_NOCACHE` where rustix offers it.
+//! macOS uses `/dev/rdiskN` (raw, uncached by design) plus `F_NOCACHE` where rustix offers it,
+//! in sector-aligned transfers only ([`super::sector`]: the raw node refuses anything else).
+//! Windows has its own device target (`windows_target`, same API).
 //! Files are written in place (created if missing, truncated to the image's length: their
 //! holes read back as zeros, so unmapped blocks need no writing); read-back drops the page
 //! cache with `posix_fadvise(DONTNEED)` after `fsync`.
@@ -17,14 +19,21 @@
 //! It deliberately doesn't decide whether a device is safe to write: `devices` does.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io;
+#[cfg(unix)]
+use std::io::{Seek, SeekFrom};
+#[cfg(unix)]
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 
+#[cfg(unix)]
 use super::blockdev;
+#[cfg(windows)]
+pub use super::windows_target::DeviceTarget;
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths (covers 512 and 4096-byte sectors).
 pub const ALIGN: usize = 4096;
@@ -62,10 +71,11 @@ pub enum TargetKind {
 
 /// Whether `path` names a device or a file target.
 pub fn kind_of(path: &Path) -> anyhow::Result<TargetKind> {
+    if crate::devices::windows::drive_number(path).is_some() && cfg!(windows) {
+        return Ok(TargetKind::Device);
+    }
     match std::fs::metadata(path) {
-        Ok(m) if m.file_type().is_block_device() || m.file_type().is_char_device() => {
-            Ok(TargetKind::Device)
-        }
+        Ok(m) if is_device(&m.file_type()) => Ok(TargetKind::Device),
         Ok(m) if m.is_file() => Ok(TargetKind::File),
         Ok(_) => anyhow::bail!(
             "{} is neither a disk device nor a regular file",
@@ -88,6 +98,7 @@ pub struct Identity {
     pub rdev: u64,
 }
 
+#[cfg(unix)]
 impl Identity {
     /// `fstat` of an open handle.
     pub fn of(f: &File) -> io::Result<Identity> {
@@ -105,6 +116,7 @@ impl Identity {
     }
 }
 
+#[cfg(unix)]
 /// A target opened once: the handle the checks look at and the writes go through.
 #[derive(Debug)]
 pub struct Opened {
@@ -121,6 +133,7 @@ pub struct Opened {
     pub created: bool,
 }
 
+#[cfg(unix)]
 /// Opens a flash target once. A missing path becomes a new file (mode 0600) when `write`;
 /// an existing one is opened without following a swap later: devices read-only (the write
 /// handle comes from [`Opened::reopen_exclusive`]), files read-write when `write`.
@@ -173,6 +186,7 @@ pub fn open_target(path: &Path, write: bool) -> anyhow::Result<Opened> {
     })
 }
 
+#[cfg(unix)]
 impl Opened {
     /// A path that reaches this very handle (Linux: `/proc/self/fd/N`, which re-opens the
     /// same inode whatever the original path points to now); elsewhere the path itself, and
@@ -225,6 +239,93 @@ impl Opened {
     }
 }
 
+/// Windows: a target opened once. Disks are recognised by name (`\\.\PhysicalDriveN`), so
+/// the identity is the drive number; the write handle comes from the Windows `DeviceTarget`,
+/// which locks and dismounts the disk's volumes first.
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct Opened {
+    /// The path as given.
+    pub path: PathBuf,
+    /// File or device.
+    pub kind: TargetKind,
+    /// The handle (read-only for a device).
+    pub file: File,
+    /// Its identity (`rdev` = the drive number for a disk).
+    pub id: Identity,
+    /// Whether this open created the file.
+    pub created: bool,
+}
+
+/// Windows: opens a flash target once (see the Unix [`open_target`] for the contract).
+#[cfg(windows)]
+pub fn open_target(path: &Path, write: bool) -> anyhow::Result<Opened> {
+    use std::os::windows::fs::OpenOptionsExt;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_SHARE_READ, FILE_SHARE_WRITE};
+    if let Some(n) = crate::devices::windows::drive_number(path) {
+        let file = OpenOptions::new()
+            .read(true)
+            .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        return Ok(Opened {
+            path: path.to_owned(),
+            kind: TargetKind::Device,
+            file,
+            id: Identity {
+                dev: 0,
+                ino: 0,
+                rdev: u64::from(n) + 1,
+            },
+            created: false,
+        });
+    }
+    let created = write && !path.exists();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .create(created)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(Opened {
+        path: path.to_owned(),
+        kind: TargetKind::File,
+        file,
+        id: Identity {
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+        },
+        created,
+    })
+}
+
+#[cfg(windows)]
+impl Opened {
+    /// The path as given, canonicalized.
+    pub fn real_path(&self) -> io::Result<PathBuf> {
+        std::fs::canonicalize(&self.path)
+    }
+
+    /// Removes the file this open created (the target was refused).
+    pub fn discard(self) {
+        if self.created {
+            drop(self.file);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_device(ft: &std::fs::FileType) -> bool {
+    ft.is_block_device() || ft.is_char_device()
+}
+
+#[cfg(not(unix))]
+fn is_device(_: &std::fs::FileType) -> bool {
+    false
+}
+
 /// A regular file target.
 #[derive(Debug)]
 pub struct FileTarget {
@@ -256,8 +357,7 @@ impl FileTarget {
     /// card's secrets; whatever the umask or its mode before) and sized to `len` bytes of
     /// zeros, old contents dropped (`None`: unknown yet, a stream; the engine sets it).
     pub fn from_handle(file: File, len: Option<u64>) -> io::Result<FileTarget> {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        crate::hostfs::owner_only(&file)?;
         file.set_len(0)?;
         file.set_len(len.unwrap_or(0))?;
         Ok(FileTarget {
@@ -285,10 +385,10 @@ impl FileTarget {
 
 impl TargetIo for FileTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+        crate::hostfs::write_all_at(&self.file, buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.file.read_exact_at(buf, offset)
+        crate::hostfs::read_exact_at(&self.file, buf, offset)
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
@@ -308,6 +408,7 @@ impl TargetIo for FileTarget {
 }
 
 /// A whole-disk device target.
+#[cfg(unix)]
 #[derive(Debug)]
 pub struct DeviceTarget {
     buffered: File,
@@ -315,13 +416,18 @@ pub struct DeviceTarget {
     direct_ok: AtomicBool,
     size: u64,
     path: PathBuf,
+    /// macOS raw nodes: every transfer must be whole sectors of this size.
+    sector: Option<usize>,
 }
 
+#[cfg(unix)]
 impl DeviceTarget {
     /// The target from an opened handle (the exclusive one for writing): the `O_DIRECT` twin
     /// is opened through the handle itself (`/proc/self/fd/N`), never through `path`.
     pub fn from_handle(buffered: File, path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
         use std::os::fd::AsRawFd;
+        let sector = blockdev::raw_sector_size(&buffered)
+            .with_context(|| format!("reading the block size of {}", path.display()))?;
         let size = blockdev::device_size(&buffered)
             .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
             .with_context(|| format!("reading the size of {}", path.display()))?;
@@ -341,6 +447,7 @@ impl DeviceTarget {
             direct,
             size,
             path: path.to_owned(),
+            sector,
         })
     }
 
@@ -353,12 +460,17 @@ impl DeviceTarget {
             // holds it.
             opts.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
         }
-        let buffered = opts.open(path).with_context(|| {
-            format!(
-                "opening {} exclusively (is a partition of it mounted or in use?)",
-                path.display()
-            )
-        })?;
+        let buffered = opts
+            .open(path)
+            .map_err(|e| no_access(path, e))
+            .with_context(|| {
+                format!(
+                    "opening {} exclusively (is a partition of it mounted or in use?)",
+                    path.display()
+                )
+            })?;
+        let sector = blockdev::raw_sector_size(&buffered)
+            .with_context(|| format!("reading the block size of {}", path.display()))?;
         let size = blockdev::device_size(&buffered)
             .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
             .with_context(|| format!("reading the size of {}", path.display()))?;
@@ -373,6 +485,7 @@ impl DeviceTarget {
             direct,
             size,
             path: path.to_owned(),
+            sector,
         })
     }
 
@@ -418,8 +531,12 @@ impl DeviceTarget {
     }
 }
 
+#[cfg(unix)]
 impl TargetIo for DeviceTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if let Some(sector) = self.sector {
+            return super::sector::write_at(&self.buffered, sector, buf, offset);
+        }
         if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
             match f.write_all_at(buf, offset) {
                 Err(e) if self.direct_failed(&e) => {}
@@ -429,6 +546,9 @@ impl TargetIo for DeviceTarget {
         self.buffered.write_all_at(buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(sector) = self.sector {
+            return super::sector::read_at(&self.buffered, sector, buf, offset);
+        }
         if let Some(f) = self.direct_fd(buf.as_ptr(), buf.len(), offset) {
             match f.read_exact_at(buf, offset) {
                 Err(e) if self.direct_failed(&e) => {}
@@ -455,6 +575,16 @@ impl TargetIo for DeviceTarget {
     }
 }
 
+/// macOS: opening a raw disk without the rights says to use sudo (nothing was written).
+#[cfg(unix)]
+fn no_access(path: &Path, e: io::Error) -> anyhow::Error {
+    match crate::devices::diskutil::access_error(path, &e) {
+        Some(s) if cfg!(target_os = "macos") => s.into(),
+        _ => e.into(),
+    }
+}
+
+#[cfg(unix)]
 fn open_direct(path: &Path, write: bool) -> Option<File> {
     #[cfg(target_os = "linux")]
     {
@@ -473,6 +603,7 @@ fn open_direct(path: &Path, write: bool) -> Option<File> {
 }
 
 /// macOS: `F_NOCACHE` on the fd (with `/dev/rdiskN` the I/O is raw already).
+#[cfg(unix)]
 fn set_nocache(f: &File) {
     #[cfg(target_os = "macos")]
     {
@@ -493,6 +624,15 @@ fn drop_cache(f: &File) -> io::Result<()> {
     {
         let _ = f;
         Ok(())
+    }
+}
+
+/// What `diskutil eject` takes for a device path (`/dev/rdisk4` → `disk4`).
+fn eject_name(path: &Path) -> std::ffi::OsString {
+    if cfg!(target_os = "macos") {
+        crate::devices::diskutil::disk_id(path).into()
+    } else {
+        path.as_os_str().to_owned()
     }
 }
 
@@ -523,6 +663,10 @@ impl AlignedBuf {
 /// Ejects a device after flashing where the OS has a way: macOS `diskutil eject`; Linux
 /// `eject` if installed. Returns what happened, for the log.
 pub fn eject(path: &Path) -> String {
+    if cfg!(windows) {
+        return "not ejected on Windows: use \"Safely Remove Hardware\" before pulling the card"
+            .into();
+    }
     let tool = if cfg!(target_os = "macos") {
         ("diskutil", vec!["eject"])
     } else {
@@ -530,7 +674,7 @@ pub fn eject(path: &Path) -> String {
     };
     match std::process::Command::new(tool.0)
         .args(&tool.1)
-        .arg(path)
+        .arg(eject_name(path))
         .output()
     {
         Ok(o) if o.status.success() => format!("ejected {}", path.display()),
@@ -568,6 +712,7 @@ mod tests {
         t.read_at(&mut buf, 0).unwrap();
         assert!(buf.iter().all(|&b| b == 0));
         assert_eq!(t.capacity(), 8192);
+        #[cfg(unix)]
         assert_eq!(kind_of(Path::new("/dev/null")).unwrap(), TargetKind::Device);
         assert!(kind_of(d.path()).is_err());
     }
