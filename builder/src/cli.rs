@@ -121,9 +121,14 @@ pub struct BuildArgs {
     /// Architecture (default: detected from the image).
     #[arg(long, value_name = "arm64|armhf")]
     pub arch: Option<Arch>,
-    /// Seed for reproducible output (same inputs and seed: identical images).
+    /// Seed for reproducible output: layout, timestamps, ids. Never secrets:
+    /// cluster keys and password salts always come from the OS.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Release image: Pi binaries and overlays but no card, so no cluster key,
+    /// password or Wi-Fi; `piforge build --from` it adds the card.
+    #[arg(long)]
+    pub no_card: bool,
     /// Output directory of the batch.
     #[arg(long, value_name = "DIR", default_value = "piforge-out")]
     pub out: PathBuf,
@@ -371,6 +376,7 @@ impl BuildArgs {
             roles,
             arch: self.arch,
             seed: self.seed,
+            no_card: self.no_card,
             out: self.out,
             payload: self.payload,
             overlays_dir: self.overlays,

@@ -1,6 +1,9 @@
 //! Cluster keys on the host. The first build of a cluster name makes a new random 256-bit key;
 //! later builds of the same name reuse it, so cards built on different days join one cluster.
 //!
+//! A key always comes from the OS random number generator, never from `--seed`: the seed makes
+//! layout and timestamps reproducible, and must not make a key predictable (issue 17).
+//!
 //! Keys live in `<config dir>/piforge/clusters/<name>.key` (64 hex digits, mode 0600). The
 //! config dir is `$PIFORGE_CONFIG_DIR` when set, else the platform's (XDG on Linux,
 //! `~/Library/Application Support` on macOS).
@@ -11,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::ClusterKey;
-use rand::RngCore;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 
 /// Where keys of named clusters are kept.
 pub struct KeyStore {
@@ -40,13 +44,9 @@ impl KeyStore {
         self.dir.join(format!("{cluster}.key"))
     }
 
-    /// The key of `cluster`, made (from `rng`) and stored if this is the cluster's first build.
-    /// Returns the key and whether it was new.
-    pub fn get_or_create(
-        &self,
-        cluster: &str,
-        rng: &mut impl RngCore,
-    ) -> anyhow::Result<(ClusterKey, bool)> {
+    /// The key of `cluster`, made (from the OS random number generator) and stored if this is
+    /// the cluster's first build. Returns the key and whether it was new.
+    pub fn get_or_create(&self, cluster: &str) -> anyhow::Result<(ClusterKey, bool)> {
         let path = self.path(cluster);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -56,15 +56,22 @@ impl KeyStore {
                 Ok((key, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                rng.fill_bytes(&mut bytes);
-                let key = ClusterKey::from_bytes(bytes);
+                let key = fresh_key()?;
                 write_private(&path, &format!("{}\n", key.to_hex()))?;
                 Ok((key, true))
             }
             Err(e) => Err(e).with_context(|| format!("reading cluster key {}", path.display())),
         }
     }
+}
+
+/// A new random cluster key from the OS random number generator.
+pub fn fresh_key() -> anyhow::Result<ClusterKey> {
+    let mut bytes = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("reading the OS random number generator")?;
+    Ok(ClusterKey::from_bytes(bytes))
 }
 
 /// Reads a key file given by the user (`--key-file`).
@@ -113,16 +120,14 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn first_build_makes_a_key_later_builds_reuse_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let (k1, new1) = store.get_or_create("lab", &mut rng).unwrap();
-        let (k2, new2) = store.get_or_create("lab", &mut rng).unwrap();
-        let (k3, _) = store.get_or_create("other", &mut rng).unwrap();
+        let (k1, new1) = store.get_or_create("lab").unwrap();
+        let (k2, new2) = store.get_or_create("lab").unwrap();
+        let (k3, _) = store.get_or_create("other").unwrap();
         assert!(new1 && !new2);
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
@@ -137,14 +142,10 @@ mod tests {
     fn world_readable_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        store.get_or_create("lab", &mut rng).unwrap();
+        store.get_or_create("lab").unwrap();
         std::fs::set_permissions(store.path("lab"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        let e = store
-            .get_or_create("lab", &mut rng)
-            .unwrap_err()
-            .to_string();
+        let e = store.get_or_create("lab").unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 }
