@@ -302,6 +302,7 @@ fn write_image(
     tmp.persist(dest)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming to {}", dest.display()))?;
+    piforge_config::atomic::sync_parent(dest)?;
     Ok(())
 }
 

@@ -215,18 +215,12 @@ fn script_name(req: &InventoryRequest) -> String {
 
 /// Writes the inventory script (temp file, then rename; mode 0755) and returns its path.
 pub fn write_script(req: &InventoryRequest) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let exe = std::env::current_exe().context("finding the piforge executable")?;
     std::fs::create_dir_all(&req.script_dir)
         .with_context(|| format!("creating {}", req.script_dir.display()))?;
     let path = req.script_dir.join(script_name(req));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, script_text(&exe, req))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("making {} executable", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    piforge_config::atomic::write_atomic(&path, script_text(&exe, req).as_bytes(), Some(0o755))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

@@ -8,8 +8,7 @@
 //! config dir is `$PIFORGE_CONFIG_DIR` when set, else the platform's (XDG on Linux,
 //! `~/Library/Application Support` on macOS).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -97,24 +96,12 @@ fn check_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` with mode 0600 through a temp file and rename (never a half key).
+/// Writes `text` to `path` with mode 0600, atomically and durably (never a half key).
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().expect("key paths have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("key.part");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
-    Ok(())
+    piforge_config::atomic::write_atomic(path, text.as_bytes(), Some(0o600))
+        .with_context(|| format!("writing cluster key {}", path.display()))
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@
 //! - [`discovery`]: the mDNS service type and TXT keys agents advertise.
 //! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
+//! - [`atomic`]: the one atomic, durable file replacement all three programs use.
 //!
-//! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
-//! disks, images or the network.
+//! Apart from [`atomic`], this crate does no I/O: it parses and renders strings. It
+//! deliberately knows nothing about disks, images or the network.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod card;
 pub mod cmdline;
 pub mod discovery;
