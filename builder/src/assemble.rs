@@ -65,6 +65,8 @@ pub struct BuildRequest {
     pub hostname_prefix: String,
     /// Login user.
     pub user: String,
+    /// Allow `user` to be root.
+    pub allow_root: bool,
     /// Password source.
     pub password: PasswordSpec,
     /// Files with SSH public keys.
@@ -167,6 +169,16 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     let facts = ext4::root_facts(ReadOnly(clone), root)
         .with_context(|| format!("reading the root file system of {}", base.path.display()))?;
     let arch = resolve_arch(req.arch, facts.arch, base.entry.as_ref().map(|e| e.arch))?;
+    // The same check firstboot repeats on the Pi: never a system account as the card's user.
+    if !req.no_card {
+        match &facts.passwd {
+            Some(passwd) => piforge_config::check_login_user(passwd, &req.user, req.allow_root)
+                .map_err(|e| anyhow::anyhow!("--user {}: {e}", req.user))?,
+            None => tracing::warn!(
+                "the image has no /etc/passwd: the user is checked on the Pi at first boot"
+            ),
+        }
+    }
     tracing::info!(release = %facts.version_codename, %arch, boot_mount = %facts.boot_mount,
         cloud_init = facts.cloud_init, "base image examined");
 
@@ -420,6 +432,7 @@ fn template_card(req: &BuildRequest, key: ClusterKey) -> anyhow::Result<Card> {
     card.cluster.mdns = req.mdns;
     card.identity.hostname_prefix = req.hostname_prefix.clone();
     card.access.user = req.user.clone();
+    card.access.allow_root = req.allow_root;
     card.access.password_hash = match &req.password {
         PasswordSpec::None => None,
         PasswordSpec::File(p) => Some(Secret::new(password::hash_password(
@@ -579,6 +592,7 @@ mod tests {
                 cluster: "lab".into(),
                 hostname_prefix: "pi".into(),
                 user: "pi".into(),
+                allow_root: false,
                 password: PasswordSpec::None,
                 ssh_keys: vec![],
                 wifi: None,

@@ -89,6 +89,10 @@ pub struct BuildArgs {
     /// Login user (created, or the image's first user renamed).
     #[arg(long, value_name = "U", default_value = "pi")]
     pub user: String,
+    /// Let --user be root (it gets the password and SSH keys). Without it root
+    /// stays locked and the user must be a regular account.
+    #[arg(long)]
+    pub allow_root: bool,
     /// File whose first line is the password ('-': stdin). Hashed here; never stored in clear.
     #[arg(long, value_name = "F", conflicts_with = "password_hash")]
     pub password_file: Option<PathBuf>,
@@ -369,6 +373,7 @@ impl BuildArgs {
             cluster: self.cluster,
             hostname_prefix: self.hostname_prefix,
             user: self.user,
+            allow_root: self.allow_root,
             password,
             ssh_keys: self.ssh_key,
             wifi,

@@ -359,6 +359,57 @@ fn issue17_a_release_image_has_no_card_and_the_users_build_adds_it() {
 }
 
 #[test]
+fn issue17_build_refuses_a_system_account_as_the_user() {
+    let env = Env::new();
+    let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                  daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                  systemd-network:x:998:998::/:/usr/sbin/nologin\n\
+                  pi:x:1000:1000:,,,:/home/pi:/bin/bash\n";
+    let opts = MiniOpts {
+        extra_root: vec![("etc/passwd".into(), passwd.as_bytes().to_vec())],
+        ..MiniOpts::default()
+    };
+    let base = common::mini_image(Release::Bookworm, &opts);
+    let from = base.path().to_str().unwrap();
+    let payload = env.path("payload");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--from", from, "--out", "out"];
+        args.extend(["--payload", payload.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for (user, why) in [
+        ("daemon", "system account"),
+        ("systemd-network", "system account"),
+        ("root", "allow-root"),
+    ] {
+        let args = build(&["--user", user]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = env.fails(&args);
+        assert!(err.contains(user) && err.contains(why), "{err}");
+        assert!(
+            !env.path("out/piforge.img").exists(),
+            "{user}: an image was written"
+        );
+    }
+    // root only when asked for explicitly, and the card says so (firstboot checks again).
+    let args = build(&["--user", "root", "--allow-root"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&args);
+    let card = fat_file(
+        &env.path("out/piforge.img"),
+        base.boot.0,
+        "piforge/card.toml",
+    )
+    .unwrap();
+    let card = Card::parse(&card).unwrap();
+    assert_eq!(
+        (card.access.user.as_str(), card.access.allow_root),
+        ("root", true)
+    );
+}
+
+#[test]
 fn inspect_shows_the_card_with_secrets_redacted() {
     let env = Env::new();
     let base = common::mini_image(Release::Trixie, &MiniOpts::default());

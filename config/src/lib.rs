@@ -31,7 +31,7 @@ pub use card::{Card, CardError};
 pub use node::NodeConfig;
 pub use overlay::OverlayManifest;
 pub use secret::{ClusterKey, Secret};
-pub use validate::{valid_hostname, valid_username};
+pub use validate::{REGULAR_UIDS, check_login_user, valid_hostname, valid_username};
 
 /// Version of the `card.toml` / `node.toml` / `overlay.toml` schema this build reads and writes.
 /// A file with another version is refused, never guessed at.
