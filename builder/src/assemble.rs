@@ -65,6 +65,8 @@ pub struct BuildRequest {
     pub hostname_prefix: String,
     /// Login user.
     pub user: String,
+    /// Allow `user` to be root.
+    pub allow_root: bool,
     /// Password source.
     pub password: PasswordSpec,
     /// Files with SSH public keys.
@@ -80,8 +82,12 @@ pub struct BuildRequest {
     pub db_synchronous: bool,
     /// Architecture, when forced.
     pub arch: Option<Arch>,
-    /// Seed for reproducible output.
+    /// Seed for reproducible output: layout, timestamps, ids and ordering. Never secrets: the
+    /// cluster key and password salts always come from the OS random number generator.
     pub seed: Option<u64>,
+    /// A release image: the Pi binaries, overlays and `cmdline.txt`, but no card (no cluster
+    /// key, password, Wi-Fi or SSH keys). `piforge build --from` it adds the user's card.
+    pub no_card: bool,
     /// Output dir.
     pub out: PathBuf,
     /// Payload dir override.
@@ -115,24 +121,30 @@ pub struct BuildOutcome {
     pub batch: Batch,
     /// Path of the cloneable image.
     pub image: PathBuf,
-    /// The cluster key was made by this build.
+    /// The cluster key was made by this build (never with `no_card`).
     pub new_key: bool,
 }
 
 /// Runs a build.
 pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
+    // The seed fixes what must be reproducible (the batch id, hence instance ids and names);
+    // secrets never come from it (keystore and password draw from the OS).
     let mut rng = match req.seed {
         Some(s) => rand::rngs::StdRng::seed_from_u64(s),
         None => rand::rngs::StdRng::from_os_rng(),
     };
     check_roles(req)?;
+    check_no_card(req)?;
 
-    // 1. Everything the card needs from the user, checked before any big work.
+    // 1. Everything the card needs from the user, checked before any big work. A release
+    // image (no card) gets a throwaway key that only lets the template validate: it is never
+    // stored nor written (the card files are left out of the plan below).
     let (key, new_key) = match &req.key_file {
+        _ if req.no_card => (keystore::fresh_key()?, false),
         Some(p) => (keystore::read_key_file(p)?, false),
-        None => KeyStore::default_store()?.get_or_create(&req.cluster, &mut rng)?,
+        None => KeyStore::default_store()?.get_or_create(&req.cluster)?,
     };
-    let mut template = template_card(req, key, &mut rng)?;
+    let mut template = template_card(req, key)?;
     let db = db_cluster(req)?;
     if req.db_synchronous && db.is_none() {
         bail!(
@@ -170,6 +182,16 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
     let facts = ext4::root_facts(ReadOnly(clone), root)
         .with_context(|| format!("reading the root file system of {}", base.path.display()))?;
     let arch = resolve_arch(req.arch, facts.arch, base.entry.as_ref().map(|e| e.arch))?;
+    // The same check firstboot repeats on the Pi: never a system account as the card's user.
+    if !req.no_card {
+        match &facts.passwd {
+            Some(passwd) => piforge_config::check_login_user(passwd, &req.user, req.allow_root)
+                .map_err(|e| anyhow::anyhow!("--user {}: {e}", req.user))?,
+            None => tracing::warn!(
+                "the image has no /etc/passwd: the user is checked on the Pi at first boot"
+            ),
+        }
+    }
     tracing::info!(release = %facts.version_codename, %arch, boot_mount = %facts.boot_mount,
         cloud_init = facts.cloud_init, "base image examined");
 
@@ -191,7 +213,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             )
         })?;
     let cmdline = String::from_utf8(cmdline).context("cmdline.txt is not UTF-8")?;
-    let plan = customize::plan_image(
+    let mut plan = customize::plan_image(
         &template,
         &image_facts,
         &PiBinaries {
@@ -202,6 +224,11 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         &cmdline,
         &format!("piforge-{batch_id}-cloneable"),
     );
+    if req.no_card {
+        for path in customize::plan_card(&template, &image_facts, "").keys() {
+            plan.remove(path);
+        }
+    }
 
     // 6. The cards.
     let mut cards = vec![];
@@ -303,6 +330,7 @@ fn write_image(
     tmp.persist(dest)
         .map_err(|e| e.error)
         .with_context(|| format!("renaming to {}", dest.display()))?;
+    piforge_config::atomic::sync_parent(dest)?;
     Ok(())
 }
 
@@ -399,6 +427,36 @@ fn set_db(card: &mut Card, db: Option<&DbCluster>, synchronous: bool) {
     }
 }
 
+/// A release image carries no card, so nothing that would go into one may be asked for.
+fn check_no_card(req: &BuildRequest) -> anyhow::Result<()> {
+    if !req.no_card {
+        return Ok(());
+    }
+    let asked: Vec<&str> = [
+        (req.cards > 0, "--cards"),
+        (
+            req.password != PasswordSpec::None,
+            "--password-file/--password-hash",
+        ),
+        (!req.ssh_keys.is_empty(), "--ssh-key"),
+        (req.wifi.is_some(), "--wifi-ssid"),
+        (req.key_file.is_some(), "--key-file"),
+        (!req.roles.is_empty(), "--role"),
+        (!req.join.is_empty(), "--join"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if !asked.is_empty() {
+        bail!(
+            "--no-card builds an image without a card, so {} cannot go anywhere; leave them \
+             out, or build the cards from this image later (`piforge build --from IMAGE ...`)",
+            asked.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The overlays of a role: `lb` or `lb,metrics` (the first names the role).
 fn role_names(role: &str) -> Vec<String> {
     role.split(',').map(|n| n.trim().to_string()).collect()
@@ -453,17 +511,17 @@ fn load_overlays(req: &BuildRequest, names: &[String]) -> anyhow::Result<Vec<Loa
 }
 
 /// The card every card of the batch starts from (and the cloneable image carries).
-fn template_card(req: &BuildRequest, key: ClusterKey, rng: &mut impl Rng) -> anyhow::Result<Card> {
+fn template_card(req: &BuildRequest, key: ClusterKey) -> anyhow::Result<Card> {
     let mut card = Card::new(&req.cluster, key);
     card.cluster.seeds = req.join.clone();
     card.cluster.mdns = req.mdns;
     card.identity.hostname_prefix = req.hostname_prefix.clone();
     card.access.user = req.user.clone();
+    card.access.allow_root = req.allow_root;
     card.access.password_hash = match &req.password {
         PasswordSpec::None => None,
         PasswordSpec::File(p) => Some(Secret::new(password::hash_password(
             &password::read_password_file(p)?,
-            rng,
         )?)),
         PasswordSpec::Hash(h) => Some(Secret::new(h.clone())),
     };
@@ -651,6 +709,7 @@ mod tests {
                 cluster: "lab".into(),
                 hostname_prefix: "pi".into(),
                 user: "pi".into(),
+                allow_root: false,
                 password: PasswordSpec::None,
                 ssh_keys: vec![],
                 wifi: None,
@@ -659,6 +718,7 @@ mod tests {
                 db_synchronous: false,
                 arch: None,
                 seed: Some(1),
+                no_card: false,
                 out: dir.join("out"),
                 payload: None,
                 overlays_dir: None,

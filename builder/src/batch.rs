@@ -8,7 +8,6 @@
 //! Cards share the image; personalising a card writes only its card.toml (and cloud-init
 //! meta-data) onto a copy's FAT, so a batch costs about one image of disk, not N.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -144,25 +143,11 @@ pub fn load_card(dir: &Path, hostname: &str) -> anyhow::Result<Card> {
     Card::parse(&text).with_context(|| format!("checking {}", p.display()))
 }
 
-/// Writes `bytes` to `path` through `path.part` and a rename, with `mode`.
+/// Replaces `path` with `bytes` (exactly `mode`) atomically and durably
+/// ([`piforge_config::atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".part");
-    let tmp = PathBuf::from(tmp);
-    let mut f = crate::hostfs::with_mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        mode,
-    )
-    .open(&tmp)
-    .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    piforge_config::atomic::write_atomic(path, bytes, Some(mode))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

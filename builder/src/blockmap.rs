@@ -178,17 +178,32 @@ pub fn parse_mbr(sector0: &[u8]) -> Option<Vec<PartEntry>> {
     Some(out)
 }
 
-/// Parses a GPT header (LBA 1) and returns `(entries LBA, entry count, entry size)`.
+/// Largest GPT entry we accept. UEFI allows `128 << n`; every real table uses 128, and a
+/// header from an untrusted image must not make us read (and allocate) gigabytes of entries.
+pub const GPT_MAX_ENTRY_SIZE: u32 = 4096;
+/// Most GPT entries we accept (the usual table has 128).
+pub const GPT_MAX_ENTRIES: u32 = 1024;
+
+/// Parses a GPT header (LBA 1) and returns `(entries LBA, entry count, entry size)`. `None`
+/// for anything that is not a sane table: entry size not `128 << n` or above
+/// [`GPT_MAX_ENTRY_SIZE`], more than [`GPT_MAX_ENTRIES`] entries, or an entries LBA whose byte
+/// offset does not fit in 64 bits. The caller still checks the table lies inside the image.
 pub fn parse_gpt_header(header: &[u8]) -> Option<(u64, u32, u32)> {
     if header.get(0..8) != Some(b"EFI PART".as_slice()) {
         return None;
     }
     let (lba, count, size) = (le64(header, 72), le32(header, 80), le32(header, 84));
-    (size >= 128 && count <= 1024).then_some((lba, count, size))
+    let sane_size = (128..=GPT_MAX_ENTRY_SIZE).contains(&size) && size.is_power_of_two();
+    (sane_size && count <= GPT_MAX_ENTRIES && lba.checked_mul(512).is_some())
+        .then_some((lba, count, size))
 }
 
-/// Parses GPT partition entries (512-byte sectors).
+/// Parses GPT partition entries (512-byte sectors). Entries shorter than 128 bytes (a size
+/// no header from [`parse_gpt_header`] has) give nothing.
 pub fn parse_gpt_entries(entries: &[u8], entry_size: u32) -> Vec<PartEntry> {
+    if entry_size < 128 {
+        return Vec::new();
+    }
     entries
         .chunks_exact(entry_size as usize)
         .filter(|e| e[..16].iter().any(|&b| b != 0))
@@ -219,6 +234,14 @@ fn read_at<R: Read + Seek>(
         offset,
         source,
     };
+    // Tables in the image say how much to read: never allocate more than the image holds.
+    let size = r.seek(SeekFrom::End(0)).map_err(io)?;
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{len} bytes from there run past the end of the image ({size} bytes)"),
+        )));
+    }
     let len = usize::try_from(len)
         .map_err(|_| io(io::Error::new(io::ErrorKind::InvalidInput, "too large")))?;
     r.seek(SeekFrom::Start(offset)).map_err(io)?;
@@ -245,15 +268,17 @@ pub fn ext4_ranges<R: Read + Seek>(
 ) -> Result<Vec<ByteRange>, BlockMapError> {
     let sb = read_at(r, part.start + 1024, 1024, "ext4 superblock")?;
     let sup = parse_ext4_superblock(&sb)?;
+    // parse_ext4_superblock checked that the size fits in 64 bits.
     if sup.blocks_count * sup.block_size > part.len() {
         return Err(BlockMapError::Ext4(
             "filesystem is larger than its partition".into(),
         ));
     }
+    // With the size inside the partition, the table is too (groups <= blocks, desc <= block).
     let gdt = read_at(
         r,
         part.start + sup.gdt_offset(),
-        sup.gdt_blocks() * sup.block_size,
+        sup.gdt_blocks().saturating_mul(sup.block_size),
         "ext4 group descriptors",
     )?;
     let groups = parse_group_descriptors(&sup, &gdt)?;

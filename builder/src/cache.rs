@@ -192,7 +192,7 @@ fn url_image(url: &str, cache: &Cache, progress: bool) -> Result<BaseImage> {
             );
         }
         let sha = fetch::download(url, &download, published.as_deref(), progress)?;
-        fs::write(&sidecar, format!("{sha}  {name}\n"))
+        piforge_config::atomic::write_atomic(&sidecar, format!("{sha}  {name}\n").as_bytes(), None)
             .with_context(|| format!("writing {}", sidecar.display()))?;
         sha
     };

@@ -109,6 +109,10 @@ pub struct BuildArgs {
     /// Login user (created, or the image's first user renamed).
     #[arg(long, value_name = "U", default_value = "pi")]
     pub user: String,
+    /// Let --user be root (it gets the password and SSH keys). Without it root
+    /// stays locked and the user must be a regular account.
+    #[arg(long)]
+    pub allow_root: bool,
     /// File whose first line is the password ('-': stdin). Hashed here; never stored in clear.
     #[arg(long, value_name = "F", conflicts_with = "password_hash")]
     pub password_file: Option<PathBuf>,
@@ -146,9 +150,14 @@ pub struct BuildArgs {
     /// Architecture (default: detected from the image).
     #[arg(long, value_name = "arm64|armhf")]
     pub arch: Option<Arch>,
-    /// Seed for reproducible output (same inputs and seed: identical images).
+    /// Seed for reproducible output: layout, timestamps, ids. Never secrets:
+    /// cluster keys and password salts always come from the OS.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Release image: Pi binaries and overlays but no card, so no cluster key,
+    /// password or Wi-Fi; `piforge build --from` it adds the card.
+    #[arg(long)]
+    pub no_card: bool,
     /// Output directory of the batch.
     #[arg(long, value_name = "DIR", default_value = "piforge-out")]
     pub out: PathBuf,
@@ -414,6 +423,7 @@ impl BuildArgs {
             cluster: self.cluster,
             hostname_prefix: self.hostname_prefix,
             user: self.user,
+            allow_root: self.allow_root,
             password,
             ssh_keys: self.ssh_key,
             wifi,
@@ -422,6 +432,7 @@ impl BuildArgs {
             db_synchronous: self.db_synchronous,
             arch: self.arch,
             seed: self.seed,
+            no_card: self.no_card,
             out: self.out,
             payload: self.payload,
             overlays_dir: self.overlays,

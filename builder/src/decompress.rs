@@ -199,7 +199,8 @@ pub fn decompress_to_checked(
                 actual: stats.sha256.clone(),
             });
         }
-        fs::rename(&part, dest).map_err(io_err("renaming the extracted image to", dest))?;
+        piforge_config::atomic::rename_durably(&part, dest)
+            .map_err(io_err("renaming the extracted image to", dest))?;
         Ok(stats)
     });
     match result {

@@ -86,7 +86,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
             let _ = std::fs::remove_file(&part);
         }
         let sha = result?;
-        std::fs::rename(&part, &req.output)
+        piforge_config::atomic::rename_durably(&part, &req.output)
             .with_context(|| format!("renaming to {}", req.output.display()))?;
         sha
     } else {
@@ -94,6 +94,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
         raw.persist(&req.output)
             .map_err(|e| e.error)
             .with_context(|| format!("renaming to {}", req.output.display()))?;
+        piforge_config::atomic::sync_parent(&req.output)?;
         sha
     };
     let name = req

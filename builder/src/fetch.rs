@@ -274,7 +274,8 @@ pub fn download(
             actual,
         });
     }
-    fs::rename(&part, dest).map_err(io_err("renaming the download to", dest))?;
+    piforge_config::atomic::rename_durably(&part, dest)
+        .map_err(io_err("renaming the download to", dest))?;
     debug!(url, dest = %dest.display(), sha256 = %actual, "download complete");
     Ok(actual)
 }
@@ -472,7 +473,8 @@ pub fn copy_verified(
             actual,
         });
     }
-    fs::rename(&part, dest).map_err(io_err("renaming the copy to", dest))?;
+    piforge_config::atomic::rename_durably(&part, dest)
+        .map_err(io_err("renaming the copy to", dest))?;
     Ok(actual)
 }
 

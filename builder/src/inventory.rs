@@ -219,13 +219,8 @@ pub fn write_script(req: &InventoryRequest) -> Result<PathBuf> {
     std::fs::create_dir_all(&req.script_dir)
         .with_context(|| format!("creating {}", req.script_dir.display()))?;
     let path = req.script_dir.join(script_name(req));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, script_text(&exe, req))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    crate::hostfs::make_executable(&tmp)
-        .with_context(|| format!("making {} executable", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    piforge_config::atomic::write_atomic(&path, script_text(&exe, req).as_bytes(), Some(0o755))
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

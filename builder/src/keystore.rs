@@ -1,6 +1,9 @@
 //! Cluster keys on the host. The first build of a cluster name makes a new random 256-bit key;
 //! later builds of the same name reuse it, so cards built on different days join one cluster.
 //!
+//! A key always comes from the OS random number generator, never from `--seed`: the seed makes
+//! layout and timestamps reproducible, and must not make a key predictable (issue 17).
+//!
 //! Keys live in `<config dir>/piforge/clusters/<name>.key` (64 hex digits, mode 0600). The
 //! config dir is `$PIFORGE_CONFIG_DIR` when set, else the platform's (XDG on Linux,
 //! `~/Library/Application Support` on macOS).
@@ -9,13 +12,13 @@
 //! PostgreSQL passwords, made by the first build that uses the overlay from the OS RNG (never
 //! from `--seed`), and the names of the cards that bootstrap etcd ([`DbCluster`]).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::card::DbSecrets;
 use piforge_config::{ClusterKey, Secret};
-use rand::{RngCore, SeedableRng};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 
 /// Where keys of named clusters are kept.
@@ -45,13 +48,9 @@ impl KeyStore {
         self.dir.join(format!("{cluster}.key"))
     }
 
-    /// The key of `cluster`, made (from `rng`) and stored if this is the cluster's first build.
-    /// Returns the key and whether it was new.
-    pub fn get_or_create(
-        &self,
-        cluster: &str,
-        rng: &mut impl RngCore,
-    ) -> anyhow::Result<(ClusterKey, bool)> {
+    /// The key of `cluster`, made (from the OS random number generator) and stored if this is
+    /// the cluster's first build. Returns the key and whether it was new.
+    pub fn get_or_create(&self, cluster: &str) -> anyhow::Result<(ClusterKey, bool)> {
         let path = self.path(cluster);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
@@ -61,9 +60,7 @@ impl KeyStore {
                 Ok((key, false))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                rng.fill_bytes(&mut bytes);
-                let key = ClusterKey::from_bytes(bytes);
+                let key = fresh_key()?;
                 write_private(&path, &format!("{}\n", key.to_hex()))?;
                 Ok((key, true))
             }
@@ -116,17 +113,18 @@ impl KeyStore {
                 (db, false)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Never the build's (possibly seeded) RNG: a fresh one from the OS.
-                let mut rng = rand::rngs::StdRng::from_os_rng();
-                let mut password = || {
+                // Never the build's (possibly seeded) RNG: the OS's.
+                let password = || -> anyhow::Result<Secret> {
                     let mut bytes = [0u8; 32];
-                    rng.fill_bytes(&mut bytes);
-                    Secret::new(hex::encode(bytes))
+                    OsRng
+                        .try_fill_bytes(&mut bytes)
+                        .context("reading the OS random number generator")?;
+                    Ok(Secret::new(hex::encode(bytes)))
                 };
                 let secrets = DbSecrets {
-                    superuser_password: password(),
-                    replication_password: password(),
-                    rest_api_password: password(),
+                    superuser_password: password()?,
+                    replication_password: password()?,
+                    rest_api_password: password()?,
                 };
                 let db = DbCluster {
                     etcd_initial: vec![],
@@ -148,6 +146,15 @@ impl KeyStore {
         }
         Ok(db)
     }
+}
+
+/// A new random cluster key from the OS random number generator.
+pub fn fresh_key() -> anyhow::Result<ClusterKey> {
+    let mut bytes = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("reading the OS random number generator")?;
+    Ok(ClusterKey::from_bytes(bytes))
 }
 
 /// Reads a key file given by the user (`--key-file`).
@@ -172,46 +179,25 @@ fn check_private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` with mode 0600 through a temp file and rename (never a half key).
+/// Writes `text` to `path` with mode 0600, atomically and durably (never a half key).
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().expect("key paths have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".part");
-    let tmp = PathBuf::from(tmp);
-    let mut f = crate::hostfs::with_mode(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true),
-        0o600,
-    )
-    .open(&tmp)
-    .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    piforge_config::atomic::write_atomic(path, text.as_bytes(), Some(0o600))
+        .with_context(|| format!("writing cluster key {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn first_build_makes_a_key_later_builds_reuse_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let (k1, new1) = store.get_or_create("lab", &mut rng).unwrap();
-        let (k2, new2) = store.get_or_create("lab", &mut rng).unwrap();
-        let (k3, _) = store.get_or_create("other", &mut rng).unwrap();
+        let (k1, new1) = store.get_or_create("lab").unwrap();
+        let (k2, new2) = store.get_or_create("lab").unwrap();
+        let (k3, _) = store.get_or_create("other").unwrap();
         assert!(new1 && !new2);
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
@@ -229,6 +215,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn db_state_is_made_once_private_and_names_the_etcd_members_once() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -275,14 +262,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        store.get_or_create("lab", &mut rng).unwrap();
+        store.get_or_create("lab").unwrap();
         std::fs::set_permissions(store.path("lab"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
-        let e = store
-            .get_or_create("lab", &mut rng)
-            .unwrap_err()
-            .to_string();
+        let e = store.get_or_create("lab").unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
 }

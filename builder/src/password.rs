@@ -10,21 +10,35 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use rand::Rng;
+use rand::TryRngCore;
+use rand::rngs::OsRng;
 
 /// Characters of the crypt(3) salt alphabet.
 const SALT_ALPHABET: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-/// Hashes `password` with sha512-crypt and a 16-character salt drawn from `rng`.
-pub fn hash_password(password: &str, rng: &mut impl Rng) -> anyhow::Result<String> {
+/// Hashes `password` with sha512-crypt and a 16-character salt from the OS random number
+/// generator. Never from `--seed`: a predictable salt lets one precomputed table serve every
+/// card built with that seed (issue 17).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("reading the OS random number generator")?;
+    // 64 characters: a byte modulo 64 is uniform.
+    let salt: String = bytes
+        .iter()
+        .map(|b| SALT_ALPHABET[usize::from(*b) % SALT_ALPHABET.len()] as char)
+        .collect();
+    hash_with_salt(password, &salt)
+}
+
+/// sha512-crypt of `password` with `salt` (characters of [`SALT_ALPHABET`]).
+fn hash_with_salt(password: &str, salt: &str) -> anyhow::Result<String> {
     if password.is_empty() {
         bail!(
             "the password is empty; give a non-empty one or leave the password out (SSH keys only)"
         );
     }
-    let salt: String = (0..16)
-        .map(|_| SALT_ALPHABET[rng.random_range(0..SALT_ALPHABET.len())] as char)
-        .collect();
     let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_DEFAULT)
         .map_err(|e| anyhow::anyhow!("setting up sha512-crypt: {e:?}"))?;
     let hash = sha_crypt::sha512_crypt_b64(password.as_bytes(), salt.as_bytes(), &params)
@@ -56,29 +70,32 @@ pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
-    fn hash_is_sha512_crypt_and_seeded() {
-        let mut a = rand::rngs::StdRng::seed_from_u64(1);
-        let mut b = rand::rngs::StdRng::seed_from_u64(1);
-        let h = hash_password("raspberry", &mut a).unwrap();
+    fn hash_is_sha512_crypt_and_its_salt_is_fresh() {
+        let h = hash_password("raspberry").unwrap();
         assert!(h.starts_with("$6$"), "{h}");
         assert_eq!(h.split('$').count(), 4, "{h}");
-        assert_eq!(
-            h,
-            hash_password("raspberry", &mut b).unwrap(),
-            "same seed, same hash"
-        );
         assert!(!h.contains("raspberry"));
+        let salt = h.split('$').nth(2).unwrap();
+        assert_eq!(salt.len(), 16);
+        assert_eq!(
+            hash_with_salt("raspberry", salt).unwrap(),
+            h,
+            "same salt, same hash"
+        );
+        assert_ne!(
+            hash_password("raspberry").unwrap(),
+            h,
+            "two hashes shared a salt"
+        );
     }
 
     #[test]
     fn hash_matches_openssl() {
         // A second, independent implementation: OpenSSL's `passwd -6` must compute the same
         // hash for our salt, or glibc on the Pi would not accept the password.
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let h = hash_password("correct horse", &mut rng).unwrap();
+        let h = hash_password("correct horse").unwrap();
         let salt = h.split('$').nth(2).unwrap();
         let out = match std::process::Command::new("openssl")
             .args(["passwd", "-6", "-salt", salt, "correct horse"])

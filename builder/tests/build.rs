@@ -231,7 +231,8 @@ fn same_inputs_and_seed_give_identical_exports() {
     let env = Env::new();
     let base = common::mini_image(Release::Bookworm, &MiniOpts::default());
     std::fs::write(env.path("key"), "ab".repeat(32)).unwrap();
-    std::fs::write(env.path("pw"), "raspberry\n").unwrap();
+    // Secrets are the user's inputs here (a key file, a ready hash): the seed never makes them.
+    let hash = "$6$fixedsaltfixeds$0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghij./";
     let args = [
         "--cards",
         "1",
@@ -239,8 +240,8 @@ fn same_inputs_and_seed_give_identical_exports() {
         "42",
         "--key-file",
         "key",
-        "--password-file",
-        "pw",
+        "--password-hash",
+        hash,
     ];
     env.build(base.path(), &args);
     env.ok(&["export", "--out", "out", "--card", "1", "-o", "a.img.xz"]);
@@ -252,6 +253,159 @@ fn same_inputs_and_seed_give_identical_exports() {
         std::fs::read(env.path("a.img.xz")).unwrap(),
         std::fs::read(env.path("b.img.xz")).unwrap(),
         "two builds with the same inputs and seed differ"
+    );
+}
+
+/// The `password-hash` of a card.toml.
+fn password_hash(card: &str) -> String {
+    let card = Card::parse(card).unwrap();
+    card.access.password_hash.unwrap().expose().to_string()
+}
+
+#[test]
+fn issue17_seed_never_fixes_the_cluster_key_or_the_password_salt() {
+    // Two users, each with a fresh key store, both build with --seed 1 (as ci/release did).
+    let base = common::mini_image(Release::Bookworm, &MiniOpts::default());
+    let mut keys = vec![];
+    let mut hashes = vec![];
+    for _ in 0..2 {
+        let env = Env::new();
+        std::fs::write(env.path("pw"), "raspberry\n").unwrap();
+        env.build(base.path(), &["--seed", "1", "--password-file", "pw"]);
+        let key = std::fs::read_to_string(env.path("config/clusters/piforge.key")).unwrap();
+        let card = fat_file(
+            &env.path("out/piforge.img"),
+            base.boot.0,
+            "piforge/card.toml",
+        )
+        .expect("the cloneable image has a card");
+        assert!(
+            card.contains(key.trim()),
+            "the card carries the store's key"
+        );
+        keys.push(key);
+        hashes.push(password_hash(&card));
+    }
+    assert_ne!(keys[0], keys[1], "--seed 1 made the same cluster key twice");
+    let salt = |h: &str| h.split('$').nth(2).unwrap().to_string();
+    assert_ne!(
+        salt(&hashes[0]),
+        salt(&hashes[1]),
+        "--seed 1 made the same password salt twice"
+    );
+}
+
+#[test]
+fn issue17_a_release_image_has_no_card_and_the_users_build_adds_it() {
+    let env = Env::new();
+    let base = common::mini_image(Release::Bookworm, &MiniOpts::default());
+    let sha = common::sha256_range(base.path(), 0, base.disk_size);
+    // What ci/release runs: --seed 1 --no-card.
+    env.build(
+        base.path(),
+        &["--seed", "1", "--no-card", "--cluster", "release"],
+    );
+    let img = env.path("out/release.img");
+    assert_build_is_sound(&base, &sha, &img);
+    let bs = base.boot.0;
+    assert_eq!(
+        fat_file(&img, bs, "piforge/card.toml"),
+        None,
+        "a release image has a card"
+    );
+    assert!(
+        common::mtools_read(&img, bs, "piforge/firstboot").is_some(),
+        "no payload"
+    );
+    assert!(
+        !env.path("config/clusters").exists(),
+        "a release build touched the key store"
+    );
+    let inspect = env.ok(&["inspect", "out/release.img"]);
+    assert!(!inspect.contains("key"), "{inspect}");
+    env.ok(&["export", "--out", "out", "-o", "release-export.img"]);
+    let exported = env.path("release-export.img");
+    assert_eq!(fat_file(&exported, bs, "piforge/card.toml"), None);
+
+    // Anything that would go into the card is refused, not silently dropped.
+    std::fs::write(env.path("pw"), "raspberry\n").unwrap();
+    let err = env.fails(&[
+        "build",
+        "--from",
+        base.path().to_str().unwrap(),
+        "--out",
+        "out2",
+        "--payload",
+        env.path("payload").to_str().unwrap(),
+        "--no-card",
+        "--password-file",
+        "pw",
+        "--cards",
+        "2",
+    ]);
+    assert!(err.contains("--cards, --password-file"), "{err}");
+    assert!(!env.path("out2/release.img").exists());
+
+    // The user's build starts from the release image and brings the key.
+    let user = Env::new();
+    std::fs::copy(&img, user.path("release.img")).unwrap();
+    user.build(
+        &user.path("release.img"),
+        &["--cards", "1", "--cluster", "home"],
+    );
+    let key = std::fs::read_to_string(user.path("config/clusters/home.key")).unwrap();
+    let card = fat_file(&user.path("out/home.img"), bs, "piforge/card.toml").unwrap();
+    assert!(card.contains(key.trim()), "{card}");
+}
+
+#[test]
+fn issue17_build_refuses_a_system_account_as_the_user() {
+    let env = Env::new();
+    let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                  daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n\
+                  systemd-network:x:998:998::/:/usr/sbin/nologin\n\
+                  pi:x:1000:1000:,,,:/home/pi:/bin/bash\n";
+    let opts = MiniOpts {
+        extra_root: vec![("etc/passwd".into(), passwd.as_bytes().to_vec())],
+        ..MiniOpts::default()
+    };
+    let base = common::mini_image(Release::Bookworm, &opts);
+    let from = base.path().to_str().unwrap();
+    let payload = env.path("payload");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--from", from, "--out", "out"];
+        args.extend(["--payload", payload.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for (user, why) in [
+        ("daemon", "system account"),
+        ("systemd-network", "system account"),
+        ("root", "allow-root"),
+    ] {
+        let args = build(&["--user", user]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = env.fails(&args);
+        assert!(err.contains(user) && err.contains(why), "{err}");
+        assert!(
+            !env.path("out/piforge.img").exists(),
+            "{user}: an image was written"
+        );
+    }
+    // root only when asked for explicitly, and the card says so (firstboot checks again).
+    let args = build(&["--user", "root", "--allow-root"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    env.ok(&args);
+    let card = fat_file(
+        &env.path("out/piforge.img"),
+        base.boot.0,
+        "piforge/card.toml",
+    )
+    .unwrap();
+    let card = Card::parse(&card).unwrap();
+    assert_eq!(
+        (card.access.user.as_str(), card.access.allow_root),
+        ("root", true)
     );
 }
 

@@ -181,6 +181,16 @@ pub struct Access {
     /// Enable the SSH server.
     #[serde(default = "yes")]
     pub ssh: bool,
+    /// Allow `user = "root"` (its password hash and SSH keys are set). Off by default: root
+    /// stays locked and the user must be a regular account (see [`check_login_user`]).
+    ///
+    /// [`check_login_user`]: crate::check_login_user
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_root: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `[network]`
@@ -283,6 +293,7 @@ impl Default for Access {
             password_hash: None,
             ssh_authorized_keys: vec![],
             ssh: true,
+            allow_root: false,
         }
     }
 }
@@ -441,12 +452,13 @@ impl Card {
                 format!("{p:?} is not a hostname prefix: 1 to 56 of a-z, 0-9 and '-'"),
             );
         }
-        if !valid_username(&self.access.user) {
+        let root_allowed = self.access.user == "root" && self.access.allow_root;
+        if !valid_username(&self.access.user) && !root_allowed {
             return invalid(
                 "access.user",
                 format!(
                     "{:?} is not a valid user name: start with a-z or '_', then up to 31 of \
-                     a-z, 0-9, '_' and '-' (and not root)",
+                     a-z, 0-9, '_' and '-' (and not root, unless allow-root is set)",
                     self.access.user
                 ),
             );

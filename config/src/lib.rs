@@ -10,12 +10,14 @@
 //! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
 //! - [`tags`]: the limits of a node's tags (checked by builder, node and receivers alike).
+//! - [`atomic`]: the one atomic, durable file replacement all three programs use.
 //!
-//! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
-//! disks, images or the network.
+//! Apart from [`atomic`], this crate does no I/O: it parses and renders strings. It
+//! deliberately knows nothing about disks, images or the network.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod card;
 pub mod cmdline;
 pub mod discovery;
@@ -32,7 +34,7 @@ pub use card::{Card, CardError};
 pub use node::NodeConfig;
 pub use overlay::OverlayManifest;
 pub use secret::{ClusterKey, Secret};
-pub use validate::{valid_hostname, valid_username};
+pub use validate::{REGULAR_UIDS, check_login_user, valid_hostname, valid_username};
 
 /// Version of the `card.toml` / `node.toml` / `overlay.toml` schema this build reads and writes.
 /// A file with another version is refused, never guessed at.

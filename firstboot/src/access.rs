@@ -15,6 +15,10 @@ pub enum AccessError {
     /// `/etc/passwd` has no room for another user (uids 1000..60000 all taken).
     #[error("no free uid between 1000 and 59999 in /etc/passwd")]
     NoFreeId,
+    /// The card's user is not one we may set up on this root: a system account, a home
+    /// outside `/home/`, or root without `allow-root`.
+    #[error("access.user: {0}")]
+    Refused(String),
     /// A line we must edit is malformed.
     #[error("{file} line for {name:?} is malformed")]
     Malformed {
@@ -93,6 +97,12 @@ fn add_member(list: &str, user: &str) -> String {
     } else {
         format!("{list},{user}")
     }
+}
+
+/// Checks, on the Pi's own `/etc/passwd`, that `user` may be the login user
+/// ([`piforge_config::check_login_user`]; the builder ran the same check on the image).
+pub fn check_user(acc: &Accounts, user: &str, allow_root: bool) -> Result<(), AccessError> {
+    piforge_config::check_login_user(&acc.passwd, user, allow_root).map_err(AccessError::Refused)
 }
 
 /// Creates or renames `user`, sets its password hash (or `*`: no password, SSH keys only) and
@@ -286,6 +296,22 @@ mod tests {
             group: "root:x:0:\nsudo:x:27:pi\nvideo:x:44:pi\nshadow:x:42:\npi:x:1000:\n".into(),
             gshadow: "root:*::\nsudo:*::pi\nvideo:*::pi\nshadow:*::\npi:!::\n".into(),
         }
+    }
+
+    #[test]
+    fn issue17_a_system_account_is_refused_before_any_edit() {
+        let mut acc = stock();
+        acc.passwd
+            .push_str("systemd-network:x:998:998::/:/usr/sbin/nologin\n");
+        acc.passwd
+            .push_str("daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n");
+        for user in ["daemon", "systemd-network", "root"] {
+            let e = check_user(&acc, user, false).unwrap_err().to_string();
+            assert!(e.starts_with("access.user: "), "{e}");
+        }
+        check_user(&acc, "pi", false).unwrap();
+        check_user(&acc, "alice", false).unwrap();
+        check_user(&acc, "root", true).unwrap();
     }
 
     #[test]

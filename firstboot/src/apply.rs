@@ -15,6 +15,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use piforge_config::atomic::AtomicFile;
 use tracing::{debug, info};
 
 /// Which tree a path lives in.
@@ -509,8 +510,9 @@ fn ensure_meta(
     Ok(changed)
 }
 
-/// Writes `contents` to a temporary file next to `p`, sets mode and owner, fsyncs, and renames
-/// it over `p`. On error the temporary file is removed and `p` is untouched.
+/// Writes `contents` to a uniquely named temporary file next to `p`, sets mode and owner,
+/// fsyncs, renames it over `p` and fsyncs the directory ([`piforge_config::atomic`]). On error
+/// the temporary file is removed and `p` is untouched.
 pub fn write_atomic(
     p: &Path,
     contents: &[u8],
@@ -520,31 +522,25 @@ pub fn write_atomic(
     sys: &mut dyn System,
 ) -> Result<()> {
     create_parent(p)?;
-    let tmp = tmp_path(p);
     let result = (|| -> Result<()> {
-        let mut f = fs::File::create(&tmp).with_context(|| format!("writing {}", p.display()))?;
+        // The FAT has no modes: only the root file system gets one.
+        let mut f = AtomicFile::create(p, (base == Base::Root).then_some(mode))
+            .with_context(|| format!("writing {}", p.display()))?;
+        f.file()
+            .write_all(contents)
+            .with_context(|| format!("writing {}", f.tmp_path().display()))?;
         if base == Base::Root {
-            f.set_permissions(fs::Permissions::from_mode(mode))
-                .with_context(|| format!("setting mode of {}", tmp.display()))?;
-        }
-        f.write_all(contents)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(f);
-        if base == Base::Root {
-            sys.chown(&tmp, owner)
-                .with_context(|| format!("setting owner of {}", tmp.display()))?;
+            sys.chown(f.tmp_path(), owner)
+                .with_context(|| format!("setting owner of {}", f.tmp_path().display()))?;
         }
         if fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()) {
             anyhow::bail!("{} is a directory", p.display());
         }
-        match fs::rename(&tmp, p) {
+        match f.commit() {
             // A file bind-mounted over (systemd's transient /etc/machine-id before it is
             // committed, or a container's /etc/hostname) cannot be replaced, only rewritten.
             Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
                 tracing::warn!(path = %p.display(), "busy (a mount point?): rewriting in place");
-                let _ = fs::remove_file(&tmp);
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .truncate(true)
@@ -559,16 +555,13 @@ pub fn write_atomic(
             r => r.with_context(|| format!("renaming over {}", p.display())),
         }
     })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-        return result;
-    }
+    // On error the temp file is gone already (AtomicFile removes an uncommitted one).
+    result?;
     if base == Base::Root {
         // The recording system keys owners by path: carry the temp file's owner over.
         sys.chown(p, owner)
             .with_context(|| format!("setting owner of {}", p.display()))?;
     }
-    sync_dir(p);
     Ok(())
 }
 

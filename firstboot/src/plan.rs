@@ -334,6 +334,7 @@ fn access_actions(
 ) -> Result<(), PlanError> {
     let acc = accounts(state).ok_or(PlanError::Missing("/etc/passwd"))?;
     let hash = card.access.password_hash.as_ref().map(|h| h.expose());
+    access::check_user(&acc, &card.access.user, card.access.allow_root)?;
     let u = access::plan_user(&acc, &card.access.user, hash, knobs.today)?;
     let shadow_gid = crate::facts::parse_group(&u.accounts.group)
         .get("shadow")

@@ -127,8 +127,11 @@ pub fn next_generation(state_dir: &std::path::Path, now_ms: u64) -> u64 {
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let generation = now_ms.max(stored + 1);
-    let write = std::fs::create_dir_all(state_dir)
-        .and_then(|()| std::fs::write(&path, format!("{generation}\n")));
+    // Atomic and durable: a torn or lost write after a power cut would read back as 0 and let
+    // the generation go backwards when the clock is behind.
+    let write = std::fs::create_dir_all(state_dir).and_then(|()| {
+        piforge_config::atomic::write_atomic(&path, format!("{generation}\n").as_bytes(), None)
+    });
     if let Err(e) = write {
         tracing::warn!(path = %path.display(), error = %e, "cannot persist the generation");
     }

@@ -101,10 +101,8 @@ impl RenderRequest {
         if std::fs::read_to_string(&self.dest).ok().as_deref() == Some(out.as_str()) {
             return Ok(false);
         }
-        let tmp = self.dest.with_extension("piforge-tmp");
-        std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.dest)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), self.dest.display()))?;
+        piforge_config::atomic::write_atomic(&self.dest, out.as_bytes(), None)
+            .with_context(|| format!("writing {}", self.dest.display()))?;
         tracing::info!(dest = %self.dest.display(), "rendered");
         if let Some(cmd) = &self.command {
             let status = std::process::Command::new("sh")

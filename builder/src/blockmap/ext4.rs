@@ -10,6 +10,7 @@ use super::{BlockMapError, le16, le32};
 pub const EXT4_MAGIC: u16 = 0xEF53;
 const COMPAT_RESIZE_INODE: u32 = 0x10;
 const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_META_BG: u32 = 0x10;
 const INCOMPAT_64BIT: u32 = 0x80;
 const RO_COMPAT_SPARSE_SUPER: u32 = 0x1;
@@ -45,7 +46,10 @@ pub struct Ext4Super {
 }
 
 /// Parses the 1024-byte superblock found at byte 1024 of the partition (pure). Refuses
-/// `meta_bg` and `bigalloc`, whose layouts this map does not read.
+/// `meta_bg` and `bigalloc`, whose layouts this map does not read; a filesystem whose size in
+/// bytes does not fit in 64 bits; and one whose journal needs recovery (`needs_recovery`: it
+/// was not cleanly unmounted), because its block bitmaps may not yet show blocks that only
+/// the journal knows are in use.
 pub fn parse_ext4_superblock(sb: &[u8]) -> Result<Ext4Super, BlockMapError> {
     let bad = |m: String| BlockMapError::Ext4(m);
     if sb.len() < 1024 || le16(sb, 0x38) != EXT4_MAGIC {
@@ -64,6 +68,13 @@ pub fn parse_ext4_superblock(sb: &[u8]) -> Result<Ext4Super, BlockMapError> {
     }
     if ro_compat & RO_COMPAT_BIGALLOC != 0 {
         return Err(bad("bigalloc is not supported".into()));
+    }
+    if incompat & INCOMPAT_RECOVER != 0 {
+        return Err(bad(
+            "the journal needs recovery (the file system was not cleanly unmounted), so its \
+             block bitmaps may be stale; run `e2fsck -fy` on it or use a clean image"
+                .into(),
+        ));
     }
     let is64 = incompat & INCOMPAT_64BIT != 0;
     let blocks_count = u64::from(le32(sb, 4))
@@ -93,6 +104,11 @@ pub fn parse_ext4_superblock(sb: &[u8]) -> Result<Ext4Super, BlockMapError> {
     }
     if blocks_count <= first_data_block || inode_size == 0 {
         return Err(bad("empty filesystem".into()));
+    }
+    if blocks_count.checked_mul(block_size).is_none() {
+        return Err(bad(format!(
+            "s_blocks_count {blocks_count} of {block_size} bytes overflows 64 bits"
+        )));
     }
     let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group);
     let reserved_gdt_blocks = if compat & COMPAT_RESIZE_INODE != 0 {
@@ -132,7 +148,7 @@ pub struct GroupDesc {
 impl Ext4Super {
     /// Blocks taken by the group descriptor table.
     pub fn gdt_blocks(&self) -> u64 {
-        (self.groups * self.desc_size as u64).div_ceil(self.block_size)
+        (self.groups.saturating_mul(self.desc_size as u64)).div_ceil(self.block_size)
     }
 
     /// Byte offset of the group descriptor table in the partition.
@@ -142,13 +158,14 @@ impl Ext4Super {
 
     /// First block of group `g`.
     pub fn group_start(&self, g: u64) -> u64 {
-        self.first_data_block + g * self.blocks_per_group
+        self.first_data_block
+            .saturating_add(g.saturating_mul(self.blocks_per_group))
     }
 
     /// Blocks in group `g` (the last one may be short).
     pub fn group_len(&self, g: u64) -> u64 {
         self.blocks_per_group
-            .min(self.blocks_count - self.group_start(g))
+            .min(self.blocks_count.saturating_sub(self.group_start(g)))
     }
 
     /// Whether group `g` holds a superblock and GDT copy.
@@ -187,7 +204,9 @@ pub fn parse_group_descriptors(
 ) -> Result<Vec<GroupDesc>, BlockMapError> {
     let n =
         usize::try_from(sup.groups).map_err(|_| BlockMapError::Ext4("too many groups".into()))?;
-    if gdt.len() < n * sup.desc_size {
+    if n.checked_mul(sup.desc_size)
+        .is_none_or(|need| gdt.len() < need)
+    {
         return Err(BlockMapError::Ext4(
             "group descriptor table is truncated".into(),
         ));
@@ -221,7 +240,10 @@ pub fn ext4_metadata_blocks(sup: &Ext4Super, groups: &[GroupDesc]) -> Vec<(u64, 
     for (g, d) in (0u64..).zip(groups) {
         if sup.has_super(g) {
             let start = if g == 0 { 0 } else { sup.group_start(g) };
-            let end = sup.group_start(g) + 1 + sup.gdt_blocks() + sup.reserved_gdt_blocks;
+            let end = sup
+                .group_start(g)
+                .saturating_add(1 + sup.gdt_blocks())
+                .saturating_add(sup.reserved_gdt_blocks);
             out.push((start, end));
         }
         out.push((d.block_bitmap, d.block_bitmap.saturating_add(1)));

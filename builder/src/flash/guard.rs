@@ -57,6 +57,9 @@ pub struct Guard {
 }
 
 fn devnum(dev: u64) -> (u32, u32) {
+    // `dev_t` is 64 bits on Linux, 32 on macOS.
+    #[allow(clippy::unnecessary_cast)]
+    let dev = dev as rustix::fs::Dev;
     (rustix::fs::major(dev), rustix::fs::minor(dev))
 }
 

@@ -17,6 +17,7 @@
 //!   Within a tier NetworkManager beats dhcpcd beats networkd (a leftover dhcpcd config on a
 //!   NetworkManager image is common, the reverse is not).
 //! - cloud-init: `/usr/bin/cloud-init` or the directory `/etc/cloud/cloud.cfg.d`.
+//! - passwd: `/etc/passwd` as text, if any (the card's user is checked against it).
 //! - arch: the ELF header of `/usr/bin/dpkg`, else of `/bin/sh` (the native architecture; arm64
 //!   Raspberry Pi OS also carries armhf libraries), else which dynamic loader exists
 //!   (`ld-linux-aarch64.so.1` / `ld-linux-armhf.so.3` in `/lib`, `/usr/lib` or the multiarch dir).
@@ -64,6 +65,9 @@ pub struct RootFacts {
     pub cloud_init: bool,
     /// The userland architecture, if any evidence was found.
     pub arch: Option<Arch>,
+    /// `/etc/passwd`, to check the card's user at build time (not shown by `inspect`).
+    #[serde(skip)]
+    pub passwd: Option<String>,
 }
 
 /// The fields of `/etc/os-release` we use.
@@ -319,6 +323,9 @@ pub fn root_facts<R: Read + Seek + 'static>(
     });
 
     let facts = RootFacts {
+        passwd: root
+            .read("/etc/passwd")?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()),
         network: network_stack(&root)?,
         cloud_init: root.exists("/usr/bin/cloud-init")? || root.is_dir("/etc/cloud/cloud.cfg.d")?,
         arch: arch(&root)?,
