@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host_keys::HostKeys;
 use crate::secret::{ClusterKey, REDACTED, Secret};
 use crate::validate::{valid_hostname, valid_username};
 use crate::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_PORT, SCHEMA_VERSION};
@@ -63,6 +64,10 @@ pub struct Card {
     /// Settings of the node agent.
     #[serde(default)]
     pub node: NodeSettings,
+    /// SSH host keys made on the host (secret). Without them the Pi makes its own: ed25519
+    /// at once, the others in the background after boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_keys: Option<HostKeys>,
 }
 
 /// `[cluster]`
@@ -256,6 +261,7 @@ impl Card {
             locale: Locale::default(),
             overlays: vec![],
             node: NodeSettings::default(),
+            host_keys: None,
         }
     }
 
@@ -312,6 +318,9 @@ impl Card {
         set(&mut t, &["cluster", "key"]);
         set(&mut t, &["access", "password-hash"]);
         set(&mut t, &["network", "wifi", "psk"]);
+        for kind in crate::host_keys::KINDS {
+            set(&mut t, &["host-keys", kind]);
+        }
         RedactedCard(t)
     }
 
@@ -424,6 +433,11 @@ impl Card {
                 );
             }
         }
+        if let Some(h) = &self.host_keys
+            && let Err(reason) = h.check_shape()
+        {
+            return invalid("host-keys", reason);
+        }
         for k in self.node.tags.keys() {
             if k.is_empty() || k.contains('=') {
                 return invalid("node.tags", format!("{k:?} is not a tag name"));
@@ -524,6 +538,35 @@ mod tests {
         c.overlays = vec!["web".into()];
         c.node.tags.insert("role".into(), "web".into());
         c
+    }
+
+    fn pem(tag: &str) -> Secret {
+        Secret::new(format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{tag}\n-----END OPENSSH PRIVATE KEY-----\n"
+        ))
+    }
+
+    #[test]
+    fn host_keys_round_trip_are_redacted_and_checked() {
+        let mut c = full();
+        c.host_keys = Some(HostKeys {
+            ed25519: pem("edkeybytes"),
+            ecdsa: pem("ecdsakeybytes"),
+            rsa: pem("rsakeybytes"),
+        });
+        assert_eq!(Card::parse(&c.render()).unwrap(), c);
+        let r = c.redacted().to_toml();
+        for secret in ["edkeybytes", "ecdsakeybytes", "rsakeybytes"] {
+            assert!(!r.contains(secret), "{secret} leaked: {r}");
+            assert!(!format!("{c:?}").contains(secret));
+        }
+        assert_eq!(r.matches(REDACTED).count(), 6, "{r}");
+        c.host_keys.as_mut().unwrap().rsa = Secret::new("ssh-rsa AAAA public");
+        let e = Card::parse(&c.render()).unwrap_err().to_string();
+        assert!(
+            e.contains("host-keys") && e.contains("rsa") && !e.contains("AAAA"),
+            "{e}"
+        );
     }
 
     #[test]

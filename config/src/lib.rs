@@ -9,20 +9,27 @@
 //! - [`discovery`]: the mDNS service type and TXT keys agents advertise.
 //! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
+//! - [`host_keys`]: SSH host keys made on the host (`[host-keys]` of the card; generation and
+//!   parsing with the `ssh` feature).
+//! - [`api_auth`]: the HMAC proof of cluster membership on node API answers.
+//! - [`status`]: what a node reports about itself to `piforge status`.
 //!
 //! This crate does no I/O: it parses and renders strings. It deliberately knows nothing about
 //! disks, images or the network.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api_auth;
 pub mod card;
 pub mod cmdline;
 pub mod discovery;
+pub mod host_keys;
 pub mod inventory;
 pub mod members;
 pub mod node;
 pub mod overlay;
 pub mod secret;
+pub mod status;
 mod validate;
 
 pub use card::{Card, CardError};
