@@ -1,6 +1,7 @@
 //! The agent's HTTP server: dashboard page, JSON API, Prometheus metrics.
 //!
-//! Reads go to anyone who can reach the port; mutating calls (`POST /api/join`, `/api/leave`,
+//! Reads go to anyone who can reach the port (`/api/members` and `/api/node` prove they come
+//! from a cluster member when asked with a challenge, see [`crate::nodeinfo`]); mutating calls (`POST /api/join`, `/api/leave`,
 //! `/api/tags`) are refused with 403 unless the peer address is loopback. `GET /api/events`
 //! is a long poll (the CLI's `monitor` loops on it) so no streaming dependency is needed. The
 //! JSON types are in [`crate::api`]; this file only routes and renders.
@@ -20,12 +21,15 @@ use axum::routing::{get, post};
 use crate::agent::{Shared, start_leave};
 use crate::api::{ApiMember, EventsPage, EventsQuery, JoinRequest, TagsRequest};
 use crate::membership::MemberState;
+use crate::nodeinfo::{AuthQuery, answer, node_status};
+use piforge_config::status::NODE_STATUS_PATH;
 
 /// Serves until the process exits.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/", get(dashboard))
         .route("/api/members", get(members))
+        .route(NODE_STATUS_PATH, get(node))
         .route("/api/events", get(events))
         .route("/api/join", post(join))
         .route("/api/leave", post(leave))
@@ -52,8 +56,14 @@ fn members_now(shared: &Shared) -> Vec<ApiMember> {
         .collect()
 }
 
-async fn members(State(shared): State<Arc<Shared>>) -> Json<Vec<ApiMember>> {
-    Json(members_now(&shared))
+/// The member list; signed when the client sends a challenge (`crate::nodeinfo`).
+async fn members(State(shared): State<Arc<Shared>>, Query(q): Query<AuthQuery>) -> Response {
+    answer(&shared, "/api/members", &q, &members_now(&shared))
+}
+
+/// This node about itself, for `piforge status`; signed like the member list.
+async fn node(State(shared): State<Arc<Shared>>, Query(q): Query<AuthQuery>) -> Response {
+    answer(&shared, NODE_STATUS_PATH, &q, &node_status(&shared))
 }
 
 async fn dashboard() -> Html<&'static str> {
