@@ -46,6 +46,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
         Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
+        Command::Status(a) => piforge::status::run(&a.into_request()?, &mut out)?,
+        Command::KnownHosts(a) => piforge::commands::cmd_known_hosts(&a.out, &mut out)?,
     }
     out.flush()?;
     Ok(())

@@ -206,6 +206,12 @@ mod ssh {
         })
     }
 
+    /// [`generate_card_keys`] from the operating system's RNG (never a seed: these are
+    /// secrets).
+    pub fn generate_card_keys_from_os(comment: &str) -> Result<HostKeys, HostKeyError> {
+        generate_card_keys(&mut ssh_key::rand_core::OsRng, comment)
+    }
+
     impl HostKeys {
         /// The keys parsed, in [`KINDS`] order.
         pub fn parse(&self) -> Result<Vec<HostKey>, HostKeyError> {
