@@ -433,10 +433,19 @@ impl Card {
                 );
             }
         }
-        if let Some(h) = &self.host_keys
-            && let Err(reason) = h.check_shape()
-        {
-            return invalid("host-keys", reason);
+        if let Some(h) = &self.host_keys {
+            if self.identity.hostname.is_none() {
+                return invalid(
+                    "host-keys",
+                    "only a card with a fixed identity.hostname carries host keys (a cloneable \
+                     card would give every Pi the same keys)"
+                        .into(),
+                );
+            }
+            h.check_shape().map_err(|reason| CardError::Invalid {
+                field: "host-keys",
+                reason,
+            })?;
         }
         for k in self.node.tags.keys() {
             if k.is_empty() || k.contains('=') {
@@ -549,6 +558,15 @@ mod tests {
     #[test]
     fn host_keys_round_trip_are_redacted_and_checked() {
         let mut c = full();
+        c.identity.hostname = None;
+        c.host_keys = Some(HostKeys {
+            ed25519: pem("edkeybytes"),
+            ecdsa: pem("ecdsakeybytes"),
+            rsa: pem("rsakeybytes"),
+        });
+        let e = Card::parse(&c.render()).unwrap_err().to_string();
+        assert!(e.contains("fixed identity.hostname"), "{e}");
+        c.identity.hostname = Some("pi-01".into());
         c.host_keys = Some(HostKeys {
             ed25519: pem("edkeybytes"),
             ecdsa: pem("ecdsakeybytes"),
