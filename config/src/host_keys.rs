@@ -212,6 +212,16 @@ mod ssh {
         generate_card_keys(&mut ssh_key::rand_core::OsRng, comment)
     }
 
+    /// One host key of `kind` from the operating system's RNG (RSA: [`super::RSA_BITS`]).
+    pub fn generate_from_os(kind: &str, comment: &str) -> Result<HostKey, HostKeyError> {
+        generate(
+            kind,
+            &mut ssh_key::rand_core::OsRng,
+            comment,
+            super::RSA_BITS,
+        )
+    }
+
     impl HostKeys {
         /// The keys parsed, in [`KINDS`] order.
         pub fn parse(&self) -> Result<Vec<HostKey>, HostKeyError> {
