@@ -35,4 +35,5 @@ pub mod progress;
 pub mod readonly;
 pub mod sparse;
 pub mod status;
+pub mod table;
 pub mod verify;

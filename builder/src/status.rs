@@ -323,25 +323,7 @@ pub fn render_text(r: &Report) -> String {
             key.to_string(),
         ]);
     }
-    let mut widths = [0usize; 7];
-    for l in &lines {
-        for (w, c) in widths.iter_mut().zip(l) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    for l in &lines {
-        let mut line = String::new();
-        for (i, (c, w)) in l.iter().zip(widths).enumerate() {
-            if i + 1 == l.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.push_str(line.trim_end());
-        s.push('\n');
-    }
+    let mut s = crate::table::aligned(&lines);
     for st in &r.unauthenticated {
         s.push_str(&format!(
             "unauthenticated  {}{}: {}\n",
