@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use piforge_config::card::{Wifi, check_psk};
+use piforge_config::host_keys::{self, HostKeys};
 use piforge_config::{Card, ClusterKey, Secret};
 use rand::{Rng, SeedableRng};
 
@@ -260,9 +261,12 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             hostname,
             role,
             flashed: false,
+            host_keys: vec![],
+            address: None,
         });
         cards.push(card);
     }
+    add_host_keys(&mut cards, &mut batch_cards)?;
 
     // 7. Write: the image through a temp file in the output dir, then the cards, then batch.toml.
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
@@ -288,11 +292,50 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         cards: batch_cards,
     };
     batch.save(&req.out)?;
+    batch.save_known_hosts(&req.out)?;
     Ok(BuildOutcome {
         batch,
         image: image_path,
         new_key,
     })
+}
+
+/// Gives every card its SSH host keys, made here from the OS RNG (never from `--seed`: they
+/// are secrets), one thread a card (RSA prime search dominates). The private keys go into the
+/// card (its card.toml: 0600 in the batch, removed from the FAT after first boot), the
+/// public halves into the batch, for `known_hosts`.
+fn add_host_keys(cards: &mut [Card], batch_cards: &mut [BatchCard]) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let made: Vec<anyhow::Result<(HostKeys, Vec<String>)>> = std::thread::scope(|s| {
+        let chunk = cards.len().div_ceil(threads).max(1);
+        let handles: Vec<_> = cards
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|c| {
+                            let host = c.identity.hostname.as_deref().unwrap_or("pi");
+                            let keys =
+                                host_keys::generate_card_keys_from_os(&format!("root@{host}"))?;
+                            let publics = keys.parse()?.into_iter().map(|k| k.public).collect();
+                            Ok((keys, publics))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("host key threads do not panic"))
+            .collect()
+    });
+    for ((card, bc), m) in cards.iter_mut().zip(batch_cards.iter_mut()).zip(made) {
+        let (keys, publics) =
+            m.with_context(|| format!("making SSH host keys of {}", bc.hostname))?;
+        card.host_keys = Some(keys);
+        bc.host_keys = publics.iter().map(|p| p.trim().to_string()).collect();
+    }
+    Ok(())
 }
 
 /// Copies `base` to a temp file beside `dest`, writes `plan` into its FAT, syncs and renames.

@@ -3,7 +3,9 @@
 //! ```text
 //! <out>/batch.toml          what was built, from what, and which cards are flashed
 //! <out>/<name>.img          the cloneable image (sparse)
-//! <out>/cards/<host>.toml   each card's card.toml (0600: it holds the cluster key)
+//! <out>/cards/<host>.toml   each card's card.toml (0600: it holds the cluster key and the
+//!                           card's SSH host private keys)
+//! <out>/known_hosts         the cards' SSH host public keys, for `ssh -o UserKnownHostsFile=`
 //! ```
 //! Cards share the image; personalising a card writes only its card.toml (and cloud-init
 //! meta-data) onto a copy's FAT, so a batch costs about one image of disk, not N.
@@ -66,6 +68,12 @@ pub struct BatchCard {
     /// Whether `piforge flash` has written this card.
     #[serde(default)]
     pub flashed: bool,
+    /// The card's SSH host public keys (`.pub` lines, ed25519, ecdsa, rsa), made by `build`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<String>,
+    /// The address `piforge status` last saw the card at (authenticated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Batch {
@@ -112,9 +120,68 @@ impl Batch {
         })
     }
 
+    /// Re-reads `<dir>/batch.toml`, lets `f` change it and writes it back atomically, under
+    /// the batch-wide lock `<dir>/.batch.lock` (the one `flash` records cards under), so
+    /// concurrent processes never lose each other's changes.
+    pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Batch) -> T) -> anyhow::Result<T> {
+        let path = dir.join(".batch.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("locking {}", path.display()))?;
+        let mut b = Batch::load(dir)?;
+        let out = f(&mut b);
+        b.save(dir)?;
+        Ok(out)
+    }
+
+    /// `known_hosts` lines for every card with host keys: `hostname`, `hostname.local` and,
+    /// once seen, its address, followed by each key (type and base64; no comment).
+    pub fn known_hosts(&self) -> String {
+        let mut s = String::new();
+        for c in &self.cards {
+            let mut names = vec![c.hostname.clone(), format!("{}.local", c.hostname)];
+            names.extend(c.address.iter().map(|a| known_hosts_name(a)));
+            for k in &c.host_keys {
+                let mut f = k.split_whitespace();
+                if let (Some(kind), Some(b64)) = (f.next(), f.next()) {
+                    s.push_str(&format!("{} {kind} {b64}\n", names.join(",")));
+                }
+            }
+        }
+        s
+    }
+
+    /// Writes [`Batch::known_hosts`] to `<dir>/known_hosts` (atomically, 0644: public keys).
+    pub fn save_known_hosts(&self, dir: &Path) -> anyhow::Result<()> {
+        write_atomic(
+            &dir.join(KNOWN_HOSTS_FILE),
+            self.known_hosts().as_bytes(),
+            0o644,
+        )
+    }
+
     /// The cloud-init instance-id of a card.
     pub fn instance_id(&self, hostname: &str) -> String {
         format!("piforge-{}-{hostname}", self.id)
+    }
+}
+
+/// File name of the batch's `known_hosts` inside the output dir.
+pub const KNOWN_HOSTS_FILE: &str = "known_hosts";
+
+/// An address as a `known_hosts` host name: IPv6 in brackets is not needed without a port, so
+/// the address stays as it is; a `host:port` other than 22 becomes `[host]:port`.
+fn known_hosts_name(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sa) if sa.port() == 22 => sa.ip().to_string(),
+        Ok(sa) => format!("[{}]:{}", sa.ip(), sa.port()),
+        Err(_) => addr.to_string(),
     }
 }
 
@@ -174,9 +241,31 @@ mod tests {
                 hostname: "pi-01".into(),
                 role: None,
                 flashed: false,
+                host_keys: vec![
+                    "ssh-ed25519 AAAAC3Nza root@pi-01".into(),
+                    "ssh-rsa AAAAB3Nza root@pi-01".into(),
+                ],
+                address: None,
             }],
         };
         b.save(d.path()).unwrap();
+        assert_eq!(
+            b.known_hosts(),
+            "pi-01,pi-01.local ssh-ed25519 AAAAC3Nza\npi-01,pi-01.local ssh-rsa AAAAB3Nza\n"
+        );
+        let seen = Batch::update(d.path(), |b| {
+            b.cards[0].address = Some("10.0.0.5".into());
+            b.clone()
+        })
+        .unwrap();
+        assert_eq!(Batch::load(d.path()).unwrap(), seen);
+        assert!(
+            seen.known_hosts()
+                .starts_with("pi-01,pi-01.local,10.0.0.5 ssh-ed25519 ")
+        );
+        assert_eq!(known_hosts_name("[fe80::1]:2222"), "[fe80::1]:2222");
+        assert_eq!(known_hosts_name("10.0.0.5:22"), "10.0.0.5");
+        let b = seen;
         assert_eq!(Batch::load(d.path()).unwrap(), b);
         let mut card = Card::new("lab", ClusterKey::from_bytes([2; 32]));
         card.identity.hostname = Some("pi-01".into());

@@ -6,7 +6,6 @@
 //! image's first-boot mechanism (the image layer re-detects that from the root filesystem).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -251,30 +250,9 @@ impl Catalog {
                 ]
             })
             .collect();
-        let mut widths = header.map(str::len);
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let mut out = String::new();
-        let mut line = |cells: &[&str]| {
-            let mut l = String::new();
-            for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-                if i + 1 == cells.len() {
-                    l.push_str(cell);
-                } else {
-                    let _ = write!(l, "{cell:<w$}  ");
-                }
-            }
-            out.push_str(l.trim_end());
-            out.push('\n');
-        };
-        line(&header);
-        for row in &rows {
-            line(&row.each_ref().map(String::as_str));
-        }
-        out
+        let mut all = vec![header.map(String::from)];
+        all.extend(rows);
+        crate::table::aligned(&all)
     }
 }
 

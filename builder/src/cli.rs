@@ -61,6 +61,10 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Write the man pages (piforge.1 and one per subcommand) into a directory.
     Manpages(ManpagesArgs),
+    /// Show each card of the batch: not flashed, flashed, seen on the LAN, joined.
+    Status(StatusArgs),
+    /// Print known_hosts lines for the batch's cards (their SSH host keys).
+    KnownHosts(KnownHostsArgs),
 }
 
 /// `piforge completions`
@@ -77,6 +81,75 @@ pub struct ManpagesArgs {
     /// Directory to write piforge.1 and piforge-SUBCOMMAND.1 into (created if missing).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// `piforge status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Batch directory (as given to `build --out`).
+    #[arg(long, value_name = "DIR", default_value = "piforge-out")]
+    pub out: PathBuf,
+    /// Also ask this node's HTTP API (repeatable; mDNS finds the others).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Vec<String>,
+    /// Do not look for nodes by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Refresh until every flashed card has joined; exit 1 if some did not
+    /// within --timeout.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds --watch waits for every flashed card to join.
+    #[arg(long, value_name = "SECS", default_value_t = 900.0)]
+    pub timeout: f64,
+    /// Seconds one look at the LAN takes at most (mDNS, HTTP).
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub look: f64,
+    /// Print JSON (one object per refresh with --watch).
+    #[arg(long)]
+    pub json: bool,
+    /// Check the nodes' answers with the cluster key in this file (default: the key
+    /// store's key of the batch's cluster).
+    #[arg(long, value_name = "F")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        bail!("{flag} {v}: give seconds between 0 and 86400");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl StatusArgs {
+    /// Checks the arguments and turns them into a request.
+    pub fn into_request(self) -> anyhow::Result<crate::status::StatusRequest> {
+        for n in &self.node {
+            if n.rsplit_once(':')
+                .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+            {
+                bail!("--node {n}: write it as HOST:PORT, e.g. --node 192.168.1.21:8080");
+            }
+        }
+        Ok(crate::status::StatusRequest {
+            batch_dir: self.out,
+            nodes: self.node,
+            mdns: !self.no_mdns,
+            look: seconds("--look", self.look)?,
+            watch: self.watch,
+            timeout: seconds("--timeout", self.timeout)?,
+            json: self.json,
+            key_file: self.key_file,
+        })
+    }
+}
+
+/// `piforge known-hosts`
+#[derive(Debug, Args)]
+pub struct KnownHostsArgs {
+    /// Batch directory (as given to `build --out`).
+    #[arg(long, value_name = "DIR", default_value = "piforge-out")]
+    pub out: PathBuf,
 }
 
 /// `piforge images`
@@ -253,6 +326,10 @@ pub struct InventoryArgs {
     /// `ansible -i "$(piforge inventory --script)"`.
     #[arg(long)]
     pub script: bool,
+    /// Check the nodes' answers with the cluster key in this file (default: the key
+    /// store's key of the cluster).
+    #[arg(long, value_name = "F")]
+    pub key_file: Option<PathBuf>,
 }
 
 impl InventoryArgs {
@@ -282,6 +359,7 @@ impl InventoryArgs {
             timeout: std::time::Duration::from_secs_f64(self.timeout),
             output,
             script_dir: Cache::default_root().join("inventory"),
+            key_file: self.key_file,
         })
     }
 }
@@ -505,6 +583,8 @@ mod tests {
             "devices",
             "completions",
             "manpages",
+            "status",
+            "known-hosts",
         ] {
             // What `piforge SUB --help` prints, piped or not.
             let help = Cli::try_parse_from(["piforge", sub, "--help"])

@@ -48,6 +48,30 @@ pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> 
         "next   piforge export --out {} --card 1 -o card1.img.xz",
         req.out.display()
     )?;
+    if !o.batch.cards.is_empty() {
+        writeln!(
+            out,
+            "ssh    ssh -o UserKnownHostsFile={} {}@{}.local",
+            req.out.join(crate::batch::KNOWN_HOSTS_FILE).display(),
+            req.user,
+            o.batch.cards[0].hostname
+        )?;
+    }
+    Ok(())
+}
+
+/// `piforge known-hosts`: the batch's known_hosts lines (also in `<out>/known_hosts`).
+pub fn cmd_known_hosts(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let b = crate::batch::Batch::load(dir)?;
+    let text = b.known_hosts();
+    if text.is_empty() {
+        anyhow::bail!(
+            "the batch in {} has no host keys (built by an older piforge, or no --cards); \
+             rebuild it to get a known_hosts",
+            dir.display()
+        );
+    }
+    out.write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -7,9 +7,14 @@
 //! executable into the cache that runs `piforge inventory` with the same options, and prints
 //! its path, so `ansible -i "$(piforge inventory --script)" all -m ping` works.
 //!
+//! Answers count only when they prove cluster membership ([`crate::nodeapi`]: an HMAC over a
+//! fresh challenge under the cluster key from the key store or `--key-file`); a node that
+//! cannot is reported as "unauthenticated" and skipped, so a stranger on the LAN cannot feed
+//! Ansible its own host list. mDNS only says where to ask.
+//!
 //! The choice of node ([`choose_nodes`]) and the script text ([`script_text`]) are pure. This
-//! module deliberately does not join the gossip (the laptop has no cluster key) and does not
-//! talk to more than one node once one answered.
+//! module deliberately does not join the gossip and does not talk to more than one node once
+//! one answered with a valid proof.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +24,8 @@ use anyhow::{Context, Result, bail};
 use piforge_config::discovery::{SERVICE_TYPE, TXT_CLUSTER, TXT_HTTP_PORT, TXT_NAME};
 use piforge_config::members::{ApiMember, parse_members};
 use piforge_config::{DEFAULT_HTTP_PORT, inventory};
+
+use crate::nodeapi::{self, Proof};
 
 /// What to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +53,8 @@ pub struct InventoryRequest {
     pub output: InventoryOutput,
     /// Where `--script` writes (normally the cache dir).
     pub script_dir: PathBuf,
+    /// The cluster key to check answers with, instead of the key store's.
+    pub key_file: Option<PathBuf>,
 }
 
 /// One node found on the LAN.
@@ -61,10 +70,10 @@ pub struct FoundNode {
     pub http_port: u16,
 }
 
-/// The HTTP endpoints (`ip:port`) to try, in order, for the cluster to list: all nodes of
-/// `cluster` if given, else of the only cluster found. Errors say what was found and what to
-/// pass instead.
-pub fn choose_nodes(found: &[FoundNode], cluster: Option<&str>) -> Result<Vec<String>> {
+/// The cluster to list and the HTTP endpoints (`ip:port`) to try for it, in order: all nodes
+/// of `cluster` if given, else of the only cluster found. Errors say what was found and what
+/// to pass instead.
+pub fn choose_nodes(found: &[FoundNode], cluster: Option<&str>) -> Result<(String, Vec<String>)> {
     let mut clusters: Vec<&str> = found.iter().map(|f| f.cluster.as_str()).collect();
     clusters.sort();
     clusters.dedup();
@@ -86,7 +95,7 @@ pub fn choose_nodes(found: &[FoundNode], cluster: Option<&str>) -> Result<Vec<St
     };
     let mut nodes: Vec<&FoundNode> = found.iter().filter(|f| f.cluster == want).collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(nodes
+    let endpoints = nodes
         .iter()
         .flat_map(|f| {
             f.addrs
@@ -94,7 +103,8 @@ pub fn choose_nodes(found: &[FoundNode], cluster: Option<&str>) -> Result<Vec<St
                 .filter(|a| a.is_ipv4())
                 .map(|a| format!("{a}:{}", f.http_port))
         })
-        .collect())
+        .collect();
+    Ok((want.to_string(), endpoints))
 }
 
 /// Browses mDNS for `timeout` (less once a node of `cluster` answered, or shortly after the
@@ -138,34 +148,20 @@ pub fn discover(cluster: Option<&str>, timeout: Duration) -> Result<Vec<FoundNod
     Ok(found)
 }
 
-/// `GET http://<node>/api/members`.
-pub fn fetch_members(node: &str, timeout: Duration) -> Result<Vec<ApiMember>> {
-    let url = format!("http://{node}/api/members");
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None) // cluster nodes are on the LAN, never behind the laptop's proxy
-        .timeout_global(Some(timeout))
-        .user_agent(concat!("piforge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent();
-    let resp = agent
-        .get(&url)
-        .call()
-        .with_context(|| format!("asking {url}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_vec()
-        .with_context(|| format!("reading {url}"))?;
-    if status != 200 {
-        bail!(
-            "asking {url}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        );
+/// `GET http://<node>/api/members`, authenticated: `Ok(Err(proof))` when the node answered
+/// but did not prove membership with one of `keys`.
+pub fn fetch_members(
+    node: &str,
+    keys: &[piforge_config::api_auth::ApiKey],
+    timeout: Duration,
+) -> Result<std::result::Result<Vec<ApiMember>, Proof>> {
+    let a = nodeapi::get(node, "/api/members", keys, timeout)?;
+    if !matches!(a.proof, Proof::Valid(_)) {
+        return Ok(Err(a.proof));
     }
-    parse_members(&body).with_context(|| format!("decoding the member list from {url}"))
+    parse_members(&a.body)
+        .map(Ok)
+        .with_context(|| format!("decoding the member list from http://{node}/api/members"))
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -185,6 +181,9 @@ pub fn script_text(piforge: &Path, req: &InventoryRequest) -> String {
     }
     if let Some(c) = &req.cluster {
         args.extend(["--cluster".into(), sh_quote(c)]);
+    }
+    if let Some(k) = &req.key_file {
+        args.extend(["--key-file".into(), sh_quote(&k.display().to_string())]);
     }
     args.extend(["--timeout".into(), format!("{}", req.timeout.as_secs_f64())]);
     format!(
@@ -225,24 +224,40 @@ pub fn write_script(req: &InventoryRequest) -> Result<PathBuf> {
 }
 
 /// The member list of the requested cluster: from `--node`, or from the first node found on
-/// the LAN that answers.
+/// the LAN that proves membership of the cluster. Nodes that answer without a valid proof are
+/// reported as unauthenticated and skipped.
 pub fn members(req: &InventoryRequest) -> Result<Vec<ApiMember>> {
-    let nodes = match &req.node {
-        Some(n) => vec![n.clone()],
-        None => choose_nodes(
-            &discover(req.cluster.as_deref(), req.timeout)?,
-            req.cluster.as_deref(),
-        )?,
+    let (nodes, cluster) = match &req.node {
+        Some(n) => (vec![n.clone()], req.cluster.clone()),
+        None => {
+            let found = discover(req.cluster.as_deref(), req.timeout)?;
+            let (c, nodes) = choose_nodes(&found, req.cluster.as_deref())?;
+            (nodes, Some(c))
+        }
     };
+    let keys = crate::keystore::keys_for(req.key_file.as_deref(), cluster.as_deref())?;
+    let api_keys = nodeapi::api_keys(&keys);
     let mut last = None;
+    let mut unauthenticated = vec![];
     for n in &nodes {
-        match fetch_members(n, req.timeout) {
-            Ok(ms) => return Ok(ms),
+        match fetch_members(n, &api_keys, req.timeout) {
+            Ok(Ok(ms)) => return Ok(ms),
+            Ok(Err(proof)) => {
+                tracing::warn!(node = %n, "{}", proof.reason());
+                unauthenticated.push(format!("{n} ({})", proof.reason()));
+            }
             Err(e) => {
                 tracing::warn!(node = %n, error = %format!("{e:#}"), "node did not answer");
                 last = Some(e);
             }
         }
+    }
+    if !unauthenticated.is_empty() {
+        bail!(
+            "no node proved membership of the cluster{}: {}",
+            cluster.map(|c| format!(" {c:?}")).unwrap_or_default(),
+            unauthenticated.join("; ")
+        );
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("found nodes but none with an IPv4 address")))
 }
@@ -281,7 +296,10 @@ mod tests {
         ];
         assert_eq!(
             choose_nodes(&one, None).unwrap(),
-            ["10.0.0.1:8080", "10.0.0.2:8080"]
+            (
+                "lab".to_string(),
+                vec!["10.0.0.1:8080".to_string(), "10.0.0.2:8080".to_string()]
+            )
         );
         let two = [
             f("pi-1", "lab", "10.0.0.1", 8080),
@@ -289,7 +307,10 @@ mod tests {
         ];
         let e = choose_nodes(&two, None).unwrap_err().to_string();
         assert!(e.contains("lab, prod") && e.contains("--cluster"), "{e}");
-        assert_eq!(choose_nodes(&two, Some("prod")).unwrap(), ["10.0.1.1:9000"]);
+        assert_eq!(
+            choose_nodes(&two, Some("prod")).unwrap().1,
+            ["10.0.1.1:9000"]
+        );
         let e = choose_nodes(&two, Some("dev")).unwrap_err().to_string();
         assert!(e.contains("\"dev\"") && e.contains("lab, prod"), "{e}");
         let e = choose_nodes(&[], None).unwrap_err().to_string();
@@ -304,11 +325,12 @@ mod tests {
             timeout: Duration::from_millis(2500),
             output: InventoryOutput::Script,
             script_dir: PathBuf::from("/nonexistent"),
+            key_file: Some(PathBuf::from("/k/lab.key")),
         };
         let s = script_text(Path::new("/opt/pi forge/piforge"), &req);
         assert_eq!(
             s.lines().last().unwrap(),
-            r#"exec '/opt/pi forge/piforge' inventory --cluster 'it'\''s' --timeout 2.5 "$@""#
+            r#"exec '/opt/pi forge/piforge' inventory --cluster 'it'\''s' --key-file '/k/lab.key' --timeout 2.5 "$@""#
         );
         assert!(s.starts_with("#!/bin/sh\n"));
         assert_eq!(script_name(&req), "inventory-cluster-it_s");
@@ -325,6 +347,7 @@ mod tests {
             timeout: Duration::from_secs(3),
             output: InventoryOutput::Script,
             script_dir: dir.path().join("inv"),
+            key_file: None,
         };
         let p = write_script(&req).unwrap();
         assert_eq!(p, dir.path().join("inv/inventory-node-127_0_0_1_8080"));

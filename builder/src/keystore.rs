@@ -48,6 +48,45 @@ impl KeyStore {
         self.dir.join(format!("{cluster}.key"))
     }
 
+    /// The key of `cluster`, if the store has one (never makes one).
+    pub fn get(&self, cluster: &str) -> anyhow::Result<Option<ClusterKey>> {
+        let path = self.path(cluster);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                check_private(&path)?;
+                ClusterKey::from_hex(&text)
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("reading cluster key {}: {e}", path.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading cluster key {}", path.display())),
+        }
+    }
+
+    /// Every `(cluster, key)` in the store, sorted by name; unreadable entries are skipped
+    /// with a warning.
+    pub fn all(&self) -> Vec<(String, ClusterKey)> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut out: Vec<(String, ClusterKey)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".key")?.to_string();
+                match self.get(&name) {
+                    Ok(Some(k)) => Some((name, k)),
+                    Ok(None) => None,
+                    Err(err) => {
+                        tracing::warn!("{err:#}");
+                        None
+                    }
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The key of `cluster`, made (from the OS random number generator) and stored if this is
     /// the cluster's first build. Returns the key and whether it was new.
     pub fn get_or_create(&self, cluster: &str) -> anyhow::Result<(ClusterKey, bool)> {
@@ -157,6 +196,37 @@ pub fn fresh_key() -> anyhow::Result<ClusterKey> {
     Ok(ClusterKey::from_bytes(bytes))
 }
 
+/// The cluster keys to check node answers with: the `--key-file` if given; else the store's
+/// key of `cluster`; else (no cluster known) every key in the store. Errors when there is
+/// none, saying what to pass.
+pub fn keys_for(key_file: Option<&Path>, cluster: Option<&str>) -> anyhow::Result<Vec<ClusterKey>> {
+    if let Some(p) = key_file {
+        return Ok(vec![read_key_file(p)?]);
+    }
+    let store = KeyStore::default_store()?;
+    match cluster {
+        Some(c) => match store.get(c)? {
+            Some(k) => Ok(vec![k]),
+            None => bail!(
+                "no key for cluster {c:?} in the key store ({}): answers cannot be \
+                 authenticated; give --key-file FILE with the cluster key",
+                store.path(c).display()
+            ),
+        },
+        None => {
+            let all: Vec<ClusterKey> = store.all().into_iter().map(|(_, k)| k).collect();
+            if all.is_empty() {
+                bail!(
+                    "no cluster keys in the key store ({}): answers cannot be authenticated; \
+                     give --cluster NAME or --key-file FILE",
+                    store.dir.display()
+                );
+            }
+            Ok(all)
+        }
+    }
+}
+
 /// Reads a key file given by the user (`--key-file`).
 pub fn read_key_file(path: &Path) -> anyhow::Result<ClusterKey> {
     let text = std::fs::read_to_string(path)
@@ -199,6 +269,10 @@ mod tests {
         let (k2, new2) = store.get_or_create("lab").unwrap();
         let (k3, _) = store.get_or_create("other").unwrap();
         assert!(new1 && !new2);
+        assert_eq!(store.get("lab").unwrap(), Some(k1.clone()));
+        assert_eq!(store.get("nope").unwrap(), None);
+        let names: Vec<String> = store.all().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["lab", "other"]);
         assert_eq!(k1, k2);
         assert_ne!(k1, k3);
         #[cfg(unix)]

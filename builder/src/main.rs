@@ -52,6 +52,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "{}", p.display())?;
             }
         }
+        Command::Status(a) => piforge::status::run(&a.into_request()?, &mut out)?,
+        Command::KnownHosts(a) => piforge::commands::cmd_known_hosts(&a.out, &mut out)?,
     }
     out.flush()?;
     Ok(())

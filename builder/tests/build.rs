@@ -168,7 +168,35 @@ fn build_all_releases_with_three_cards() {
                 std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
                 0o600
             );
+            // Issue #20: its SSH host keys, made here; the public halves in the batch and
+            // in known_hosts under the card's names.
+            let keys = c.host_keys.as_ref().expect("a named card has host keys");
+            let parsed = keys.parse().unwrap();
+            let b = piforge::batch::Batch::load(&env.path("out")).unwrap();
+            let bc = b.card(k).unwrap();
+            let publics: Vec<String> = parsed.iter().map(|k| k.public.trim().to_string()).collect();
+            assert_eq!(bc.host_keys, publics);
+            assert!(publics[2].starts_with("ssh-rsa "));
+            let kh = std::fs::read_to_string(env.path("out/known_hosts")).unwrap();
+            let b64 = publics[0].split_whitespace().nth(1).unwrap();
+            assert!(
+                kh.contains(&format!("pi-{k:02},pi-{k:02}.local ssh-ed25519 {b64}\n")),
+                "{kh}"
+            );
         }
+        // Every card has its own keys.
+        let key_of = |k: u32| {
+            piforge::batch::Batch::load(&env.path("out"))
+                .unwrap()
+                .card(k)
+                .unwrap()
+                .host_keys[0]
+                .clone()
+        };
+        assert_ne!(key_of(1), key_of(2));
+        // The cloneable image's card carries none (every Pi would share them).
+        assert!(card.host_keys.is_none());
+        assert!(stdout.contains("UserKnownHostsFile="), "{stdout}");
     }
 }
 
@@ -243,12 +271,14 @@ fn same_inputs_and_seed_give_identical_exports() {
         "--password-hash",
         hash,
     ];
+    // The cloneable image: a personalised card carries its own SSH host keys, drawn from the
+    // OS RNG whatever the seed (secrets never come from a seed), so it differs per build.
     env.build(base.path(), &args);
-    env.ok(&["export", "--out", "out", "--card", "1", "-o", "a.img.xz"]);
+    env.ok(&["export", "--out", "out", "-o", "a.img.xz"]);
     // Rebuild from scratch: a fresh output dir.
     std::fs::remove_dir_all(env.path("out")).unwrap();
     env.build(base.path(), &args);
-    env.ok(&["export", "--out", "out", "--card", "1", "-o", "b.img.xz"]);
+    env.ok(&["export", "--out", "out", "-o", "b.img.xz"]);
     assert_eq!(
         std::fs::read(env.path("a.img.xz")).unwrap(),
         std::fs::read(env.path("b.img.xz")).unwrap(),

@@ -8,6 +8,11 @@
 //!   finds `lab` by `--cluster`, and refuses to guess between two clusters. Needs root and
 //!   iproute2; skipped with a message otherwise (like node/tests/mdns_netns.rs).
 //!
+//! - `piforge status` (issue #20) with agents on loopback: cards of a batch joined or not, the
+//!   first-boot report and host keys they serve, an agent with another cluster key shown as
+//!   unauthenticated, `--watch` exit codes, and the addresses recorded in `known_hosts`;
+//! - issue #17 finding 5: `piforge inventory` refuses an agent that cannot prove membership.
+//!
 //! The builder does not depend on the node crate, so the test gets the `piforge-node` binary
 //! from `PIFORGE_NODE_BIN` or by running `cargo build -p piforge-node` into this target dir.
 
@@ -100,9 +105,21 @@ fn ok_stdout(o: Output, what: &str) -> String {
 }
 
 fn ansible_inventory(home: &Path, source: &str, wrap: &[&str]) -> Value {
+    ansible_inventory_env(home, source, wrap, &[])
+}
+
+fn ansible_inventory_env(
+    home: &Path,
+    source: &str,
+    wrap: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Value {
     let mut cmd = Command::new(wrap.first().copied().unwrap_or("ansible-inventory"));
     if !wrap.is_empty() {
         cmd.args(&wrap[1..]).arg("ansible-inventory");
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     let o = run(cmd
         .args(["-i", source, "--list"])
@@ -148,9 +165,12 @@ fn inventory_from_a_node_on_loopback_matches_the_node_and_feeds_ansible() {
         }
         agents.push(spawn(cmd, &dir.join(format!("{name}.log"))));
     }
+    let key_file = dir.join("lab.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let key_arg = key_file.to_str().unwrap().to_string();
     let piforge = |args: &[&str]| {
         let mut c = Command::new(PIFORGE);
-        c.args(["inventory", "--node", &http])
+        c.args(["inventory", "--node", &http, "--key-file", &key_arg])
             .args(args)
             .env("PIFORGE_CACHE_DIR", dir.join("cache"));
         run(&mut c)
@@ -209,11 +229,289 @@ fn inventory_from_a_node_on_loopback_matches_the_node_and_feeds_ansible() {
         .local_addr()
         .unwrap()
         .to_string();
-    let o = run(Command::new(PIFORGE).args(["inventory", "--node", &dead, "--timeout", "2"]));
+    let o = run(Command::new(PIFORGE).args([
+        "inventory",
+        "--node",
+        &dead,
+        "--timeout",
+        "2",
+        "--key-file",
+        &key_arg,
+    ]));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("http://{dead}/api/members")), "{err}");
     assert!(o.stdout.is_empty());
+
+    // Issue #17 finding 5: an agent that answers the same API but holds another key (a
+    // stranger on the LAN) is named unauthenticated and its list is not used.
+    let stranger_http = free_tcp();
+    let mut cmd = Command::new(&node);
+    cmd.arg("agent")
+        .arg("--config")
+        .arg(node_toml_keyed(
+            dir, "intruder", "lab", "web", false, OTHER_KEY,
+        ))
+        .args([
+            "--bind",
+            &udp("127.0.0.4").to_string(),
+            "--http",
+            &stranger_http,
+        ]);
+    agents.push(spawn(cmd, &dir.join("intruder.log")));
+    wait_for("the intruder's HTTP API", 20, || {
+        std::net::TcpStream::connect(&stranger_http).is_ok()
+    });
+    let o = run(Command::new(PIFORGE).args([
+        "inventory",
+        "--node",
+        &stranger_http,
+        "--key-file",
+        &key_arg,
+    ]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("unauthenticated"), "{err}");
+    assert!(
+        o.stdout.is_empty(),
+        "nothing from an unauthenticated node is printed"
+    );
+    drop(agents);
+}
+
+const OTHER_KEY: &str = "5555555555555555555555555555555555555555555555555555555555555555";
+
+fn free_tcp() -> String {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// Like [`node_toml`], with another cluster key.
+fn node_toml_keyed(
+    dir: &Path,
+    name: &str,
+    cluster: &str,
+    role: &str,
+    mdns: bool,
+    key: &str,
+) -> PathBuf {
+    let p = node_toml(dir, name, cluster, role, mdns);
+    let t = std::fs::read_to_string(&p).unwrap().replace(KEY, key);
+    std::fs::write(&p, t).unwrap();
+    p
+}
+
+/// A root with what firstboot leaves for the agent to report: an SSH host public key and the
+/// first-boot report.
+fn node_root(dir: &Path, name: &str, host_key: &str) -> PathBuf {
+    let root = dir.join(format!("root-{name}"));
+    std::fs::create_dir_all(root.join("etc/ssh")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/piforge")).unwrap();
+    std::fs::write(root.join("etc/ssh/ssh_host_ed25519_key.pub"), host_key).unwrap();
+    std::fs::write(
+        root.join("var/lib/piforge/firstboot-report.json"),
+        format!(
+            r#"{{"outcome":"configured","hostname":"{name}","total_ms":2345,
+                "phases":[{{"name":"plan","ms":3}},{{"name":"identity","ms":40}}]}}"#
+        ),
+    )
+    .unwrap();
+    root
+}
+
+fn ed25519_pub(comment: &str) -> String {
+    let k = piforge_config::host_keys::generate_from_os("ed25519", comment).unwrap();
+    k.public.trim().to_string()
+}
+
+#[test]
+fn status_shows_each_card_and_who_cannot_prove_membership() {
+    use piforge::batch::{Batch, BatchCard, save_card};
+    let node = node_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let key_file = dir.join("lab.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let udp = |ip: &str| UdpSocket::bind((ip, 0)).unwrap().local_addr().unwrap();
+
+    // The batch: lab-01 and lab-02 flashed and running (lab-02 serves a key the batch did not
+    // make, as a re-made card would), lab-03 flashed but never up, lab-04 not flashed.
+    let keys: Vec<String> = (1..=4)
+        .map(|i| ed25519_pub(&format!("root@lab-0{i}")))
+        .collect();
+    let https: Vec<String> = (0..4).map(|_| free_tcp()).collect();
+    let mut cards = vec![];
+    for i in 1..=4u32 {
+        let host = format!("lab-0{i}");
+        let mut card =
+            piforge_config::Card::new("lab", piforge_config::ClusterKey::from_hex(KEY).unwrap());
+        card.identity.hostname = Some(host.clone());
+        card.node.http_port = https[i as usize - 1]
+            .rsplit_once(':')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        save_card(&out, &card).unwrap();
+        cards.push(BatchCard {
+            index: i,
+            hostname: host,
+            role: None,
+            flashed: i <= 3,
+            host_keys: vec![keys[i as usize - 1].clone()],
+            address: None,
+        });
+    }
+    let batch = Batch {
+        schema_version: piforge::batch::BATCH_SCHEMA,
+        id: "test".into(),
+        image: "lab.img".into(),
+        source: "test".into(),
+        source_sha256: None,
+        arch: piforge::arch::Arch::Arm64,
+        release: "trixie".into(),
+        boot_mount: "/boot/firmware".into(),
+        cloud_init: false,
+        cluster: "lab".into(),
+        cards,
+    };
+    batch.save(&out).unwrap();
+    batch.save_known_hosts(&out).unwrap();
+
+    let g1 = udp("127.0.0.1");
+    let mut agents = vec![];
+    for (i, name, ip, key, served) in [
+        (0, "lab-01", "127.0.0.1", KEY, keys[0].clone()),
+        (1, "lab-02", "127.0.0.2", KEY, ed25519_pub("root@lab-02")),
+        // Claims to be lab-03 with the right cluster name, but holds another key.
+        (2, "lab-03", "127.0.0.3", OTHER_KEY, keys[2].clone()),
+    ] {
+        let mut cmd = Command::new(&node);
+        cmd.arg("agent")
+            .arg("--config")
+            .arg(node_toml_keyed(dir, name, "lab", "web", false, key))
+            .arg("--root")
+            .arg(node_root(dir, name, &served))
+            .args(["--http", &https[i]]);
+        if i == 0 {
+            cmd.args(["--bind", &g1.to_string()]);
+        } else {
+            cmd.args(["--bind", &udp(ip).to_string(), "--seed", &g1.to_string()]);
+        }
+        agents.push(spawn(cmd, &dir.join(format!("{name}.log"))));
+    }
+    let status = |args: &[&str]| {
+        let mut c = Command::new(PIFORGE);
+        c.arg("status")
+            .arg("--out")
+            .arg(&out)
+            .arg("--key-file")
+            .arg(&key_file)
+            .args(["--no-mdns", "--look", "2"]);
+        for h in &https[..3] {
+            c.args(["--node", h]);
+        }
+        run(c.args(args))
+    };
+
+    // lab-03 never joins (the impostor cannot): --watch gives up with exit 1, naming it.
+    let started = Instant::now();
+    let o = status(&["--watch", "--timeout", "8", "--json"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not join") && err.contains("lab-03"),
+        "{err}"
+    );
+    assert!(!err.contains("lab-04"), "lab-04 was never flashed: {err}");
+    eprintln!("status --watch gave up after {:?}", started.elapsed());
+    let last = String::from_utf8(o.stdout).unwrap();
+    let report: Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    let row = |h: &str| {
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["hostname"] == h)
+            .cloned()
+            .unwrap_or_else(|| panic!("no row {h}: {report:#}"))
+    };
+    assert_eq!(row("lab-01")["state"], "joined", "{report:#}");
+    assert_eq!(row("lab-01")["address"], "127.0.0.1");
+    assert_eq!(row("lab-01")["firstboot"], "configured");
+    assert_eq!(row("lab-01")["firstboot_secs"], 2.3);
+    assert_eq!(row("lab-01")["host_key"], "match");
+    assert_eq!(row("lab-01")["gossip"], "alive");
+    assert_eq!(row("lab-02")["state"], "joined");
+    assert_eq!(row("lab-02")["host_key"], "changed");
+    assert_eq!(
+        row("lab-03")["state"],
+        "flashed",
+        "the impostor proves nothing"
+    );
+    assert_eq!(row("lab-04")["state"], "not-flashed");
+    let strangers = report["unauthenticated"].as_array().unwrap();
+    assert!(
+        strangers
+            .iter()
+            .any(|s| s["endpoint"] == https[2].as_str() && s["claimed"] == "lab-03"),
+        "{report:#}"
+    );
+
+    // The text table: one line per card, the impostor named unauthenticated.
+    let o = status(&[]);
+    let text = ok_stdout(o, "piforge status");
+    let line = |h: &str| text.lines().find(|l| l.contains(h)).unwrap().to_string();
+    assert!(
+        line("lab-01").contains("joined") && line("lab-01").contains("configured in 2.3 s"),
+        "{text}"
+    );
+    assert!(line("lab-02").contains("CHANGED"), "{text}");
+    assert!(line("lab-04").contains("not flashed"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "unauthenticated  {} (claims to be lab-03)",
+            https[2]
+        )),
+        "{text}"
+    );
+
+    // Seen addresses went into batch.toml and known_hosts, which ssh-keygen reads.
+    let kh = ok_stdout(
+        run(Command::new(PIFORGE)
+            .arg("known-hosts")
+            .arg("--out")
+            .arg(&out)),
+        "piforge known-hosts",
+    );
+    assert_eq!(
+        kh,
+        std::fs::read_to_string(out.join("known_hosts")).unwrap()
+    );
+    let k1 = keys[0].split_whitespace().nth(1).unwrap();
+    assert!(
+        kh.contains(&format!("lab-01,lab-01.local,127.0.0.1 ssh-ed25519 {k1}\n")),
+        "{kh}"
+    );
+    assert!(kh.contains("lab-04,lab-04.local ssh-ed25519 "), "{kh}");
+    for host in ["lab-01.local", "127.0.0.1"] {
+        let o = run(Command::new("ssh-keygen")
+            .args(["-F", host, "-f"])
+            .arg(out.join("known_hosts")));
+        let found = ok_stdout(o, "ssh-keygen -F (apt-get install openssh-client)");
+        assert!(found.contains(k1), "{host}: {found}");
+    }
+
+    // lab-03 taken out of the batch's flashed cards: --watch ends with 0 once all joined.
+    Batch::update(&out, |b| b.cards[2].flashed = false).unwrap();
+    let o = status(&["--watch", "--timeout", "30"]);
+    let t = ok_stdout(o, "piforge status --watch");
+    assert!(t.contains("joined"), "{t}");
     drop(agents);
 }
 
@@ -273,13 +571,23 @@ fn inventory_finds_the_cluster_by_mdns_in_a_private_netns() {
         spawn(c, &dir.join(format!("{name}.log")))
     };
     // Non-default HTTP ports: the TXT record must carry them.
+    // The laptop's key store holds both clusters' keys (answers are checked against them).
+    let config = dir.join("config");
+    std::fs::create_dir_all(config.join("clusters")).unwrap();
+    for c in ["lab", "prod"] {
+        let p = config.join(format!("clusters/{c}.key"));
+        std::fs::write(&p, format!("{KEY}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let _alpha = agent("alpha", "lab", "10.232.0.1:7946", "0.0.0.0:18080");
     let _gamma = agent("gamma", "prod", "10.232.0.1:7947", "0.0.0.0:18081");
     let inventory = |args: &[&str]| {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &b, PIFORGE, "inventory", "--timeout", "8"])
             .args(args)
-            .env("PIFORGE_CACHE_DIR", dir.join("cache"));
+            .env("PIFORGE_CACHE_DIR", dir.join("cache"))
+            .env("PIFORGE_CONFIG_DIR", &config);
         run(&mut c)
     };
     let start = Instant::now();
@@ -319,7 +627,13 @@ fn inventory_finds_the_cluster_by_mdns_in_a_private_netns() {
 
     // ansible -i "$(piforge inventory --script)" from the "laptop" namespace.
     let path = ok_stdout(inventory(&["--cluster", "lab", "--script"]), "--script");
-    let inv = ansible_inventory(dir, path.trim(), &["ip", "netns", "exec", &b]);
+    // The script runs piforge, which finds the key store through PIFORGE_CONFIG_DIR.
+    let inv = ansible_inventory_env(
+        dir,
+        path.trim(),
+        &["ip", "netns", "exec", &b],
+        &[("PIFORGE_CONFIG_DIR", config.as_os_str())],
+    );
     assert_eq!(
         inv["role_web"]["hosts"],
         serde_json::json!(["alpha"]),

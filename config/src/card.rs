@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::host_keys::HostKeys;
 use crate::secret::{ClusterKey, REDACTED, Secret};
 use crate::validate::{valid_hostname, valid_username};
 use crate::{DEFAULT_GOSSIP_PORT, DEFAULT_HTTP_PORT, SCHEMA_VERSION};
@@ -67,6 +68,10 @@ pub struct Card {
     /// [`DB_SECRETS_PATH`], 0600). Made per cluster at build time from the OS RNG.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<DbSecrets>,
+    /// SSH host keys made on the host (secret). Without them the Pi makes its own: ed25519
+    /// at once, the others in the background after boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_keys: Option<HostKeys>,
 }
 
 /// Where firstboot writes [`DbSecrets`] on the Pi: a systemd environment file (0600, root)
@@ -339,6 +344,7 @@ impl Card {
             overlays: vec![],
             node: NodeSettings::default(),
             db: None,
+            host_keys: None,
         }
     }
 
@@ -404,6 +410,9 @@ impl Card {
         }
         set(&mut t, &["node", "mqtt", "password"]);
         set(&mut t, &["node", "mqtt", "client-key"]);
+        for kind in crate::host_keys::KINDS {
+            set(&mut t, &["host-keys", kind]);
+        }
         RedactedCard(t)
     }
 
@@ -517,6 +526,20 @@ impl Card {
                 );
             }
         }
+        if let Some(h) = &self.host_keys {
+            if self.identity.hostname.is_none() {
+                return invalid(
+                    "host-keys",
+                    "only a card with a fixed identity.hostname carries host keys (a cloneable \
+                     card would give every Pi the same keys)"
+                        .into(),
+                );
+            }
+            h.check_shape().map_err(|reason| CardError::Invalid {
+                field: "host-keys",
+                reason,
+            })?;
+        }
         if let Err(e) = crate::tags::check_tags(&self.node.tags) {
             return invalid("node.tags", e.to_string());
         }
@@ -629,6 +652,44 @@ mod tests {
             ..crate::mqtt::MqttSettings::plain("mqtts://alerts@broker.example.com")
         });
         c
+    }
+
+    fn pem(tag: &str) -> Secret {
+        Secret::new(format!(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\n{tag}\n-----END OPENSSH PRIVATE KEY-----\n"
+        ))
+    }
+
+    #[test]
+    fn host_keys_round_trip_are_redacted_and_checked() {
+        let mut c = full();
+        c.identity.hostname = None;
+        c.host_keys = Some(HostKeys {
+            ed25519: pem("edkeybytes"),
+            ecdsa: pem("ecdsakeybytes"),
+            rsa: pem("rsakeybytes"),
+        });
+        let e = Card::parse(&c.render()).unwrap_err().to_string();
+        assert!(e.contains("fixed identity.hostname"), "{e}");
+        c.identity.hostname = Some("pi-01".into());
+        c.host_keys = Some(HostKeys {
+            ed25519: pem("edkeybytes"),
+            ecdsa: pem("ecdsakeybytes"),
+            rsa: pem("rsakeybytes"),
+        });
+        assert_eq!(Card::parse(&c.render()).unwrap(), c);
+        let r = c.redacted().to_toml();
+        for secret in ["edkeybytes", "ecdsakeybytes", "rsakeybytes"] {
+            assert!(!r.contains(secret), "{secret} leaked: {r}");
+            assert!(!format!("{c:?}").contains(secret));
+        }
+        assert_eq!(r.matches(REDACTED).count(), 6, "{r}");
+        c.host_keys.as_mut().unwrap().rsa = Secret::new("ssh-rsa AAAA public");
+        let e = Card::parse(&c.render()).unwrap_err().to_string();
+        assert!(
+            e.contains("host-keys") && e.contains("rsa") && !e.contains("AAAA"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,22 +11,29 @@
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
 //! - [`tags`]: the limits of a node's tags (checked by builder, node and receivers alike).
 //! - [`atomic`]: the one atomic, durable file replacement all three programs use.
+//! - [`host_keys`]: SSH host keys made on the host (`[host-keys]` of the card; generation and
+//!   parsing with the `ssh` feature).
+//! - [`api_auth`]: the HMAC proof of cluster membership on node API answers.
+//! - [`status`]: what a node reports about itself to `piforge status`.
 //!
 //! Apart from [`atomic`], this crate does no I/O: it parses and renders strings. It
 //! deliberately knows nothing about disks, images or the network.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api_auth;
 pub mod atomic;
 pub mod card;
 pub mod cmdline;
 pub mod discovery;
+pub mod host_keys;
 pub mod inventory;
 pub mod members;
 pub mod mqtt;
 pub mod node;
 pub mod overlay;
 pub mod secret;
+pub mod status;
 pub mod tags;
 mod validate;
 

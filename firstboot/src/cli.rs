@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Clone check: re-identify if the recorded serial is not this board's.
     Reidentify,
+    /// Make the SSH host keys left for later (ECDSA, RSA), if any.
+    Hostkeys,
 }
 
 /// What the binary should run.
@@ -37,6 +39,8 @@ pub enum Request {
     Firstboot(FirstbootRequest),
     /// Clone check.
     Reidentify(ReidentifyRequest),
+    /// Pending host keys.
+    HostKeys(ReidentifyRequest),
 }
 
 impl Cli {
@@ -49,6 +53,11 @@ impl Cli {
                 hooks: TestHooks::default(),
             }),
             Some(Command::Reidentify) => Request::Reidentify(ReidentifyRequest {
+                root: self.root.clone(),
+                boot: self.boot.clone(),
+                hooks: TestHooks::default(),
+            }),
+            Some(Command::Hostkeys) => Request::HostKeys(ReidentifyRequest {
                 root: self.root.clone(),
                 boot: self.boot.clone(),
                 hooks: TestHooks::default(),

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey};
+use ssh_key::{HashAlg, PrivateKey};
 
 use crate::facts::Facts;
 
@@ -266,68 +266,41 @@ pub fn hosts_with(text: &str, hostname: &str) -> String {
     out
 }
 
-/// One SSH host key pair in OpenSSH format.
-#[derive(Clone)]
-pub struct HostKey {
-    /// `ed25519`, `ecdsa` or `rsa` (as in `/etc/ssh/ssh_host_<kind>_key`).
-    pub kind: &'static str,
-    /// The private key file (mode 0600).
-    pub private: String,
-    /// The `.pub` line (mode 0644).
-    pub public: String,
-    /// SHA256 fingerprint.
-    pub fingerprint: String,
+pub use piforge_config::host_keys::{HostKey, RSA_BITS};
+
+/// The host key of `kind` for `seed`, commented `root@<hostname>` like `ssh-keygen -A`.
+/// Deterministic: the same seed gives the same key (a run resumed after a power cut writes
+/// what the interrupted one would have).
+pub fn host_key(
+    seed: &[u8; 32],
+    hostname: &str,
+    kind: &str,
+    rsa_bits: usize,
+) -> Result<HostKey, IdentityError> {
+    let mut rng = ChaCha20Rng::from_seed(derive(seed, &format!("ssh-host-key-{kind}")));
+    piforge_config::host_keys::generate(kind, &mut rng, &format!("root@{hostname}"), rsa_bits)
+        .map_err(|e| IdentityError::KeyGen {
+            kind: match kind {
+                "ed25519" => "ed25519",
+                "ecdsa" => "ecdsa",
+                _ => "rsa",
+            },
+            reason: e.to_string(),
+        })
 }
 
-/// Bits of the RSA host key (what `ssh-keygen -A` makes).
-pub const RSA_BITS: usize = 3072;
-
-/// The three host keys for `seed`, commented `root@<hostname>` like `ssh-keygen -A`.
-/// Deterministic: the same seed gives the same keys. `rsa_bits == 0` leaves out the RSA key
-/// (a test hook: RSA generation dominates the power-cut test's run time).
+/// The three host keys for `seed` (see [`host_key`]). `rsa_bits == 0` leaves out the RSA key
+/// (a test hook: RSA generation dominates some tests' run time).
 pub fn host_keys(
     seed: &[u8; 32],
     hostname: &str,
     rsa_bits: usize,
 ) -> Result<Vec<HostKey>, IdentityError> {
-    let mut out = vec![];
-    let algs = [
-        ("ed25519", Algorithm::Ed25519),
-        (
-            "ecdsa",
-            Algorithm::Ecdsa {
-                curve: EcdsaCurve::NistP256,
-            },
-        ),
-        ("rsa", Algorithm::Rsa { hash: None }),
-    ];
-    for (kind, alg) in algs {
-        if kind == "rsa" && rsa_bits == 0 {
-            continue;
-        }
-        let mut rng = ChaCha20Rng::from_seed(derive(seed, &format!("ssh-host-key-{kind}")));
-        let err = |e: ssh_key::Error| IdentityError::KeyGen {
-            kind,
-            reason: e.to_string(),
-        };
-        let mut key = if kind == "rsa" {
-            let kp = ssh_key::private::RsaKeypair::random(&mut rng, rsa_bits).map_err(err)?;
-            PrivateKey::new(kp.into(), "").map_err(err)?
-        } else {
-            PrivateKey::random(&mut rng, alg).map_err(err)?
-        };
-        key.set_comment(format!("root@{hostname}"));
-        let private = key.to_openssh(LineEnding::LF).map_err(err)?.to_string();
-        let public = key.public_key().to_openssh().map_err(err)? + "\n";
-        let fingerprint = key.public_key().fingerprint(HashAlg::Sha256).to_string();
-        out.push(HostKey {
-            kind,
-            private,
-            public,
-            fingerprint,
-        });
-    }
-    Ok(out)
+    piforge_config::host_keys::KINDS
+        .iter()
+        .filter(|k| !(**k == "rsa" && rsa_bits == 0))
+        .map(|k| host_key(seed, hostname, k, rsa_bits))
+        .collect()
 }
 
 /// The fingerprint of a `.pub` line, if it parses.
@@ -440,16 +413,20 @@ mod tests {
         let c = host_keys(&[8; 32], "pi-1", 2048).unwrap();
         assert_eq!(a.len(), 3);
         for ((x, y), z) in a.iter().zip(&b).zip(&c) {
-            assert_eq!(x.private, y.private);
+            assert_eq!(x.private.expose(), y.private.expose());
             assert_ne!(x.fingerprint, z.fingerprint);
-            assert!(x.private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+            assert!(
+                x.private
+                    .expose()
+                    .starts_with("-----BEGIN OPENSSH PRIVATE KEY-----")
+            );
             assert!(x.public.ends_with(" root@pi-1\n"), "{}", x.public);
             assert_eq!(
                 public_fingerprint(&x.public).as_deref(),
                 Some(x.fingerprint.as_str())
             );
-            assert!(private_matches(&x.private, &x.fingerprint));
-            assert!(!private_matches(&x.private, &z.fingerprint));
+            assert!(private_matches(x.private.expose(), &x.fingerprint));
+            assert!(!private_matches(x.private.expose(), &z.fingerprint));
         }
         assert!(a[0].public.starts_with("ssh-ed25519 "));
         assert!(a[1].public.starts_with("ecdsa-sha2-nistp256 "));

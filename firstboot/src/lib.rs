@@ -22,6 +22,7 @@ pub mod locale;
 pub mod network;
 pub mod overlay;
 pub mod plan;
+pub mod report;
 pub mod units;
 
 use std::fs;
@@ -86,6 +87,11 @@ pub enum Outcome {
         /// Why (never a secret).
         reason: String,
         /// What changed (our `cmdline.txt` arguments removed, clean-up finished).
+        changed: Vec<String>,
+    },
+    /// The background host key step ran.
+    HostKeys {
+        /// What changed.
         changed: Vec<String>,
     },
     /// The clone check ran.
@@ -207,10 +213,12 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         boot,
     };
     info!(root = %dirs.root.display(), boot = %dirs.boot.display(), "first boot");
+    let mut timer = report::Timer::start(&dirs.root);
     // Without a serial number the wired MAC names the board (and a cloneable card's hostname).
     let facts = facts_with_hardware(&dirs.root, sys, |f| {
         f.serial.is_none() && f.wired_mac.is_none()
     })?;
+    timer.phase("facts");
     info!(serial = ?facts.serial, release = ?facts.release, net = ?facts.net,
           cloud_init = facts.cloud_init, "facts");
     let card = match read_card(&dirs) {
@@ -246,6 +254,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         append_log(&dirs, sys, "failed", &[format!("{e:#}")]);
         return Err(e);
     }
+    timer.phase("card");
     let mut state = facts::gather_state(&dirs, &plan::wanted(&card.overlays))?;
     // Second pass: the static templates the manifests name.
     let extra = facts::Wanted {
@@ -265,10 +274,11 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
             anyhow::bail!(msg);
         }
     };
+    timer.phase("plan");
     for n in &p.notes {
         info!("{n}");
     }
-    let applied = match apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit) {
+    let applied = match apply_phases(&p, &dirs, sys, req.hooks.step_limit, &mut timer) {
         Ok(a) => a,
         Err(e) => {
             // Log first, so a failing log write cannot hide the real error.
@@ -291,11 +301,87 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         "node configured"
     };
     append_log(&dirs, sys, headline, &lines);
+    // Only a configured node has an agent to serve the report; a failed or refused run
+    // changes nothing on the root and says why in firstboot.log on the boot partition.
+    if !applied.stopped_early {
+        let pending = pending_host_keys(&dirs.root);
+        timer.save(
+            &dirs,
+            sys,
+            "configured",
+            None,
+            p.hostname.as_deref(),
+            pending,
+        );
+    }
     sys.sync().context("syncing file systems")?;
     Ok(Outcome::Configured {
         hostname: p.hostname.unwrap_or_default(),
         changed: applied.changed,
         stopped_early: applied.stopped_early,
+    })
+}
+
+/// Applies a plan phase by phase, timing each (one [`apply::apply`] per phase; the step limit
+/// counts across phases as for one call).
+fn apply_phases(
+    p: &Plan,
+    dirs: &Dirs,
+    sys: &mut dyn System,
+    step_limit: Option<usize>,
+    timer: &mut report::Timer,
+) -> Result<apply::Applied> {
+    let mut bounds: Vec<(&str, usize, usize)> = vec![];
+    for (i, (name, start)) in p.phases.iter().enumerate() {
+        let end = p.phases.get(i + 1).map_or(p.actions.len(), |n| n.1);
+        bounds.push((name, *start, end));
+    }
+    if bounds.is_empty() {
+        bounds.push(("apply", 0, p.actions.len()));
+    }
+    let mut total = apply::Applied::default();
+    for (name, start, end) in bounds {
+        let limit = step_limit.map(|n| n.saturating_sub(start));
+        let a = apply::apply(&p.actions[start..end], dirs, sys, limit)?;
+        total.changed.extend(a.changed);
+        total.unchanged += a.unchanged;
+        timer.phase(name);
+        if a.stopped_early {
+            total.stopped_early = true;
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Host key kinds still pending (the marker's lines).
+fn pending_host_keys(root: &Path) -> Vec<String> {
+    fs::read_to_string(root.join(plan::HOST_KEYS_PENDING))
+        .map(|t| t.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// The background host key step (`piforge-hostkeys.service`): makes the kinds first boot or
+/// the clone check left pending. A no-op without the marker.
+pub fn run_host_keys(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<Outcome> {
+    let dirs = Dirs {
+        root: req.root.clone(),
+        boot: req.root.join("boot/firmware"),
+    };
+    let state = facts::gather_state(&dirs, &plan::wanted(&[]))?;
+    let k = knobs(&req.hooks)?;
+    let p = plan::plan_host_keys(&state, &k).context("planning the host keys")?;
+    for n in &p.notes {
+        info!("{n}");
+    }
+    if p.actions.is_empty() {
+        return Ok(Outcome::HostKeys { changed: vec![] });
+    }
+    check_writable(&dirs.root, &["etc", "var"])?;
+    let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
+    sys.sync().context("syncing file systems")?;
+    Ok(Outcome::HostKeys {
+        changed: applied.changed,
     })
 }
 
@@ -352,6 +438,7 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
         root: req.root.clone(),
         boot,
     };
+    let mut timer = report::Timer::start(&dirs.root);
     // A record made from the MAC of a board without a serial can only be checked once that
     // NIC is there; the check runs early in boot, often before udev has loaded its driver.
     let record = fs::read_to_string(dirs.root.join(identity::IDENTITY_PATH))
@@ -378,7 +465,21 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
         });
     }
     check_writable(&dirs.root, &WRITTEN_TOP_DIRS)?;
+    timer.phase("plan");
     let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
+    timer.phase("apply");
+    if !applied.stopped_early {
+        let pending = pending_host_keys(&dirs.root);
+        timer.save_as(
+            &dirs,
+            sys,
+            piforge_config::status::REIDENTIFY_REPORT_PATH,
+            "re-identified",
+            None,
+            p.hostname.as_deref(),
+            pending,
+        );
+    }
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
     if dirs.boot.join("piforge").is_dir() {

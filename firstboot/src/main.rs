@@ -6,7 +6,7 @@ mod cli;
 
 use clap::Parser;
 use piforge_firstboot::apply::RealSystem;
-use piforge_firstboot::{Outcome, run_firstboot, run_reidentify};
+use piforge_firstboot::{Outcome, run_firstboot, run_host_keys, run_reidentify};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -29,6 +29,7 @@ fn main() {
     let result = match args.request() {
         cli::Request::Firstboot(r) => run_firstboot(&r, &mut sys),
         cli::Request::Reidentify(r) => run_reidentify(&r, &mut sys),
+        cli::Request::HostKeys(r) => run_host_keys(&r, &mut sys),
     };
     match result {
         Ok(Outcome::Configured {
@@ -37,6 +38,7 @@ fn main() {
             println!("configured {hostname}: {} changes", changed.len());
         }
         Ok(Outcome::NoCard { reason, .. }) => println!("card not applied: {reason}"),
+        Ok(Outcome::HostKeys { changed }) => println!("host keys: {} changes", changed.len()),
         Ok(Outcome::Reidentify { hostname, changed }) => println!(
             "{}: {} changes",
             hostname.as_deref().unwrap_or("(no identity)"),

@@ -9,6 +9,7 @@
 //! job and a completed one changes nothing.
 
 use piforge_config::card::Card;
+use piforge_config::host_keys::HostKeys;
 use piforge_config::{NodeConfig, cmdline};
 
 use crate::access::{self, Accounts};
@@ -39,6 +40,9 @@ pub enum PlanError {
     /// Identity derivation failed.
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    /// The card's SSH host keys are unusable.
+    #[error(transparent)]
+    HostKeys(#[from] piforge_config::host_keys::HostKeyError),
 }
 
 /// A plan and what it decided, for the log.
@@ -50,6 +54,9 @@ pub struct Plan {
     pub hostname: Option<String>,
     /// Human-readable notes for the log (never secrets).
     pub notes: Vec<String>,
+    /// Named phases: `(name, index of its first action)`, in order (first boot's report
+    /// times each); empty when the plan is not split.
+    pub phases: Vec<(&'static str, usize)>,
 }
 
 /// Inputs of a plan besides card, facts and state.
@@ -76,6 +83,8 @@ impl std::fmt::Debug for Knobs {
             .finish_non_exhaustive()
     }
 }
+
+pub use crate::units::HOST_KEYS_PENDING;
 
 /// Marker written once every root change is done.
 pub const DONE_MARKER: &str = "var/lib/piforge/firstboot.done";
@@ -132,6 +141,7 @@ pub fn wanted(overlays: &[String]) -> Wanted {
         "etc/machine-id",
         IDENTITY_PATH,
         DONE_MARKER,
+        HOST_KEYS_PENDING,
         "etc/dhcpcd.conf",
         "etc/piforge/node.toml",
         "etc/default/keyboard",
@@ -173,6 +183,8 @@ struct Current {
     cloned: bool,
     /// Keep this hostname (resuming an interrupted re-identification).
     hostname: Option<String>,
+    /// SSH host keys the card brought (made on the host), used unless this is a clone.
+    card_keys: Option<HostKeys>,
 }
 
 fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>) -> Current {
@@ -191,6 +203,7 @@ fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>)
             generation: rec.generation,
             cloned: false,
             hostname: None,
+            card_keys: None,
             record,
         },
         Some(rec) => Current {
@@ -198,6 +211,7 @@ fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>)
             generation: rec.generation + 1,
             cloned: true,
             hostname: None,
+            card_keys: None,
             record,
         },
         None => Current {
@@ -205,6 +219,7 @@ fn current(facts: &Facts, state: &State, knobs: &Knobs, notes: &mut Vec<String>)
             generation: 1,
             cloned: false,
             hostname: None,
+            card_keys: None,
             record: None,
         },
     }
@@ -226,40 +241,66 @@ fn identity_actions(
     if let Some(h) = &cur.hostname {
         id.hostname = h.clone();
     }
-    // Keep the keys on disk when they are the ones this seed made (a re-run); else derive.
+    // Keep the keys on disk when they are the ones this identity wrote (a re-run); else take
+    // the card's (made on the host); else make ed25519 now and leave ECDSA and RSA to
+    // piforge-hostkeys.service after boot: neither first boot nor the clone check (which runs
+    // before the network) waits for RSA primes, and SSH works at once with ed25519.
     let same_seed = cur.record.as_ref().and_then(|r| r.seed_bytes()) == Some(cur.seed);
-    let kinds: &[&str] = if knobs.rsa_bits == 0 {
-        &HOST_KEY_KINDS[..2]
-    } else {
-        &HOST_KEY_KINDS
-    };
-    let existing: Option<Vec<(String, String, String)>> = kinds
+    let existing: Vec<identity::HostKey> = HOST_KEY_KINDS
         .iter()
-        .map(|k| {
+        .filter_map(|k| {
             let private = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key")))?;
             let public = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key.pub")))?;
-            let fp = identity::public_fingerprint(&public)?;
-            Some((private, public, fp))
+            let fingerprint = identity::public_fingerprint(&public)?;
+            identity::private_matches(&private, &fingerprint).then(|| identity::HostKey {
+                kind: k,
+                private: piforge_config::Secret::new(private),
+                public,
+                fingerprint,
+            })
         })
         .collect();
-    let keys: Vec<identity::HostKey> = match (same_seed, existing) {
-        (true, Some(ex))
-            if cur.record.as_ref().is_some_and(|rec| {
-                rec.ssh_host_keys == ex.iter().map(|e| e.2.clone()).collect::<Vec<_>>()
-                    && rec.hostname == id.hostname
-            }) && ex.iter().all(|(p, _, fp)| identity::private_matches(p, fp)) =>
-        {
-            ex.into_iter()
-                .zip(kinds.iter().copied())
-                .map(|((private, public, fingerprint), kind)| identity::HostKey {
-                    kind,
-                    private,
-                    public,
-                    fingerprint,
-                })
-                .collect()
+    let keep = same_seed
+        && !existing.is_empty()
+        && cur.record.as_ref().is_some_and(|rec| {
+            rec.ssh_host_keys
+                == existing
+                    .iter()
+                    .map(|k| k.fingerprint.clone())
+                    .collect::<Vec<_>>()
+                && rec.hostname == id.hostname
+        });
+    // The kinds made later (empty: none; the marker goes).
+    let deferred: Vec<&str>;
+    let keys: Vec<identity::HostKey> = match &cur.card_keys {
+        _ if keep => {
+            // A resumed run: what is still missing stays (or becomes) pending.
+            deferred = HOST_KEY_KINDS
+                .iter()
+                .copied()
+                .filter(|k| !existing.iter().any(|e| e.kind == *k))
+                .filter(|k| !(*k == "rsa" && knobs.rsa_bits == 0))
+                .collect();
+            existing
         }
-        _ => identity::host_keys(&cur.seed, &id.hostname, knobs.rsa_bits)?,
+        Some(ck) if !cur.cloned => {
+            deferred = vec![];
+            ck.parse()?
+        }
+        _ => {
+            let later = HOST_KEY_KINDS[1..]
+                .iter()
+                .copied()
+                .filter(|k| !(*k == "rsa" && knobs.rsa_bits == 0))
+                .collect();
+            deferred = later;
+            vec![identity::host_key(
+                &cur.seed,
+                &id.hostname,
+                "ed25519",
+                knobs.rsa_bits,
+            )?]
+        }
     };
     let record = IdentityRecord {
         schema_version: 1,
@@ -301,8 +342,25 @@ fn identity_actions(
     out.push(mkdir("etc/ssh", 0o755));
     for k in &keys {
         let p = format!("etc/ssh/ssh_host_{}_key", k.kind);
-        out.push(write(r(&p), k.private.clone(), 0o600));
+        out.push(write(r(&p), k.private.expose(), 0o600));
         out.push(write(r(&format!("{p}.pub")), k.public.clone(), 0o644));
+    }
+    match deferred {
+        later if later.is_empty() => out.push(Action::Remove {
+            loc: r(HOST_KEYS_PENDING),
+        }),
+        later => {
+            // Keys of another identity (the Pi this card was copied from) must not stay.
+            for k in &later {
+                let p = format!("etc/ssh/ssh_host_{k}_key");
+                out.push(Action::Remove { loc: r(&p) });
+                out.push(Action::Remove {
+                    loc: r(&format!("{p}.pub")),
+                });
+            }
+            let list: String = later.iter().map(|k| format!("{k}\n")).collect();
+            out.push(write(r(HOST_KEYS_PENDING), list, 0o644));
+        }
     }
     // Raspberry Pi OS's own one-shot would delete these keys on the next multi-user boot and
     // make others (the record would then lie); the keys are fresh, so it is not needed.
@@ -626,6 +684,7 @@ fn install_actions(
         out,
     );
     unit("piforge-node.service", units::node_service(), out);
+    unit("piforge-hostkeys.service", units::hostkeys_service(), out);
     if !ov.packages.is_empty() {
         let list: String = ov.packages.iter().map(|p| format!("{p}\n")).collect();
         out.push(write(r(units::PACKAGES_LIST), list, 0o644));
@@ -688,10 +747,11 @@ pub fn plan_firstboot(
 ) -> Result<Plan, PlanError> {
     let mut notes = vec![];
     let mut out = vec![];
-    let cur = current(facts, state, knobs, &mut notes);
+    let mut cur = current(facts, state, knobs, &mut notes);
     if cur.cloned {
         notes.push("identity record belongs to other hardware: new identity".into());
     }
+    cur.card_keys = card.host_keys.clone();
     let policy = NamePolicy {
         fixed: card.identity.hostname.clone(),
         prefix: card.identity.hostname_prefix.clone(),
@@ -699,12 +759,18 @@ pub fn plan_firstboot(
     };
     // A complete record of this very identity stays complete (a re-run changes nothing).
     let already = !cur.cloned && cur.record.as_ref().is_some_and(|r| r.complete);
+    let mut phases = vec![("identity", 0)];
     let (id, record) = identity_actions(&policy, facts, state, &cur, knobs, already, &mut out)?;
     notes.push(format!("hostname {}", id.hostname));
+    phases.push(("access", out.len()));
     access_actions(card, state, knobs, &mut out)?;
+    phases.push(("locale", out.len()));
     crate::locale::locale_actions(card, state, &mut out);
+    phases.push(("network", out.len()));
     network_actions(card, facts, state, &id, &mut out);
+    phases.push(("overlays", out.len()));
     let ov = crate::overlay::overlay_actions(card, state, &id.hostname, &mut out, &mut notes)?;
+    phases.push(("install", out.len()));
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
     out.push(record_complete(record));
@@ -713,11 +779,13 @@ pub fn plan_firstboot(
         "piforge-firstboot completed\n",
         0o644,
     ));
+    phases.push(("clean-up", out.len()));
     out.extend(cleanup_actions(state, true));
     Ok(Plan {
         actions: out,
         hostname: Some(id.hostname),
         notes,
+        phases,
     })
 }
 
@@ -730,6 +798,7 @@ pub fn plan_without_card(state: &State) -> Plan {
         actions: cleanup_actions(state, done),
         hostname: None,
         notes: vec![],
+        phases: vec![],
     }
 }
 
@@ -748,6 +817,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             actions: vec![],
             hostname: None,
             notes,
+            phases: vec![],
         });
     };
     if !cur.cloned && rec.complete {
@@ -755,6 +825,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
             actions: vec![],
             hostname: Some(rec.hostname),
             notes,
+            phases: vec![],
         });
     }
     let mut out = vec![];
@@ -847,7 +918,66 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         actions: out,
         hostname: Some(id.hostname),
         notes,
+        phases: vec![],
     })
+}
+
+/// The host keys left for later (`piforge-firstboot hostkeys`, after boot, niced): each kind
+/// in [`HOST_KEYS_PENDING`], derived from the identity seed (so a run cut short makes the same
+/// keys again), then the record lists every key in place, then the marker goes. Nothing to do
+/// without the marker, or before the identity is complete (the clone check finishes it).
+pub fn plan_host_keys(state: &State, knobs: &Knobs) -> Result<Plan, PlanError> {
+    let mut plan = Plan {
+        actions: vec![],
+        hostname: None,
+        notes: vec![],
+        phases: vec![],
+    };
+    let Some(marker) = state.text(&r(HOST_KEYS_PENDING)) else {
+        return Ok(plan);
+    };
+    let rec = state
+        .text(&r(IDENTITY_PATH))
+        .and_then(|t| IdentityRecord::parse(&t).ok());
+    let Some(rec) = rec.filter(|r| r.complete) else {
+        plan.notes
+            .push("no complete identity record yet: host keys are made after it".into());
+        return Ok(plan);
+    };
+    let seed = rec.seed_bytes().expect("parse checked the seed");
+    let wanted: Vec<&str> = HOST_KEY_KINDS
+        .iter()
+        .copied()
+        .filter(|k| marker.split_whitespace().any(|m| m == *k))
+        .filter(|k| !(*k == "rsa" && knobs.rsa_bits == 0))
+        .collect();
+    let mut fingerprints = vec![];
+    for k in HOST_KEY_KINDS {
+        if wanted.contains(&k) {
+            let key = identity::host_key(&seed, &rec.hostname, k, knobs.rsa_bits)?;
+            let p = format!("etc/ssh/ssh_host_{k}_key");
+            plan.actions.push(write(r(&p), key.private.expose(), 0o600));
+            plan.actions
+                .push(write(r(&format!("{p}.pub")), key.public.clone(), 0o644));
+            plan.notes.push(format!("made the {k} host key"));
+            fingerprints.push(key.fingerprint);
+        } else if let Some(fp) = state
+            .text(&r(&format!("etc/ssh/ssh_host_{k}_key.pub")))
+            .and_then(|t| identity::public_fingerprint(&t))
+            .filter(|fp| rec.ssh_host_keys.contains(fp))
+        {
+            fingerprints.push(fp);
+        }
+    }
+    let mut rec = rec;
+    rec.ssh_host_keys = fingerprints;
+    plan.actions
+        .push(write(r(IDENTITY_PATH), rec.render(), 0o600));
+    plan.actions.push(Action::Remove {
+        loc: r(HOST_KEYS_PENDING),
+    });
+    plan.hostname = Some(rec.hostname.clone());
+    Ok(plan)
 }
 
 #[cfg(test)]

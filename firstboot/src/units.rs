@@ -5,6 +5,8 @@
 //! - `piforge-node.service`: the cluster agent; restarts forever, SIGTERM = graceful leave,
 //!   hardened (it needs no write access outside its state directory).
 //! - `piforge-reidentify.service`: every boot, before the network, the clone check.
+//! - `piforge-hostkeys.service`: the SSH host keys left for later (ECDSA, RSA), at idle
+//!   priority after boot, only while some are pending.
 //! - `piforge-packages.service`: overlay apt packages once the network is online, retrying
 //!   with a growing delay until it succeeds once. A config file an overlay already put in
 //!   place is kept (`--force-confold`), never a prompt that would hang the unit.
@@ -20,6 +22,8 @@ pub const FIRSTBOOT_BIN: &str = "/usr/local/sbin/piforge-firstboot";
 pub const PACKAGES_LIST: &str = "/etc/piforge/packages.list";
 /// Marker written once the packages are in.
 pub const PACKAGES_DONE: &str = "/var/lib/piforge/packages.done";
+/// SSH host key kinds left for `piforge-hostkeys.service` (relative to the root), one a line.
+pub const HOST_KEYS_PENDING: &str = "var/lib/piforge/host-keys.pending";
 
 /// The node agent.
 pub fn node_service() -> String {
@@ -78,6 +82,32 @@ RemainAfterExit=yes\n\
 \n\
 [Install]\n\
 WantedBy=sysinit.target\n"
+    )
+}
+
+/// The SSH host keys first boot or the clone check left for later (ECDSA, RSA: seconds to
+/// minutes of prime search on a small Pi), made after boot at idle priority so neither SSH
+/// (ed25519 is there already) nor the node agent waits; sshd is reloaded to offer them.
+/// Runs only while the marker of pending kinds exists.
+pub fn hostkeys_service() -> String {
+    format!(
+        "# Written by piforge-firstboot.\n\
+[Unit]\n\
+Description=piforge: make the remaining SSH host keys in the background\n\
+After=piforge-reidentify.service\n\
+ConditionPathExists=/{pending}\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+ExecStart={FIRSTBOOT_BIN} hostkeys\n\
+ExecStartPost=-/bin/systemctl try-reload-or-restart ssh.service\n\
+Nice=19\n\
+CPUSchedulingPolicy=idle\n\
+IOSchedulingClass=idle\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        pending = HOST_KEYS_PENDING
     )
 }
 

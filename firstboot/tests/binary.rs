@@ -77,6 +77,12 @@ fn first_boot_second_boot_and_clone_check() {
     assert!(!f.boot.join("piforge/card.toml").exists());
     assert_eq!(files_with_secrets(&f.boot), Vec::<String>::new());
     assert_eq!(f.read("etc/hostname"), "pi-3f9a2c\n");
+    // First boot did not wait for RSA: the background step (next boot) makes it.
+    assert!(!f.root.join("etc/ssh/ssh_host_rsa_key.pub").exists());
+    let started = std::time::Instant::now();
+    let o = run(&["hostkeys".as_ref(), "--root".as_ref(), root]);
+    eprintln!("timing: background host keys {:?}", started.elapsed());
+    assert!(o.status.success(), "{}", text(&o));
     let rsa =
         ssh_key::PublicKey::from_openssh(f.read("etc/ssh/ssh_host_rsa_key.pub").trim()).unwrap();
     let n = &rsa.key_data().rsa().unwrap().n;
@@ -116,6 +122,9 @@ fn first_boot_second_boot_and_clone_check() {
     assert_no_secret(&t);
     assert_eq!(b.read("etc/hostname"), "pi-bbbb02\n");
     assert_ne!(b.read("etc/machine-id"), f.read("etc/machine-id"));
+    assert!(!b.root.join("etc/ssh/ssh_host_rsa_key").exists());
+    let o = run(&["hostkeys".as_ref(), "--root".as_ref(), b.root.as_os_str()]);
+    assert!(o.status.success(), "{}", text(&o));
     assert_ne!(
         b.read("etc/ssh/ssh_host_rsa_key"),
         f.read("etc/ssh/ssh_host_rsa_key")

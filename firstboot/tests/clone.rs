@@ -10,7 +10,7 @@ use common::*;
 use piforge_config::NodeConfig;
 use piforge_firstboot::apply::RecordingSystem;
 use piforge_firstboot::identity::{IdentityRecord, dhcp_client_id};
-use piforge_firstboot::{Outcome, run_firstboot, run_reidentify};
+use piforge_firstboot::{Outcome, run_firstboot, run_host_keys, run_reidentify};
 
 fn configured(rel: Rel, card: Option<piforge_config::Card>) -> (Fake, RecordingSystem) {
     let f = Fake::new(rel, true, "10000000aaaaaa01");
@@ -19,6 +19,8 @@ fn configured(rel: Rel, card: Option<piforge_config::Card>) -> (Fake, RecordingS
     }
     let mut sys = RecordingSystem::default();
     run_firstboot(&f.request(hooks(1)), &mut sys).unwrap();
+    // And the next boot's background step: every host key in place.
+    run_host_keys(&f.reidentify_request(hooks(1)), &mut sys).unwrap();
     (f, sys)
 }
 
@@ -61,14 +63,27 @@ fn copied_card_re_identifies_before_the_network() {
         assert_eq!(sys.running_hostname.as_deref(), Some("pi-bbbb02"));
         assert_eq!(b.read("etc/hostname"), "pi-bbbb02\n");
         assert!(b.read("etc/hosts").contains("127.0.1.1\tpi-bbbb02\n"));
+        // ed25519 at once (SSH works); the original's ECDSA and RSA keys are gone at once,
+        // and their successors come from the background step, not before the network.
+        for p in ["etc/machine-id", "etc/ssh/ssh_host_ed25519_key"] {
+            assert_ne!(a.read(p), b.read(p), "{rel:?} {p} not renewed");
+        }
+        for p in ["etc/ssh/ssh_host_ecdsa_key.pub", "etc/ssh/ssh_host_rsa_key"] {
+            assert!(
+                !b.root.join(p).exists(),
+                "{rel:?}: {p} of the original kept"
+            );
+        }
+        assert_eq!(b.read("var/lib/piforge/host-keys.pending"), "ecdsa\nrsa\n");
+        run_host_keys(&b.reidentify_request(hooks(3)), &mut sys).unwrap();
         for p in [
-            "etc/machine-id",
-            "etc/ssh/ssh_host_ed25519_key",
             "etc/ssh/ssh_host_ecdsa_key.pub",
             "etc/ssh/ssh_host_rsa_key",
+            "etc/ssh/ssh_host_rsa_key.pub",
         ] {
             assert_ne!(a.read(p), b.read(p), "{rel:?} {p} not renewed");
         }
+        assert_eq!(b.mode("etc/ssh/ssh_host_rsa_key"), 0o600);
         assert_eq!(b.mode("etc/ssh/ssh_host_ed25519_key"), 0o600);
         let ra = IdentityRecord::parse(&a.read("var/lib/piforge/identity")).unwrap();
         let rb = IdentityRecord::parse(&b.read("var/lib/piforge/identity")).unwrap();

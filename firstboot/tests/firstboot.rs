@@ -9,7 +9,7 @@ use common::*;
 use piforge_config::{NodeConfig, cmdline};
 use piforge_firstboot::apply::{Owner, RecordingSystem};
 use piforge_firstboot::identity::{IdentityRecord, valid_machine_id};
-use piforge_firstboot::{Outcome, run_firstboot};
+use piforge_firstboot::{Outcome, TestHooks, run_firstboot, run_host_keys, run_reidentify};
 
 const ALICE: Option<Owner> = Some(Owner {
     uid: 1000,
@@ -37,6 +37,21 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     assert!(valid_machine_id(&mid) && mid.ends_with('\n'), "{mid:?}");
     assert_eq!(f.mode("etc/machine-id"), 0o444);
     assert_eq!(f.link("var/lib/dbus/machine-id"), "/etc/machine-id");
+    // A cloneable card carries no host keys: ed25519 now, the others after boot.
+    assert!(!f.root.join("etc/ssh/ssh_host_ecdsa_key").exists());
+    assert!(!f.root.join("etc/ssh/ssh_host_rsa_key.pub").exists());
+    assert_eq!(f.read("var/lib/piforge/host-keys.pending"), "ecdsa\nrsa\n");
+    assert!(
+        f.read("etc/systemd/system/piforge-hostkeys.service")
+            .contains("ConditionPathExists=/var/lib/piforge/host-keys.pending")
+    );
+    let rec = IdentityRecord::parse(&f.read("var/lib/piforge/identity")).unwrap();
+    assert_eq!(rec.ssh_host_keys.len(), 1);
+    let out = run_host_keys(&f.reidentify_request(hooks(1)), &mut sys).unwrap();
+    assert!(
+        matches!(&out, Outcome::HostKeys { changed } if changed.len() == 6),
+        "{out:?}"
+    );
     for k in ["ed25519", "ecdsa", "rsa"] {
         let p = format!("etc/ssh/ssh_host_{k}_key");
         assert_eq!(f.mode(&p), 0o600, "{p}");
@@ -48,12 +63,30 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
         assert!(f.read(&format!("{p}.pub")).ends_with(" root@pi-3f9a2c\n"));
         assert_eq!(owner(&sys, &f, &p), Some(Owner::ROOT));
     }
+    assert!(!f.root.join("var/lib/piforge/host-keys.pending").exists());
+    let again = run_host_keys(&f.reidentify_request(hooks(7)), &mut sys).unwrap();
+    assert_eq!(again, Outcome::HostKeys { changed: vec![] });
     let rec = IdentityRecord::parse(&f.read("var/lib/piforge/identity")).unwrap();
     assert_eq!(f.mode("var/lib/piforge/identity"), 0o600);
     assert_eq!(rec.serial.as_deref(), Some("100000002a3f9a2c"));
     assert_eq!(rec.hostname, "pi-3f9a2c");
     assert_eq!(rec.generation, 1);
     assert_eq!(rec.ssh_host_keys.len(), 3);
+    // The report piforge status reads through the node agent.
+    let report: piforge_config::status::RunReport =
+        serde_json::from_str(&f.read("var/lib/piforge/firstboot-report.json")).unwrap();
+    assert_eq!(report.outcome, "configured");
+    assert_eq!(report.hostname.as_deref(), Some("pi-3f9a2c"));
+    assert_eq!(report.host_keys_pending, ["ecdsa", "rsa"]);
+    let phases: Vec<&str> = report.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        phases,
+        [
+            "facts", "card", "plan", "identity", "access", "locale", "network", "overlays",
+            "install", "clean-up"
+        ]
+    );
+    assert_eq!(f.mode("var/lib/piforge/firstboot-report.json"), 0o644);
     // Access: pi renamed to alice, as userconf does.
     let passwd = f.read("etc/passwd");
     assert!(
@@ -344,7 +377,7 @@ fn same_card_on_two_boards_gives_two_identities() {
     for p in [
         "etc/machine-id",
         "etc/ssh/ssh_host_ed25519_key",
-        "etc/ssh/ssh_host_rsa_key.pub",
+        "etc/ssh/ssh_host_ed25519_key.pub",
     ] {
         assert_ne!(a.read(p), b.read(p), "{p}");
     }
@@ -409,4 +442,68 @@ fn coexists_with_bookworm_stock_firstboot_that_edited_cmdline_txt() {
     let line = fs::read_to_string(t.boot.join("cmdline.txt")).unwrap();
     assert!(line.ends_with(" rootwait resize\n"), "{line}");
     assert_eq!(line, t.stock_cmdline);
+}
+
+/// Issue #20: a card built with `--cards` brings its SSH host keys (made on the host), so
+/// first boot generates none; a copy of it in another Pi makes only ed25519 before the
+/// network, and RSA only in the background step.
+#[test]
+fn a_named_card_brings_its_host_keys_and_first_boot_makes_none() {
+    let f = Fake::new(Rel::Trixie, true, "10000000aaaaaa01");
+    let card = named_card();
+    f.put_payload(&card);
+    // An RSA key of 1 bit cannot be made: any RSA generation in a run makes it fail.
+    let no_rsa = TestHooks {
+        entropy: Some([3; 32]),
+        step_limit: None,
+        rsa_bits: Some(1),
+    };
+    let mut sys = RecordingSystem::default();
+    let out = run_firstboot(&f.request(no_rsa.clone()), &mut sys).unwrap();
+    assert!(
+        matches!(&out, Outcome::Configured { hostname, .. } if hostname == "lab-01"),
+        "{out:?}"
+    );
+    let keys = card.host_keys.as_ref().unwrap().parse().unwrap();
+    for k in &keys {
+        let p = format!("etc/ssh/ssh_host_{}_key", k.kind);
+        assert_eq!(f.read(&p), k.private.expose(), "{p} is the card's");
+        assert_eq!(f.read(&format!("{p}.pub")), k.public);
+        assert_eq!(f.mode(&p), 0o600);
+        assert_eq!(owner(&sys, &f, &p), Some(Owner::ROOT));
+    }
+    let rec = IdentityRecord::parse(&f.read("var/lib/piforge/identity")).unwrap();
+    let fps: Vec<String> = keys.iter().map(|k| k.fingerprint.clone()).collect();
+    assert_eq!(rec.ssh_host_keys, fps);
+    assert!(!f.root.join("var/lib/piforge/host-keys.pending").exists());
+    assert!(
+        !f.boot.join("piforge/card.toml").exists(),
+        "secrets off the FAT"
+    );
+    assert_eq!(
+        run_host_keys(&f.reidentify_request(no_rsa.clone()), &mut sys).unwrap(),
+        Outcome::HostKeys { changed: vec![] },
+        "nothing left for later"
+    );
+    let again = run_firstboot(&f.request(no_rsa.clone()), &mut sys).unwrap();
+    assert!(matches!(
+        again,
+        Outcome::NoCard { .. } | Outcome::Configured { .. }
+    ));
+    assert_eq!(f.read("etc/ssh/ssh_host_rsa_key"), keys[2].private.expose());
+
+    // The card copied to another Pi: a new ed25519 key before the network, the card's other
+    // keys gone, RSA left to the background step (which is where it fails with 1 bit).
+    let b = f.clone_to_new_dir();
+    b.set_serial("10000000bbbbbb02");
+    run_reidentify(&b.reidentify_request(no_rsa.clone()), &mut sys).unwrap();
+    assert_ne!(b.read("etc/ssh/ssh_host_ed25519_key.pub"), keys[0].public);
+    assert!(!b.root.join("etc/ssh/ssh_host_rsa_key").exists());
+    assert!(!b.root.join("etc/ssh/ssh_host_ecdsa_key.pub").exists());
+    let report: piforge_config::status::RunReport =
+        serde_json::from_str(&b.read("var/lib/piforge/reidentify-report.json")).unwrap();
+    assert_eq!(report.outcome, "re-identified");
+    assert_eq!(report.host_keys_pending, ["ecdsa", "rsa"]);
+    let e = run_host_keys(&b.reidentify_request(no_rsa), &mut sys).unwrap_err();
+    assert!(format!("{e:#}").contains("rsa"), "{e:#}");
 }

@@ -28,7 +28,8 @@ fn reference(rel: Rel, entropy: u8) -> (Snapshot, usize) {
 }
 
 fn without_log(mut s: Snapshot) -> Snapshot {
-    s.retain(|k, _| !k.ends_with("firstboot.log"));
+    // Logs and run reports hold timings.
+    s.retain(|k, _| !k.ends_with("firstboot.log") && !k.ends_with("-report.json"));
     s
 }
 
@@ -105,6 +106,40 @@ fn interrupted_re_identification_resumes_on_the_next_boot() {
             diff(want, &end),
             Vec::<String>::new(),
             "cut after {k} ({out:?})"
+        );
+    }
+}
+
+/// The background host key step (issue #20) cut after every action converges on what an
+/// uninterrupted one leaves: the keys derive from the identity seed, the marker goes last.
+#[test]
+fn interrupted_background_host_keys_converge() {
+    use piforge_firstboot::run_host_keys;
+    let keys = |entropy: u8, limit: Option<usize>| TestHooks {
+        entropy: Some([entropy; 32]),
+        step_limit: limit,
+        rsa_bits: Some(2048),
+    };
+    let base = Fake::new(Rel::Bookworm, true, "10000000aaaaaa01");
+    let mut sys = RecordingSystem::default();
+    run_firstboot(&base.request(quick(1, None)), &mut sys).unwrap();
+    let reference = {
+        let c = base.clone_to_new_dir();
+        let mut sys = RecordingSystem::default();
+        run_host_keys(&c.reidentify_request(keys(5, None)), &mut sys).unwrap();
+        without_log(snapshot(&c.root, None))
+    };
+    assert!(!reference.contains_key("var/lib/piforge/host-keys.pending"));
+    for k in 0..6 {
+        let c = base.clone_to_new_dir();
+        let mut sys = RecordingSystem::default();
+        run_host_keys(&c.reidentify_request(keys(6, Some(k))), &mut sys).unwrap();
+        run_host_keys(&c.reidentify_request(keys(7, None)), &mut sys).unwrap();
+        let end = without_log(snapshot(&c.root, None));
+        assert_eq!(
+            diff(&reference, &end),
+            Vec::<String>::new(),
+            "cut after {k}"
         );
     }
 }

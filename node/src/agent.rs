@@ -52,6 +52,9 @@ pub struct AgentRequest {
     pub mqtt: Option<MqttSettings>,
     /// Where the generation counter lives.
     pub state_dir: PathBuf,
+    /// Root under which the files `GET /api/node` reports are read (SSH host public keys,
+    /// firstboot's reports): `/` on a Pi, a temp dir in tests.
+    pub root: PathBuf,
 }
 
 /// How many past events `GET /api/events` can replay.
@@ -73,6 +76,10 @@ pub struct Shared {
     pub leaving: tokio::sync::watch::Sender<bool>,
     /// Drops updates that only changed the once-per-cluster bookkeeping tags.
     filter: Mutex<crate::alerts::UpdateFilter>,
+    /// Proves API answers come from a cluster member (derived from the cluster key).
+    pub api_key: piforge_config::api_auth::ApiKey,
+    /// Root of the files `GET /api/node` reports.
+    pub root: PathBuf,
 }
 
 impl Shared {
@@ -247,6 +254,8 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         cluster: req.cluster.clone(),
         leaving: tokio::sync::watch::channel(false).0,
         filter: Mutex::default(),
+        api_key: piforge_config::api_auth::ApiKey::derive(&req.key),
+        root: req.root.clone(),
     });
 
     let listener = tokio::net::TcpListener::bind(req.http)

@@ -174,6 +174,9 @@ pub struct AgentArgs {
     /// Directory for the generation counter.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Read the SSH host keys and firstboot reports that /api/node serves under this root.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
 }
 
 /// A commented example node.toml (a test keeps it parseable).
@@ -294,6 +297,7 @@ pub fn agent_request(args: &AgentArgs) -> Result<AgentRequest> {
             .state_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(cfg.state_dir)),
+        root: args.root.clone(),
     })
 }
 

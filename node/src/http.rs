@@ -1,6 +1,7 @@
 //! The agent's HTTP server: dashboard page, JSON API, Prometheus metrics.
 //!
-//! Reads go to anyone who can reach the port; mutating calls (`POST /api/join`, `/api/leave`,
+//! Reads go to anyone who can reach the port (`/api/members` and `/api/node` prove they come
+//! from a cluster member when asked with a challenge, see [`crate::nodeinfo`]); mutating calls (`POST /api/join`, `/api/leave`,
 //! `/api/tags`) are refused with 403 unless the peer address is loopback, the request is not one
 //! a plain HTML form can send (its `Content-Type` must be `application/json`, so a cross-site
 //! page needs a CORS preflight, which this server never grants) and its `Host` names this node
@@ -24,12 +25,15 @@ use axum::routing::{get, post};
 use crate::agent::{Shared, start_leave};
 use crate::api::{ApiMember, EventsPage, EventsQuery, JoinRequest, TagsRequest};
 use crate::membership::MemberState;
+use crate::nodeinfo::{AuthQuery, answer};
+use piforge_config::status::{NODE_STATUS_PATH, NodeStatus};
 
 /// Serves until the process exits.
 pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route("/", get(dashboard))
         .route("/api/members", get(members))
+        .route(NODE_STATUS_PATH, get(node))
         .route("/api/events", get(events))
         .route("/api/join", post(join))
         .route("/api/leave", post(leave))
@@ -56,8 +60,14 @@ fn members_now(shared: &Shared) -> Vec<ApiMember> {
         .collect()
 }
 
-async fn members(State(shared): State<Arc<Shared>>) -> Json<Vec<ApiMember>> {
-    Json(members_now(&shared))
+/// The member list; signed when the client sends a challenge (`crate::nodeinfo`).
+async fn members(State(shared): State<Arc<Shared>>, Query(q): Query<AuthQuery>) -> Response {
+    answer(&shared.api_key, "/api/members", &q, &members_now(&shared))
+}
+
+/// This node about itself, for `piforge status`; signed like the member list.
+async fn node(State(shared): State<Arc<Shared>>, Query(q): Query<AuthQuery>) -> Response {
+    answer(&shared.api_key, NODE_STATUS_PATH, &q, &node_status(&shared))
 }
 
 async fn dashboard() -> Html<&'static str> {
@@ -311,6 +321,24 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// This node's [`NodeStatus`].
+/// This node's [`NodeStatus`] for `GET /api/node`.
+fn node_status(shared: &Shared) -> NodeStatus {
+    use piforge_config::status::{FIRSTBOOT_REPORT_PATH, REIDENTIFY_REPORT_PATH};
+    let now = shared.now();
+    let me = shared.core().members(now).into_iter().next();
+    NodeStatus {
+        name: me.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        cluster: shared.cluster.clone(),
+        addr: me.as_ref().map(|m| m.addr.to_string()).unwrap_or_default(),
+        generation: me.as_ref().map_or(0, |m| m.generation),
+        agent_uptime: now.as_secs(),
+        host_keys: crate::nodeinfo::host_public_keys(&shared.root),
+        firstboot: crate::nodeinfo::report(&shared.root, FIRSTBOOT_REPORT_PATH),
+        reidentify: crate::nodeinfo::report(&shared.root, REIDENTIFY_REPORT_PATH),
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod http;
 pub mod mdns;
 pub mod membership;
 pub mod mqtt;
+pub mod nodeinfo;
 pub mod render;
 pub mod report;
 pub mod seal;

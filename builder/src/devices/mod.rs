@@ -1012,25 +1012,7 @@ pub fn table(reports: &[DeviceReport<'_>]) -> String {
             },
         ]);
     }
-    let mut width = [0usize; 7];
-    for row in &rows {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut s = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, (c, w)) in row.iter().zip(width).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        s.push_str(line.trim_end());
-        s.push('\n');
-    }
+    let mut s = crate::table::aligned(&rows);
     if reports.is_empty() {
         s.push_str("(no candidate disks found)\n");
     }

@@ -92,6 +92,26 @@ fn put(p: &Path, text: &str) {
     fs::write(p, text).unwrap();
 }
 
+/// SSH host keys as `piforge build` puts them on a card (made once per test process: RSA
+/// prime search takes a second or more).
+pub fn card_host_keys() -> piforge_config::host_keys::HostKeys {
+    static KEYS: std::sync::OnceLock<piforge_config::host_keys::HostKeys> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        piforge_config::host_keys::generate_card_keys_from_os("root@lab-01").unwrap()
+    })
+    .clone()
+}
+
+/// A card as `piforge build --cards N` makes it: a fixed hostname and its SSH host keys.
+pub fn named_card() -> Card {
+    let mut c = full_card();
+    c.identity.hostname = Some("lab-01".into());
+    c.host_keys = Some(card_host_keys());
+    c
+}
+
+/// The card of a cloneable image: no fixed hostname, no host keys (the Pi makes them).
 pub fn full_card() -> Card {
     let mut c = Card::new("lab", ClusterKey::from_bytes(KEY));
     c.cluster.seeds = vec!["10.0.0.2:7946".into()];
