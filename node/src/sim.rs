@@ -890,6 +890,35 @@ mod tests {
         }
     }
 
+    /// Heavy loss (19 % per datagram: what the bench's 10 % filter on both ports gives) for
+    /// five minutes: no live member is ever declared failed. With foca's LAN defaults (3
+    /// indirect probes, 4 transmissions at 10 nodes) this run gave over 100.
+    #[test]
+    fn heavy_loss_for_five_minutes_gives_no_false_failure() {
+        let mut sim = Sim::new(31);
+        let mut s = vec![add("n0", &[])];
+        for i in 1..10 {
+            s.push(add(&format!("n{i}"), &["n0"]));
+        }
+        for i in 0..10 {
+            s.push(await_state(&format!("n{i}"), Alive, 30));
+        }
+        s.push(Step::SetLoss(0.19));
+        sim.run(&s).unwrap();
+        let t0 = sim.now();
+        sim.run(&[secs(300)]).unwrap();
+        let failed: Vec<_> = sim
+            .log
+            .iter()
+            .filter(|(t, _, e)| *t >= t0 && e.kind == EventKind::MemberFailed)
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} false failures: {failed:?}",
+            failed.len()
+        );
+    }
+
     #[test]
     fn lossy_network_converges_and_detects() {
         let mut sim = Sim::new(8);
