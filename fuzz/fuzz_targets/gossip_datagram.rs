@@ -17,13 +17,14 @@ const CLUSTER: &str = "fuzz";
 fuzz_target!(|data: &[u8]| {
     let key = ClusterKey::from_bytes([7; 32]);
     // Random bytes almost never authenticate; when they fail, nothing else may look at them.
-    if let Ok(plain) = seal::open(&key, CLUSTER, data) {
-        let _ = wire::decode(&plain);
+    if let Ok(opened) = seal::open(&key, CLUSTER, data) {
+        let _ = wire::decode(&opened.plaintext);
     }
     let _ = wire::decode(data);
 
     // An authenticated datagram with arbitrary contents, through the real core.
-    let sealed = seal::seal(&key, CLUSTER, [1; 24], data);
+    // Twice with the same counter: the second is a replay and must be dropped unparsed.
+    let sealed = seal::seal(&key, CLUSTER, 1, 1, data);
     let me: SocketAddr = "127.0.0.1:7946".parse().expect("a literal address");
     let from: SocketAddr = "127.0.0.2:7946".parse().expect("a literal address");
     let id = NodeId { name: "pi-01".into(), generation: 1, addr: me };
@@ -31,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     m.handle_datagram(from, &sealed, Duration::from_millis(10));
+    let before = m.counters();
+    m.handle_datagram(from, &sealed, Duration::from_millis(20));
+    assert_eq!(m.counters().replayed, before.replayed + u64::from(data.len() <= seal::MAX_PLAINTEXT));
     m.tick(Duration::from_secs(2));
     let _ = m.drain_outgoing();
     let _ = m.drain_events();

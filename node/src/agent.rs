@@ -293,7 +293,10 @@ pub async fn run(req: AgentRequest) -> Result<()> {
 }
 
 async fn gossip_loop(sock: &UdpSocket, shared: &Arc<Shared>) -> Result<()> {
-    let mut buf = vec![0u8; 65536];
+    // One byte more than the protocol's largest datagram: a longer one shows up as such and is
+    // refused unopened. Opening happens outside the core's lock.
+    let mut buf = vec![0u8; crate::seal::MAX_DATAGRAM + 1];
+    let opener = shared.core().opener();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
@@ -302,8 +305,9 @@ async fn gossip_loop(sock: &UdpSocket, shared: &Arc<Shared>) -> Result<()> {
         tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => {
+                    let opened = opener.open(&buf[..n]);
                     let now = shared.now();
-                    shared.core().handle_datagram(from, &buf[..n], now);
+                    shared.core().handle_opened(from, n, opened, now);
                 }
                 Err(e) => tracing::debug!(error = %e, "receive failed"),
             },

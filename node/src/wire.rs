@@ -28,7 +28,8 @@ pub const MAX_MEMBERS_PER_DATAGRAM: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Control {
     /// "This is me and my tags": sent to a member when it comes up, to every member when the
-    /// tags change, and to one random member every sync interval (repairs lost updates).
+    /// tags change, and in answer to `want`. Lost updates are found through the tag versions
+    /// of the `Members` table and asked for again.
     State {
         /// The sender's identity.
         id: NodeId,
@@ -36,6 +37,8 @@ pub enum Control {
         version: u64,
         /// The sender's tags.
         tags: BTreeMap<String, String>,
+        /// "Send me yours": the sender does not have the receiver's current tags.
+        want: bool,
     },
     /// "I am leaving on purpose": sent before foca's leave so receivers record `left`, not
     /// `failed`; receivers relay it once.
@@ -50,9 +53,20 @@ pub enum Control {
     Members {
         /// Whether the receiver should answer with its own table.
         reply: bool,
-        /// Members with foca's state and incarnation.
-        members: Vec<foca::Member<NodeId>>,
+        /// Members with foca's state and incarnation, tag version and `left`.
+        members: Vec<MemberEntry>,
     },
+}
+
+/// One row of a `Members` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEntry {
+    /// foca's view: identity, incarnation, state.
+    pub member: foca::Member<NodeId>,
+    /// Version of the member's tags the sender holds (0: none).
+    pub tags_version: u64,
+    /// The member is down because it left on purpose.
+    pub left: bool,
 }
 
 /// An opened datagram, decoded.
@@ -126,7 +140,7 @@ fn check_limits(msg: &Control) -> Result<(), WireError> {
         Control::Leaving { id } => id,
         Control::Members { members, .. } => {
             if members.len() > MAX_MEMBERS_PER_DATAGRAM
-                || members.iter().any(|m| m.id().name.len() > MAX_STR)
+                || members.iter().any(|m| m.member.id().name.len() > MAX_STR)
             {
                 return Err(WireError::TooLarge);
             }
@@ -152,6 +166,36 @@ mod tests {
         }
     }
 
+    fn entry(member: foca::Member<NodeId>) -> MemberEntry {
+        MemberEntry {
+            member,
+            tags_version: 2,
+            left: false,
+        }
+    }
+
+    /// The largest `State` the limits allow fits [`crate::seal::MAX_PLAINTEXT`], the bound the
+    /// receiver enforces before opening anything (security finding 15).
+    #[test]
+    fn the_largest_state_fits_the_datagram_bound() {
+        let long = "x".repeat(MAX_STR);
+        let tags = (0..MAX_TAGS)
+            .map(|i| (format!("{i:02}{}", &long[2..]), long.clone()))
+            .collect();
+        let msg = encode_control(&Control::State {
+            id: NodeId {
+                name: long.clone(),
+                generation: u64::MAX,
+                addr: "[ffff::1]:65535".parse().unwrap(),
+            },
+            version: u64::MAX,
+            tags,
+            want: true,
+        });
+        assert!(decode(&msg).is_ok());
+        assert!(msg.len() <= crate::seal::MAX_PLAINTEXT, "{}", msg.len());
+    }
+
     #[test]
     fn control_round_trips() {
         let mut tags = BTreeMap::new();
@@ -161,11 +205,12 @@ mod tests {
                 id: id(),
                 version: 3,
                 tags,
+                want: true,
             },
             Control::Leaving { id: id() },
             Control::Members {
                 reply: true,
-                members: vec![foca::Member::new(id(), 3, foca::State::Suspect)],
+                members: vec![entry(foca::Member::new(id(), 3, foca::State::Suspect))],
             },
         ] {
             assert_eq!(decode(&encode_control(&msg)).unwrap(), Frame::Control(msg));
@@ -189,11 +234,12 @@ mod tests {
             id: id(),
             version: 1,
             tags,
+            want: false,
         });
         assert_eq!(decode(&big), Err(WireError::TooLarge));
         let many = encode_control(&Control::Members {
             reply: false,
-            members: vec![foca::Member::alive(id()); MAX_MEMBERS_PER_DATAGRAM + 1],
+            members: vec![entry(foca::Member::alive(id())); MAX_MEMBERS_PER_DATAGRAM + 1],
         });
         assert_eq!(decode(&many), Err(WireError::TooLarge));
     }

@@ -54,7 +54,7 @@ fn bench(n: usize, loss: f64, quiet_minutes: u64) -> (Duration, Duration, usize,
 }
 
 #[test]
-#[ignore = "slow: 100 simulated nodes for minutes of simulated time; run by hand or by the bench script"]
+#[ignore = "slow: 100 simulated nodes for minutes of simulated time; run by hand"]
 fn sim_benchmark_table() {
     println!(
         "| nodes | loss | join converged | kill detected everywhere | false failed (quiet period) | bytes/s/node | wall |"
