@@ -10,7 +10,9 @@
 //! - [`apply`]: converging execution through the small [`apply::System`] trait.
 //!
 //! It deliberately does not reboot (systemd does, via `systemd.run_success_action=reboot`),
-//! does not run `systemctl`, `useradd` or `ssh-keygen`, and never logs a secret.
+//! but before it exits it waits for the OS's own first boot ([`settle`]: machine-id committed,
+//! first-boot units done). It only asks `systemctl list-jobs`, never changes units through
+//! `systemctl`; it does not run `useradd` or `ssh-keygen`, and never logs a secret.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -22,6 +24,7 @@ pub mod locale;
 pub mod network;
 pub mod overlay;
 pub mod plan;
+pub mod settle;
 pub mod units;
 
 use std::fs;
@@ -268,7 +271,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     for n in &p.notes {
         info!("{n}");
     }
-    let applied = match apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit) {
+    let (applied, settled) = match apply_settled(&p, &dirs, sys, req.hooks.step_limit) {
         Ok(a) => a,
         Err(e) => {
             // Log first, so a failing log write cannot hide the real error.
@@ -284,6 +287,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     };
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
+    lines.extend(settled);
     lines.push(format!("{} steps already done", applied.unchanged));
     let headline = if applied.stopped_early {
         "stopped early (test hook)"
@@ -297,6 +301,75 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
         changed: applied.changed,
         stopped_early: applied.stopped_early,
     })
+}
+
+/// Applies a first-boot plan: the actions before `settle_at`, then the wait for the OS's own
+/// first boot ([`settle`]) and the machine-id put on disk, then the rest (completion marker,
+/// boot partition clean-up). Returns what was applied and the wait's lines for `firstboot.log`.
+fn apply_settled(
+    p: &Plan,
+    dirs: &Dirs,
+    sys: &mut dyn System,
+    step_limit: Option<usize>,
+) -> Result<(apply::Applied, Vec<String>)> {
+    let at = p.settle_at.unwrap_or(p.actions.len()).min(p.actions.len());
+    let (first, rest) = p.actions.split_at(at);
+    let mut applied = apply::apply(first, dirs, sys, step_limit)?;
+    if applied.stopped_early || p.settle_at.is_none() {
+        return Ok((applied, vec![]));
+    }
+    let (settled, rewritten) = settle_machine_id(p, dirs, sys)?;
+    applied.changed.extend(rewritten);
+    let more = apply::apply(rest, dirs, sys, step_limit.map(|n| n.saturating_sub(at)))?;
+    applied.changed.extend(more.changed);
+    applied.unchanged += more.unchanged;
+    applied.stopped_early = more.stopped_early;
+    Ok((applied, settled))
+}
+
+/// Waits for the OS's first boot, then writes the plan's machine-id again so it lands on disk:
+/// after systemd committed its transient copy (which may hold its own id, not ours), or, when
+/// the wait ran out, beneath the transient copy we unmount ourselves. A build with the
+/// `skip-os-wait` feature (the system test's proof that the race is real) does neither.
+/// Returns the log lines and the changes (the machine-id written again).
+fn settle_machine_id(
+    p: &Plan,
+    dirs: &Dirs,
+    sys: &mut dyn System,
+) -> Result<(Vec<String>, Vec<String>)> {
+    if cfg!(feature = "skip-os-wait") {
+        warn!("built with skip-os-wait: not waiting for the OS's first boot");
+        return Ok((
+            vec![
+                "NOT waiting for the OS's first boot (built with the skip-os-wait feature)".into(),
+            ],
+            vec![],
+        ));
+    }
+    let settled = settle::wait_for_os_first_boot(&dirs.root, sys, settle::SETTLE_LIMIT);
+    for l in &settled.lines {
+        info!("{l}");
+    }
+    let mut lines = settled.lines;
+    let mid = dirs.root.join(settle::MACHINE_ID.trim_start_matches('/'));
+    if settled.machine_id_still_mounted {
+        warn!("the transient /etc/machine-id was not committed in time: unmounting it");
+        sys.unmount(&mid)
+            .with_context(|| format!("unmounting the transient {}", mid.display()))?;
+    }
+    let write_mid: Vec<apply::Action> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id")))
+        .cloned()
+        .collect();
+    let again = apply::apply(&write_mid, dirs, sys, None)?;
+    if again.changed.is_empty() {
+        lines.push("machine-id on disk is ours".into());
+    } else {
+        lines.push("machine-id written again, now on disk (the commit had put another one)".into());
+    }
+    Ok((lines, again.changed))
 }
 
 /// Longest first boot and the clone check wait for a wired network interface when its MAC is
@@ -368,26 +441,50 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     let k = knobs(&req.hooks)?;
     let p = plan::plan_reidentify(&facts, &state, &k).context("planning re-identification")?;
     for n in &p.notes {
-        info!("{n}");
+        if p.headline
+            .as_deref()
+            .is_some_and(|h| h.contains("CHANGED") || h.contains("REPAIRED"))
+        {
+            error!("{n}");
+        } else {
+            info!("{n}");
+        }
     }
     if p.actions.is_empty() {
-        info!(hostname = ?p.hostname, "same hardware as recorded; nothing to do");
+        if let Some(h) = &p.headline {
+            append_log(&dirs, sys, h, &p.notes);
+        } else {
+            info!(hostname = ?p.hostname, "same hardware as recorded; nothing to do");
+        }
         return Ok(Outcome::Reidentify {
             hostname: p.hostname,
             changed: vec![],
         });
     }
     check_writable(&dirs.root, &WRITTEN_TOP_DIRS)?;
+    // A machine-id written into systemd's transient copy would be lost again: write it on disk.
+    let writes_mid = p.actions.iter().any(
+        |a| matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id")),
+    );
+    if writes_mid
+        && state
+            .text(&Loc::root(settle::MOUNTINFO))
+            .is_some_and(|t| settle::machine_id_mounted(&t))
+    {
+        let mid = dirs.root.join(settle::MACHINE_ID.trim_start_matches('/'));
+        warn!("/etc/machine-id is a transient mount: unmounting it to write ours on disk");
+        sys.unmount(&mid)
+            .with_context(|| format!("unmounting the transient {}", mid.display()))?;
+    }
     let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
     if dirs.boot.join("piforge").is_dir() {
-        append_log(
-            &dirs,
-            sys,
-            "re-identified (card copied to another Pi)",
-            &lines,
-        );
+        let headline = p
+            .headline
+            .as_deref()
+            .unwrap_or("re-identified (card copied to another Pi)");
+        append_log(&dirs, sys, headline, &lines);
     }
     sys.sync().context("syncing file systems")?;
     Ok(Outcome::Reidentify {
