@@ -314,7 +314,19 @@ fn apply_settled(
 ) -> Result<(apply::Applied, Vec<String>)> {
     let at = p.settle_at.unwrap_or(p.actions.len()).min(p.actions.len());
     let (first, rest) = p.actions.split_at(at);
-    let mut applied = apply::apply(first, dirs, sys, step_limit)?;
+    // systemd's transient /etc/machine-id is a read-only bind mount: ours is written once it
+    // is committed (or unmounted), after the wait.
+    let first: Vec<apply::Action> = if p.settle_at.is_some() && settle::is_mounted(&dirs.root) {
+        info!("/etc/machine-id is systemd's transient mount: ours is written after the wait");
+        first
+            .iter()
+            .filter(|a| !writes_machine_id(a))
+            .cloned()
+            .collect()
+    } else {
+        first.to_vec()
+    };
+    let mut applied = apply::apply(&first, dirs, sys, step_limit)?;
     if applied.stopped_early || p.settle_at.is_none() {
         return Ok((applied, vec![]));
     }
@@ -360,7 +372,7 @@ fn settle_machine_id(
     let write_mid: Vec<apply::Action> = p
         .actions
         .iter()
-        .filter(|a| matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id")))
+        .filter(|a| writes_machine_id(a))
         .cloned()
         .collect();
     let again = apply::apply(&write_mid, dirs, sys, None)?;
@@ -370,6 +382,10 @@ fn settle_machine_id(
         lines.push("machine-id written again, now on disk (the commit had put another one)".into());
     }
     Ok((lines, again.changed))
+}
+
+fn writes_machine_id(a: &apply::Action) -> bool {
+    matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id"))
 }
 
 /// Longest first boot and the clone check wait for a wired network interface when its MAC is
@@ -463,9 +479,7 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     }
     check_writable(&dirs.root, &WRITTEN_TOP_DIRS)?;
     // A machine-id written into systemd's transient copy would be lost again: write it on disk.
-    let writes_mid = p.actions.iter().any(
-        |a| matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id")),
-    );
+    let writes_mid = p.actions.iter().any(writes_machine_id);
     if writes_mid
         && state
             .text(&Loc::root(settle::MOUNTINFO))

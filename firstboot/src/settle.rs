@@ -106,7 +106,8 @@ pub struct Settled {
     pub waited: Duration,
 }
 
-fn is_mounted(root: &Path) -> bool {
+/// Whether `<root>/etc/machine-id` is a mount point now (per `<root>/proc/self/mountinfo`).
+pub fn is_mounted(root: &Path) -> bool {
     std::fs::read_to_string(root.join(MOUNTINFO)).is_ok_and(|t| machine_id_mounted(&t))
 }
 

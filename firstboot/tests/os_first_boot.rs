@@ -37,8 +37,9 @@ struct Systemd {
     now: Duration,
     jobs_until: Duration,
     commit_at: Option<Duration>,
-    /// (time, done marker exists, cmdline.txt still has our arguments) at each sleep.
-    seen: Vec<(Duration, bool, bool)>,
+    /// (time, done marker exists, cmdline.txt still has our arguments, /etc/machine-id) at
+    /// each sleep.
+    seen: Vec<(Duration, bool, bool, String)>,
     boot: PathBuf,
 }
 
@@ -78,7 +79,8 @@ impl System for Systemd {
         let ours = fs::read_to_string(self.boot.join("cmdline.txt"))
             .unwrap()
             .contains("systemd.run=");
-        self.seen.push((self.now, done, ours));
+        let mid = fs::read_to_string(self.root.join("etc/machine-id")).unwrap();
+        self.seen.push((self.now, done, ours, mid));
         self.now += d;
         if self.commit_at.is_some_and(|t| self.now >= t) {
             self.commit_at = None;
@@ -149,7 +151,15 @@ fn trixie_waits_for_the_machine_id_commit_before_the_reboot() {
     // cut during it runs first boot again.
     assert!(!sys.seen.is_empty());
     assert!(
-        sys.seen.iter().all(|(_, done, ours)| !done && *ours),
+        sys.seen.iter().all(|(_, done, ours, _)| !done && *ours),
+        "{:?}",
+        sys.seen
+    );
+    // systemd's transient copy is a read-only mount: never written into, ours comes after.
+    assert!(
+        sys.seen
+            .iter()
+            .all(|(_, _, _, mid)| mid == "uninitialized\n"),
         "{:?}",
         sys.seen
     );
