@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 pub enum Arch {
     /// 64-bit: Pi 3, 4, 5, Zero 2 W. Debian `arm64`.
     Arm64,
-    /// 32-bit hard-float ARMv7: Pi 2, 3, 4 on a 32-bit OS. Debian `armhf` (Raspberry Pi OS armhf
-    /// is built for ARMv6 so that it also runs on Pi 1 / Zero; see [`Arch::payload_triple`]).
+    /// 32-bit hard-float: every Pi on a 32-bit OS, Pi 1 and Zero (W) included. Debian `armhf`,
+    /// which Raspberry Pi OS builds for ARMv6 with VFP; so is our payload
+    /// ([`Arch::payload_triple`]).
     Armhf,
 }
 
@@ -33,7 +34,9 @@ impl Arch {
     pub fn payload_triple(self) -> &'static str {
         match self {
             Arch::Arm64 => "aarch64-unknown-linux-musl",
-            Arch::Armhf => "armv7-unknown-linux-musleabihf",
+            // ARMv6 + VFPv2, hard float: runs on the ARM1176 of a Pi 1 / Zero and every later
+            // core; an ARMv7 build dies with SIGILL on a Zero.
+            Arch::Armhf => "arm-unknown-linux-musleabihf",
         }
     }
 

@@ -214,6 +214,19 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             )
         })?;
     let cmdline = String::from_utf8(cmdline).context("cmdline.txt is not UTF-8")?;
+    let mechanisms = crate::inspect::first_boot_mechanisms(&cmdline, facts.cloud_init);
+    if mechanisms.is_empty() {
+        tracing::warn!(
+            "the base image's own first boot is unknown (no init=…/raspberrypi-sys-mods/firstboot \
+             or resize on cmdline.txt, no cloud-init): not a Raspberry Pi OS image piforge knows; \
+             its first boot may fight ours"
+        );
+    } else {
+        tracing::info!(
+            first_boot = %crate::inspect::mechanisms_text(&mechanisms),
+            "the base image's own first boot"
+        );
+    }
     let mut plan = customize::plan_image(
         &template,
         &image_facts,

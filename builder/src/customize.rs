@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use piforge_config::{CARD_DIR, CARD_PATH, Card, cmdline};
+use piforge_config::{CARD_DIR, CARD_PATH, Card, FIRSTBOOT_BIN_PATH, cloudinit, cmdline};
 
 use crate::overlay::LoadedOverlay;
 
@@ -46,7 +46,7 @@ pub fn plan_image(
     instance_id: &str,
 ) -> FatFiles {
     let mut files = plan_card(card, facts, instance_id);
-    files.insert(format!("{CARD_DIR}/firstboot"), bins.firstboot.to_vec());
+    files.insert(FIRSTBOOT_BIN_PATH.into(), bins.firstboot.to_vec());
     files.insert(format!("{CARD_DIR}/node"), bins.node.to_vec());
     for o in overlays {
         for (rel, bytes) in &o.files {
@@ -63,7 +63,9 @@ pub fn plan_image(
     files
 }
 
-/// The per-card files: `piforge/card.toml` and, on cloud-init images, `meta-data`.
+/// The per-card files: `piforge/card.toml` and, on cloud-init images, the NoCloud seed (ours
+/// replaces the image's own, if it shipped one): `meta-data` with the card's instance-id,
+/// `user-data` and `network-config` that leave the node to piforge.
 pub fn plan_card(card: &Card, facts: &ImageFacts, instance_id: &str) -> FatFiles {
     let mut files = FatFiles::new();
     files.insert(CARD_PATH.into(), card.render().into_bytes());
@@ -72,6 +74,9 @@ pub fn plan_card(card: &Card, facts: &ImageFacts, instance_id: &str) -> FatFiles
             META_DATA_PATH.into(),
             meta_data(instance_id, card.identity.hostname.as_deref()).into_bytes(),
         );
+        for (path, text) in cloudinit::SEED_FILES {
+            files.insert(path.into(), text.as_bytes().to_vec());
+        }
     }
     files
 }
@@ -80,11 +85,7 @@ pub fn plan_card(card: &Card, facts: &ImageFacts, instance_id: &str) -> FatFiles
 /// new instance) and our hostname, so cloud-init agrees with us instead of renaming the node.
 /// Without a fixed hostname (cloneable image) firstboot writes the derived one on the Pi.
 pub fn meta_data(instance_id: &str, hostname: Option<&str>) -> String {
-    let mut s = format!("# written by piforge\ndsmode: local\ninstance-id: {instance_id}\n");
-    if let Some(h) = hostname {
-        s.push_str(&format!("local-hostname: {h}\n"));
-    }
-    s
+    cloudinit::meta_data(instance_id, hostname)
 }
 
 /// Total bytes of a plan (for the free-space check before anything is written).
@@ -130,15 +131,15 @@ mod tests {
             [
                 "cmdline.txt",
                 "piforge/card.toml",
-                "piforge/firstboot",
                 "piforge/node",
-                "piforge/overlays/web/files/etc/x"
+                "piforge/overlays/web/files/etc/x",
+                "piforge/setup"
             ]
         );
         let cmd = String::from_utf8(plan["cmdline.txt"].clone()).unwrap();
         assert_eq!(
             cmd,
-            "a rootwait systemd.run=/boot/firmware/piforge/firstboot \
+            "a rootwait systemd.run=/boot/firmware/piforge/setup \
              systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n"
         );
         assert_eq!(
@@ -155,6 +156,23 @@ mod tests {
         let md = String::from_utf8(plan[META_DATA_PATH].clone()).unwrap();
         assert!(md.contains("instance-id: piforge-abc-pi-02\n"), "{md}");
         assert!(md.contains("local-hostname: pi-02\n"), "{md}");
-        assert!(!plan_card(&card, &facts(false), "x").contains_key(META_DATA_PATH));
+        let ud = String::from_utf8(plan["user-data"].clone()).unwrap();
+        assert!(
+            ud.starts_with("#cloud-config\n") && ud.contains("users: []\n"),
+            "{ud}"
+        );
+        let nc = String::from_utf8(plan["network-config"].clone()).unwrap();
+        assert!(nc.contains("config: disabled"), "{nc}");
+        let other = plan_card(&card, &facts(true), "piforge-abc-pi-03");
+        assert_ne!(
+            other[META_DATA_PATH], plan[META_DATA_PATH],
+            "per-card instance-id"
+        );
+        let plain = plan_card(&card, &facts(false), "x");
+        assert_eq!(
+            plain.keys().collect::<Vec<_>>(),
+            [CARD_PATH],
+            "no seed without cloud-init"
+        );
     }
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use piforge_config::{CARD_DIR, CARD_PATH, Card, OverlayManifest};
 use serde::Serialize;
 
+use crate::catalog::FirstbootGen;
 use crate::image::{self, ext4, fat::BootFs};
 use crate::readonly::ReadOnly;
 
@@ -35,6 +36,9 @@ pub struct Inspection {
     pub arch: Option<String>,
     /// `cmdline.txt`.
     pub cmdline: Option<String>,
+    /// How the stock image does its own first boot (empty: unknown), from `cmdline.txt` and
+    /// cloud-init's presence: what piforge's first boot has to cooperate with.
+    pub first_boot: Vec<FirstbootGen>,
     /// Files under `piforge/` on the FAT.
     pub payload: Vec<String>,
     /// The card, secrets redacted.
@@ -77,6 +81,44 @@ pub struct PartInfo {
     pub partuuid: String,
 }
 
+/// The stock first-boot mechanisms of an image, from its `cmdline.txt` (our own arguments are
+/// ignored) and whether cloud-init is installed: Bookworm's
+/// `init=/usr/lib/raspberrypi-sys-mods/firstboot`, Trixie's ` resize` (initramfs and
+/// `rpi-resize.service`), cloud-init. Empty when none is recognised.
+pub fn first_boot_mechanisms(cmdline: &str, cloud_init: bool) -> Vec<FirstbootGen> {
+    let line = piforge_config::cmdline::remove(cmdline);
+    let mut out = vec![];
+    let args: Vec<&str> = line.split_whitespace().collect();
+    if args
+        .iter()
+        .any(|a| a.starts_with("init=") && a.ends_with("/raspberrypi-sys-mods/firstboot"))
+    {
+        out.push(FirstbootGen::SysMods);
+    }
+    if args.contains(&"resize") {
+        out.push(FirstbootGen::Resize);
+    }
+    if cloud_init {
+        out.push(FirstbootGen::CloudInit);
+    }
+    out
+}
+
+/// `init= sys-mods`, `initramfs resize + cloud-init`, or `unknown`.
+pub fn mechanisms_text(m: &[FirstbootGen]) -> String {
+    if m.is_empty() {
+        return "unknown".into();
+    }
+    m.iter()
+        .map(|g| match g {
+            FirstbootGen::SysMods => "init= sys-mods",
+            FirstbootGen::Resize => "initramfs resize",
+            FirstbootGen::CloudInit => "cloud-init",
+        })
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// Inspects the image at `path`.
 pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -117,6 +159,7 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
         cloud_init: None,
         arch: None,
         cmdline: None,
+        first_boot: vec![],
         payload: vec![],
         card: None,
         card_error: None,
@@ -146,6 +189,9 @@ pub fn inspect(path: &Path) -> anyhow::Result<Inspection> {
     out.cmdline = fs
         .read("cmdline.txt")?
         .map(|b| String::from_utf8_lossy(&b).trim_end().to_string());
+    if let Some(c) = &out.cmdline {
+        out.first_boot = first_boot_mechanisms(c, out.cloud_init.unwrap_or(false));
+    }
     out.payload = list_tree(&fs, CARD_DIR)?;
     let mut applied = vec![];
     if let Some(bytes) = fs.read(CARD_PATH)? {
@@ -227,6 +273,7 @@ pub fn render_text(i: &Inspection) -> String {
                 .to_string())
     ));
     s.push_str(&format!("cmdline     {}\n", opt(&i.cmdline)));
+    s.push_str(&format!("first boot  {}\n", mechanisms_text(&i.first_boot)));
     if i.payload.is_empty() {
         s.push_str("piforge     not customised (no piforge/ on the boot partition)\n");
     } else {
@@ -301,4 +348,51 @@ pub fn render_text(i: &Inspection) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stock_cmdline(release: &str) -> String {
+        let p = format!(
+            "{}/../tests/fixtures/raspios/{release}/bootfs/cmdline.txt",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("DISKID", "0a1b2c3d")
+    }
+
+    fn cloud_init_installed(release: &str) -> bool {
+        let p = format!(
+            "{}/../tests/fixtures/raspios/{release}/rootfs/etc/cloud/cloud.cfg.d",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Path::new(&p).is_dir()
+    }
+
+    #[test]
+    fn mechanisms_of_the_three_releases() {
+        for (rel, want) in [
+            ("bullseye", "init= sys-mods"),
+            ("bookworm", "init= sys-mods"),
+            ("trixie", "initramfs resize + cloud-init"),
+        ] {
+            let c = stock_cmdline(rel);
+            let m = first_boot_mechanisms(&c, cloud_init_installed(rel));
+            assert_eq!(mechanisms_text(&m), want, "{rel}");
+            // Our arguments (added by the builder) change nothing.
+            let ours = piforge_config::cmdline::add(&c, "/boot/firmware");
+            assert_eq!(first_boot_mechanisms(&ours, cloud_init_installed(rel)), m);
+        }
+        // Trixie 2025-10-01 has cloud-init but no seed: still cloud-init (installed is what counts).
+        assert_eq!(
+            first_boot_mechanisms("root=PARTUUID=x-02 rootwait", false),
+            Vec::<FirstbootGen>::new()
+        );
+        assert_eq!(mechanisms_text(&[]), "unknown");
+        // `resize` is the word Raspberry Pi OS writes, not a part of another.
+        assert!(first_boot_mechanisms("a noresize b resize=x", false).is_empty());
+    }
 }

@@ -134,7 +134,7 @@ fn build_all_releases_with_three_cards() {
         };
         let cmdline = fat_file(&img, bs, "cmdline.txt").unwrap();
         assert!(
-            cmdline.contains(&format!("systemd.run={mount}/piforge/firstboot ")),
+            cmdline.contains(&format!("systemd.run={mount}/piforge/setup ")),
             "{release:?}: {cmdline}"
         );
         // The cloneable card: no fixed hostname, the cluster's key from the key store.
@@ -152,8 +152,14 @@ fn build_all_releases_with_three_cards() {
         if release == Release::Trixie {
             let md = md.unwrap();
             assert!(md.contains("instance-id: piforge-"), "{md}");
+            // The seed is ours, not the image's: no user, no network from cloud-init.
+            let ud = fat_file(&img, bs, "user-data").unwrap();
+            assert_eq!(ud, piforge_config::cloudinit::USER_DATA);
+            let nc = fat_file(&img, bs, "network-config").unwrap();
+            assert_eq!(nc, piforge_config::cloudinit::NETWORK_CONFIG);
         } else {
             assert!(md.is_none());
+            assert!(fat_file(&img, bs, "user-data").is_none());
         }
         // Three card identities, 0600, each naming itself.
         for k in 1..=3 {
@@ -463,11 +469,12 @@ fn inspect_shows_the_card_with_secrets_redacted() {
         "release     trixie",
         "boot mount  /boot/firmware",
         "arch        arm64",
+        "first boot  initramfs resize + cloud-init",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
     assert!(
-        text.contains("piforge/firstboot") && text.contains("<redacted>"),
+        text.contains("piforge/setup") && text.contains("<redacted>"),
         "{text}"
     );
     let key = std::fs::read_to_string(env.path("config/clusters/piforge.key")).unwrap();

@@ -5,18 +5,28 @@
 //! first boot removes its own `init=`) may edit the line in between; removal therefore deletes
 //! our arguments wherever they stand rather than cutting a suffix.
 
+use crate::{FIRSTBOOT_BIN_PATH, OLD_FIRSTBOOT_BIN_PATH};
+
+/// Words stock hooks look for on the command line (`grep` of `/proc/cmdline`): Raspberry Pi's
+/// initramfs resizes the root when it finds `firstboot` anywhere (Bookworm's
+/// `init=/usr/lib/raspberrypi-sys-mods/firstboot`), Trixie's when it finds ` resize`. Our
+/// arguments contain none of them.
+pub const STOCK_HOOK_WORDS: [&str; 2] = ["firstboot", " resize"];
+
 /// The arguments that make systemd run firstboot once and reboot, for a boot partition mounted
 /// at `boot_mount` (e.g. `/boot/firmware`).
 pub fn piforge_args(boot_mount: &str) -> String {
     let mount = boot_mount.trim_end_matches('/');
     format!(
-        "systemd.run={mount}/piforge/firstboot systemd.run_success_action=reboot \
+        "systemd.run={mount}/{FIRSTBOOT_BIN_PATH} systemd.run_success_action=reboot \
          systemd.unit=kernel-command-line.target"
     )
 }
 
 fn is_ours(arg: &str) -> bool {
-    (arg.starts_with("systemd.run=") && arg.ends_with("/piforge/firstboot"))
+    (arg.starts_with("systemd.run=")
+        && (arg.ends_with(&format!("/{FIRSTBOOT_BIN_PATH}"))
+            || arg.ends_with(&format!("/{OLD_FIRSTBOOT_BIN_PATH}"))))
         || arg == "systemd.run_success_action=reboot"
         || arg == "systemd.unit=kernel-command-line.target"
 }
@@ -110,7 +120,45 @@ mod tests {
     fn no_trailing_newline_kept() {
         let s = "a b rootwait";
         assert_eq!(remove(&add(s, "/boot")), s);
-        assert!(add(s, "/boot/").contains("systemd.run=/boot/piforge/firstboot "));
+        assert!(add(s, "/boot/").contains("systemd.run=/boot/piforge/setup "));
+    }
+
+    const TRIXIE: &str = "console=serial0,115200 console=tty1 root=PARTUUID=0a1b2c3d-02 \
+        rootfstype=ext4 fsck.repair=yes rootwait resize\n";
+
+    #[test]
+    fn no_word_a_stock_hook_greps_for() {
+        for mount in ["/boot/firmware", "/boot"] {
+            let ours = format!(" {}", piforge_args(mount));
+            for w in STOCK_HOOK_WORDS {
+                assert!(!ours.contains(w), "{w:?} in {ours:?}");
+            }
+        }
+        // What the hooks would see on our line: exactly what they saw on the stock line.
+        for stock in [BOOKWORM, TRIXIE] {
+            let added = add(stock, "/boot/firmware");
+            for w in STOCK_HOOK_WORDS {
+                assert_eq!(added.matches(w).count(), stock.matches(w).count(), "{w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn trixie_resize_stays_the_os_own() {
+        let added = add(TRIXIE, "/boot/firmware");
+        assert!(added.contains("rootwait resize systemd.run="), "{added}");
+        assert_eq!(remove(&added), TRIXIE);
+        // The OS takes its word out while ours are there; ours still come out cleanly.
+        let os_done = added.replace(" resize", "");
+        assert_eq!(remove(&os_done), TRIXIE.replace(" resize", ""));
+    }
+
+    #[test]
+    fn an_older_payload_path_is_still_ours() {
+        let old = "a rootwait systemd.run=/boot/firmware/piforge/firstboot \
+                   systemd.run_success_action=reboot systemd.unit=kernel-command-line.target\n";
+        assert!(has_ours(old));
+        assert_eq!(remove(old), "a rootwait\n");
     }
 
     proptest! {

@@ -6,6 +6,7 @@
 //! - [`node`]: `/etc/piforge/node.toml` (written by firstboot, read by the node agent).
 //! - [`overlay`]: `overlays/<name>/overlay.toml`, the manifest of a role overlay.
 //! - [`cmdline`]: the kernel command line arguments piforge adds and removes.
+//! - [`cloudinit`]: the cloud-init NoCloud seed piforge owns on cloud-init images.
 //! - [`discovery`]: the mDNS service type and TXT keys agents advertise.
 //! - [`members`]: the node API's member list; [`inventory`]: Ansible inventories of it.
 //! - [`secret`]: types for secrets whose `Debug` never prints them.
@@ -24,6 +25,7 @@
 pub mod api_auth;
 pub mod atomic;
 pub mod card;
+pub mod cloudinit;
 pub mod cmdline;
 pub mod discovery;
 pub mod host_keys;
@@ -52,6 +54,16 @@ pub const CARD_DIR: &str = "piforge";
 
 /// Path of the card config, relative to the root of the FAT boot partition.
 pub const CARD_PATH: &str = "piforge/card.toml";
+
+/// Path of the first-boot program on the FAT boot partition, the `systemd.run=` of
+/// `cmdline.txt`. Its name avoids every word a stock hook looks for on the command line:
+/// Raspberry Pi's initramfs resizes the root when the line contains `firstboot` anywhere, and
+/// Trixie's when it contains ` resize`.
+pub const FIRSTBOOT_BIN_PATH: &str = "piforge/setup";
+
+/// Where the first-boot program was before it was renamed (removed by the clean-up, and
+/// recognised on a command line written by an older piforge).
+pub const OLD_FIRSTBOOT_BIN_PATH: &str = "piforge/firstboot";
 
 /// Path of the first-boot log, relative to the root of the FAT boot partition. It stays on the
 /// card after first boot so it can be read from a laptop.

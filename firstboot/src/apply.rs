@@ -194,8 +194,21 @@ pub trait System {
     fn set_hostname(&mut self, name: &str) -> io::Result<()>;
     /// The running system's hostname, if it can be known.
     fn hostname(&self) -> Option<String>;
-    /// Waits `d` (polling for hardware that is still appearing).
+    /// Waits `d` (polling for hardware that is still appearing, or for the OS's first boot).
     fn sleep(&mut self, d: std::time::Duration);
+    /// The units systemd has a queued or running job for; `None` when systemd cannot be asked
+    /// (a root prefix, no `systemctl`).
+    fn systemd_jobs(&self) -> Option<Vec<String>> {
+        None
+    }
+    /// Unmounts `path` (systemd's transient `/etc/machine-id`), so the file beneath it, on
+    /// disk, can be written.
+    fn unmount(&mut self, path: &Path) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("cannot unmount {} here", path.display()),
+        ))
+    }
 }
 
 /// The real machine. Owners are set for real only when running as root; otherwise (a prefix
@@ -273,6 +286,35 @@ impl System for RealSystem {
     fn sleep(&mut self, d: std::time::Duration) {
         std::thread::sleep(d);
     }
+
+    fn systemd_jobs(&self) -> Option<Vec<String>> {
+        if !self.touch_kernel {
+            return None;
+        }
+        let out = std::process::Command::new("systemctl")
+            .args(["list-jobs", "--no-legend", "--no-pager", "--plain"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| parse_jobs(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn unmount(&mut self, path: &Path) -> io::Result<()> {
+        if !self.touch_kernel {
+            return self.recorded.unmount(path);
+        }
+        let st = std::process::Command::new("umount").arg(path).status()?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "umount {} failed: {st}",
+                path.display()
+            )))
+        }
+    }
 }
 
 /// A system that remembers owners, syncs and hostnames instead of asking the kernel: for tests
@@ -287,6 +329,8 @@ pub struct RecordingSystem {
     pub running_hostname: Option<String>,
     /// Time asked to sleep, in total (nothing actually sleeps).
     pub slept: std::time::Duration,
+    /// Paths unmounted, in order (nothing is actually unmounted).
+    pub unmounted: Vec<PathBuf>,
 }
 
 impl System for RecordingSystem {
@@ -320,6 +364,11 @@ impl System for RecordingSystem {
 
     fn sleep(&mut self, d: std::time::Duration) {
         self.slept += d;
+    }
+
+    fn unmount(&mut self, path: &Path) -> io::Result<()> {
+        self.unmounted.push(path.to_path_buf());
+        Ok(())
     }
 }
 
@@ -590,6 +639,20 @@ fn sync_dir(p: &Path) {
     {
         let _ = d.sync_all();
     }
+}
+
+/// The units with a job in `systemctl list-jobs --no-legend` output (`ID UNIT TYPE STATE`).
+pub fn parse_jobs(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let id = f.next()?;
+            let unit = f.next()?;
+            id.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| unit.to_string())
+        })
+        .collect()
 }
 
 #[cfg(test)]

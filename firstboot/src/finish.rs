@@ -8,6 +8,35 @@
 
 use sha2::{Digest, Sha256};
 
+/// The name of our `cloud.cfg.d` drop-in when nothing the image ships sorts after it.
+pub const CLOUD_CFG: &str = "99_zz-piforge.cfg";
+
+/// The name of our drop-in among the `shipped` ones (file names in `cloud.cfg.d`): cloud-init
+/// merges them in name order and the last one wins, so ours must sort after every one the
+/// image ships (Trixie ships `99_raspberry-pi.cfg`, which sorts after `99_piforge.cfg`).
+pub fn cloud_cfg_name(shipped: &[String]) -> String {
+    let last = shipped
+        .iter()
+        .filter(|n| n.ends_with(".cfg") && !n.ends_with("piforge.cfg"))
+        .max();
+    match last {
+        // `_` sorts after `.`, so "<last>_zpiforge.cfg" comes right after "<last>.cfg".
+        Some(l) if l.as_str() >= CLOUD_CFG => {
+            format!("{}_zpiforge.cfg", l.trim_end_matches(".cfg"))
+        }
+        _ => CLOUD_CFG.to_string(),
+    }
+}
+
+/// The seed files on the boot partition that are the same on every card (the builder writes
+/// them; first boot writes them again on an image built before it did).
+pub fn seed_files() -> Vec<(&'static str, String)> {
+    piforge_config::cloudinit::SEED_FILES
+        .iter()
+        .map(|(p, t)| (*p, t.to_string()))
+        .collect()
+}
+
 /// cloud-init drop-in: piforge owns the hostname and the user; cloud-init must not fight it.
 pub fn cloud_init_cfg() -> String {
     "# Written by piforge-firstboot: piforge sets the hostname, the user and the SSH host keys.\n\
@@ -82,6 +111,38 @@ mod tests {
         let a = instance_id("0123456789abcdef0123456789abcdef");
         assert_ne!(a, instance_id("1123456789abcdef0123456789abcdef"));
         assert!(!a.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn drop_in_sorts_after_every_shipped_one() {
+        let fix = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/raspios/trixie/rootfs/etc/cloud/cloud.cfg.d"
+        );
+        let mut shipped: Vec<String> = std::fs::read_dir(fix)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(shipped.contains(&"99_raspberry-pi.cfg".to_string()));
+        assert!(
+            "99_piforge.cfg" < "99_raspberry-pi.cfg",
+            "the old name lost to the image's"
+        );
+        for extra in [
+            vec![],
+            vec!["zzz-local.cfg".to_string()],
+            vec!["~x.cfg".into()],
+        ] {
+            shipped.extend(extra);
+            let ours = cloud_cfg_name(&shipped);
+            assert!(ours.ends_with(".cfg"), "{ours}");
+            for s in &shipped {
+                assert!(ours.as_str() > s.as_str(), "{ours} must sort after {s}");
+            }
+            let mut again = shipped.clone();
+            again.push(ours.clone());
+            assert_eq!(cloud_cfg_name(&again), ours, "a re-run keeps the name");
+        }
     }
 
     #[test]

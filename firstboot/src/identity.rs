@@ -66,6 +66,10 @@ pub struct IdentityRecord {
     pub machine_id_sha256: String,
     /// SHA256 fingerprints of the SSH host public keys.
     pub ssh_host_keys: Vec<String>,
+    /// The `*.wants/` links first boot removed (units it disabled), relative to the root;
+    /// checked again after the reboot (systemd's first-boot preset pass may enable them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled: Vec<String>,
     /// The seed everything above derives from (64 hex digits, secret).
     pub seed: String,
     /// Everything derived from the seed is in place. Written `false` first and `true` last,
@@ -463,6 +467,7 @@ mod tests {
             node_id: "00".repeat(16),
             machine_id_sha256: "11".repeat(32),
             ssh_host_keys: vec!["SHA256:x".into()],
+            disabled: vec!["etc/systemd/system/multi-user.target.wants/x.service".into()],
             seed: "22".repeat(32),
             complete: true,
         };

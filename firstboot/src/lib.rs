@@ -10,7 +10,9 @@
 //! - [`apply`]: converging execution through the small [`apply::System`] trait.
 //!
 //! It deliberately does not reboot (systemd does, via `systemd.run_success_action=reboot`),
-//! does not run `systemctl`, `useradd` or `ssh-keygen`, and never logs a secret.
+//! but before it exits it waits for the OS's own first boot ([`settle`]: machine-id committed,
+//! first-boot units done). It only asks `systemctl list-jobs`, never changes units through
+//! `systemctl`; it does not run `useradd` or `ssh-keygen`, and never logs a secret.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -23,6 +25,7 @@ pub mod network;
 pub mod overlay;
 pub mod plan;
 pub mod report;
+pub mod settle;
 pub mod units;
 
 use std::fs;
@@ -278,7 +281,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     for n in &p.notes {
         info!("{n}");
     }
-    let applied = match apply_phases(&p, &dirs, sys, req.hooks.step_limit, &mut timer) {
+    let (applied, settled) = match apply_settled(&p, &dirs, sys, req.hooks.step_limit, &mut timer) {
         Ok(a) => a,
         Err(e) => {
             // Log first, so a failing log write cannot hide the real error.
@@ -294,6 +297,7 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     };
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
+    lines.extend(settled);
     lines.push(format!("{} steps already done", applied.unchanged));
     let headline = if applied.stopped_early {
         "stopped early (test hook)"
@@ -322,36 +326,79 @@ pub fn run_firstboot(req: &FirstbootRequest, sys: &mut dyn System) -> Result<Out
     })
 }
 
-/// Applies a plan phase by phase, timing each (one [`apply::apply`] per phase; the step limit
-/// counts across phases as for one call).
-fn apply_phases(
+/// Applies a first-boot plan phase by phase, timing each (the step limit counts across phases
+/// as for one call). With a settle point ([`Plan::settle_at`]): the actions before it (without
+/// the machine-id write while /etc/machine-id is systemd's transient mount), then the wait for
+/// the OS's own first boot and the machine-id put on disk (phase `os-first-boot`), then the
+/// rest (completion marker, boot partition clean-up). Returns what was applied and the wait's
+/// lines for `firstboot.log`.
+fn apply_settled(
     p: &Plan,
     dirs: &Dirs,
     sys: &mut dyn System,
     step_limit: Option<usize>,
     timer: &mut report::Timer,
-) -> Result<apply::Applied> {
+) -> Result<(apply::Applied, Vec<String>)> {
+    let n = p.actions.len();
+    let at = p.settle_at.map(|a| a.min(n));
     let mut bounds: Vec<(&str, usize, usize)> = vec![];
     for (i, (name, start)) in p.phases.iter().enumerate() {
-        let end = p.phases.get(i + 1).map_or(p.actions.len(), |n| n.1);
-        bounds.push((name, *start, end));
+        let end = p.phases.get(i + 1).map_or(n, |x| x.1);
+        match at {
+            // A phase the settle point cuts in two: both halves keep its name.
+            Some(at) if *start < at && at < end => {
+                bounds.push((name, *start, at));
+                bounds.push((name, at, end));
+            }
+            _ => bounds.push((name, *start, end)),
+        }
     }
     if bounds.is_empty() {
-        bounds.push(("apply", 0, p.actions.len()));
+        match at {
+            Some(at) => bounds.extend([("apply", 0, at), ("complete", at, n)]),
+            None => bounds.push(("apply", 0, n)),
+        }
+    }
+    // systemd's transient /etc/machine-id is a read-only bind mount: ours is written once it
+    // is committed (or unmounted), after the wait.
+    let mid_mounted = at.is_some() && settle::is_mounted(&dirs.root);
+    if mid_mounted {
+        info!("/etc/machine-id is systemd's transient mount: ours is written after the wait");
     }
     let mut total = apply::Applied::default();
+    let mut settled = vec![];
+    let mut waited = at.is_none();
     for (name, start, end) in bounds {
+        if !waited && at.is_some_and(|at| start >= at) {
+            let (lines, rewritten) = settle_machine_id(p, dirs, sys)?;
+            settled = lines;
+            total.changed.extend(rewritten);
+            timer.phase("os-first-boot");
+            waited = true;
+        }
+        let before_wait = !waited;
+        let actions: Vec<apply::Action> = p.actions[start..end]
+            .iter()
+            .filter(|a| !(before_wait && mid_mounted && writes_machine_id(a)))
+            .cloned()
+            .collect();
         let limit = step_limit.map(|n| n.saturating_sub(start));
-        let a = apply::apply(&p.actions[start..end], dirs, sys, limit)?;
+        let a = apply::apply(&actions, dirs, sys, limit)?;
         total.changed.extend(a.changed);
         total.unchanged += a.unchanged;
         timer.phase(name);
         if a.stopped_early {
             total.stopped_early = true;
-            break;
+            return Ok((total, settled));
         }
     }
-    Ok(total)
+    if !waited {
+        let (lines, rewritten) = settle_machine_id(p, dirs, sys)?;
+        settled = lines;
+        total.changed.extend(rewritten);
+        timer.phase("os-first-boot");
+    }
+    Ok((total, settled))
 }
 
 /// Host key kinds still pending (the marker's lines).
@@ -383,6 +430,55 @@ pub fn run_host_keys(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<Ou
     Ok(Outcome::HostKeys {
         changed: applied.changed,
     })
+}
+
+/// Waits for the OS's first boot, then writes the plan's machine-id again so it lands on disk:
+/// after systemd committed its transient copy (which may hold its own id, not ours), or, when
+/// the wait ran out, beneath the transient copy we unmount ourselves. A build with the
+/// `skip-os-wait` feature (the system test's proof that the race is real) does neither.
+/// Returns the log lines and the changes (the machine-id written again).
+fn settle_machine_id(
+    p: &Plan,
+    dirs: &Dirs,
+    sys: &mut dyn System,
+) -> Result<(Vec<String>, Vec<String>)> {
+    if cfg!(feature = "skip-os-wait") {
+        warn!("built with skip-os-wait: not waiting for the OS's first boot");
+        return Ok((
+            vec![
+                "NOT waiting for the OS's first boot (built with the skip-os-wait feature)".into(),
+            ],
+            vec![],
+        ));
+    }
+    let settled = settle::wait_for_os_first_boot(&dirs.root, sys, settle::SETTLE_LIMIT);
+    for l in &settled.lines {
+        info!("{l}");
+    }
+    let mut lines = settled.lines;
+    let mid = dirs.root.join(settle::MACHINE_ID.trim_start_matches('/'));
+    if settled.machine_id_still_mounted {
+        warn!("the transient /etc/machine-id was not committed in time: unmounting it");
+        sys.unmount(&mid)
+            .with_context(|| format!("unmounting the transient {}", mid.display()))?;
+    }
+    let write_mid: Vec<apply::Action> = p
+        .actions
+        .iter()
+        .filter(|a| writes_machine_id(a))
+        .cloned()
+        .collect();
+    let again = apply::apply(&write_mid, dirs, sys, None)?;
+    if again.changed.is_empty() {
+        lines.push("machine-id on disk is ours".into());
+    } else {
+        lines.push("machine-id written again, now on disk (the commit had put another one)".into());
+    }
+    Ok((lines, again.changed))
+}
+
+fn writes_machine_id(a: &apply::Action) -> bool {
+    matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id"))
 }
 
 /// Longest first boot and the clone check wait for a wired network interface when its MAC is
@@ -455,10 +551,21 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     let k = knobs(&req.hooks)?;
     let p = plan::plan_reidentify(&facts, &state, &k).context("planning re-identification")?;
     for n in &p.notes {
-        info!("{n}");
+        if p.headline
+            .as_deref()
+            .is_some_and(|h| h.contains("CHANGED") || h.contains("REPAIRED"))
+        {
+            error!("{n}");
+        } else {
+            info!("{n}");
+        }
     }
     if p.actions.is_empty() {
-        info!(hostname = ?p.hostname, "same hardware as recorded; nothing to do");
+        if let Some(h) = &p.headline {
+            append_log(&dirs, sys, h, &p.notes);
+        } else {
+            info!(hostname = ?p.hostname, "same hardware as recorded; nothing to do");
+        }
         return Ok(Outcome::Reidentify {
             hostname: p.hostname,
             changed: vec![],
@@ -466,6 +573,18 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     }
     check_writable(&dirs.root, &WRITTEN_TOP_DIRS)?;
     timer.phase("plan");
+    // A machine-id written into systemd's transient copy would be lost again: write it on disk.
+    let writes_mid = p.actions.iter().any(writes_machine_id);
+    if writes_mid
+        && state
+            .text(&Loc::root(settle::MOUNTINFO))
+            .is_some_and(|t| settle::machine_id_mounted(&t))
+    {
+        let mid = dirs.root.join(settle::MACHINE_ID.trim_start_matches('/'));
+        warn!("/etc/machine-id is a transient mount: unmounting it to write ours on disk");
+        sys.unmount(&mid)
+            .with_context(|| format!("unmounting the transient {}", mid.display()))?;
+    }
     let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
     timer.phase("apply");
     if !applied.stopped_early {
@@ -483,12 +602,11 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     let mut lines = p.notes.clone();
     lines.extend(applied.changed.iter().cloned());
     if dirs.boot.join("piforge").is_dir() {
-        append_log(
-            &dirs,
-            sys,
-            "re-identified (card copied to another Pi)",
-            &lines,
-        );
+        let headline = p
+            .headline
+            .as_deref()
+            .unwrap_or("re-identified (card copied to another Pi)");
+        append_log(&dirs, sys, headline, &lines);
     }
     sys.sync().context("syncing file systems")?;
     Ok(Outcome::Reidentify {

@@ -46,7 +46,7 @@ pub enum PlanError {
 }
 
 /// A plan and what it decided, for the log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// Ordered actions.
     pub actions: Vec<Action>,
@@ -57,6 +57,12 @@ pub struct Plan {
     /// Named phases: `(name, index of its first action)`, in order (first boot's report
     /// times each); empty when the plan is not split.
     pub phases: Vec<(&'static str, usize)>,
+    /// First boot: before `actions[i]` the run waits for the OS's own first boot and puts the
+    /// machine-id on disk ([`crate::settle`]); the actions from `i` on mark the run complete and
+    /// clean the boot partition.
+    pub settle_at: Option<usize>,
+    /// A headline for `firstboot.log` even when there is nothing to do (a loud finding).
+    pub headline: Option<String>,
 }
 
 /// Inputs of a plan besides card, facts and state.
@@ -88,6 +94,20 @@ pub use crate::units::HOST_KEYS_PENDING;
 
 /// Marker written once every root change is done.
 pub const DONE_MARKER: &str = "var/lib/piforge/firstboot.done";
+/// Written by the first boot after the first one that found machine-id, hostname, SSH host
+/// keys and disabled units as recorded; from then on they are not checked again (an admin may
+/// change them).
+pub const VERIFIED_MARKER: &str = "var/lib/piforge/verified";
+/// Written when a boot after the first repaired what it found changed; a second finding is
+/// only logged (never a repair loop).
+pub const REPAIRED_MARKER: &str = "var/lib/piforge/repaired";
+/// Where `*.wants/` links of the units we disable live.
+const MULTI_USER_WANTS: &str = "etc/systemd/system/multi-user.target.wants";
+/// cloud-init's drop-in directory.
+pub const CLOUD_CFG_D: &str = "etc/cloud/cloud.cfg.d";
+/// The name of our drop-in before it had to sort after the image's own (`99_raspberry-pi.cfg`
+/// sorts after it); removed.
+const OLD_CLOUD_CFG: &str = "99_piforge.cfg";
 
 const HOST_KEY_KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 const NM_FILES: [&str; 3] = ["eth0", "eth0-link-local", "wlan0"];
@@ -142,6 +162,9 @@ pub fn wanted(overlays: &[String]) -> Wanted {
         IDENTITY_PATH,
         DONE_MARKER,
         HOST_KEYS_PENDING,
+        VERIFIED_MARKER,
+        REPAIRED_MARKER,
+        crate::settle::MOUNTINFO,
         "etc/dhcpcd.conf",
         "etc/piforge/node.toml",
         "etc/default/keyboard",
@@ -166,6 +189,8 @@ pub fn wanted(overlays: &[String]) -> Wanted {
         files.push(b(&format!("piforge/overlays/{o}/overlay.toml")));
     }
     let trees = vec![
+        r(MULTI_USER_WANTS),
+        r(CLOUD_CFG_D),
         r("etc/skel"),
         r("var/lib/systemd/rfkill"),
         r("var/lib/NetworkManager"),
@@ -314,6 +339,11 @@ fn identity_actions(
         node_id: id.node_id.clone(),
         machine_id_sha256: identity::machine_id_hash(&id.machine_id),
         ssh_host_keys: keys.iter().map(|k| k.fingerprint.clone()).collect(),
+        disabled: cur
+            .record
+            .as_ref()
+            .map(|r| r.disabled.clone())
+            .unwrap_or_default(),
         seed: hex::encode(cur.seed),
         complete,
     };
@@ -643,9 +673,10 @@ fn install_actions(
     } else {
         notes.push("no piforge/node binary on the card; the node agent is not installed".into());
     }
-    if shipped("firstboot") {
+    let bin = piforge_config::FIRSTBOOT_BIN_PATH;
+    if shipped(bin.trim_start_matches("piforge/")) {
         out.push(Action::Copy {
-            from: b("piforge/firstboot"),
+            from: b(bin),
             to: r(units::FIRSTBOOT_BIN),
             mode: 0o755,
             owner: Owner::ROOT,
@@ -696,12 +727,29 @@ fn cloud_init_actions(facts: &Facts, state: &State, id: &Identity, out: &mut Vec
     if !facts.cloud_init {
         return;
     }
-    out.push(mkdir("etc/cloud/cloud.cfg.d", 0o755));
+    out.push(mkdir(CLOUD_CFG_D, 0o755));
+    let shipped: Vec<String> = state
+        .tree(&r(CLOUD_CFG_D))
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|n| !n.contains('/') && n != OLD_CLOUD_CFG)
+        .collect();
+    let name = finish::cloud_cfg_name(&shipped);
+    if name != OLD_CLOUD_CFG {
+        out.push(Action::Remove {
+            loc: r(&format!("{CLOUD_CFG_D}/{OLD_CLOUD_CFG}")),
+        });
+    }
     out.push(write(
-        r("etc/cloud/cloud.cfg.d/99_piforge.cfg"),
+        r(&format!("{CLOUD_CFG_D}/{name}")),
         finish::cloud_init_cfg(),
         0o644,
     ));
+    // The seed on the boot partition is ours (the builder wrote it); on an image built before
+    // that, the stock user-data and network-config are replaced here too.
+    for (file, text) in finish::seed_files() {
+        out.push(write(b(file), text, 0o644));
+    }
     let stock = state.text(&b("meta-data")).unwrap_or_default();
     out.push(write(
         b("meta-data"),
@@ -732,7 +780,10 @@ pub fn cleanup_actions(state: &State, remove_card: bool) -> Vec<Action> {
     if remove_card {
         // Last: the program that is running right now (Linux keeps it until we exit).
         out.push(Action::Remove {
-            loc: b("piforge/firstboot"),
+            loc: b(piforge_config::OLD_FIRSTBOOT_BIN_PATH),
+        });
+        out.push(Action::Remove {
+            loc: b(piforge_config::FIRSTBOOT_BIN_PATH),
         });
     }
     out
@@ -773,6 +824,12 @@ pub fn plan_firstboot(
     phases.push(("install", out.len()));
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
+    let mut record = record;
+    record.disabled = disabled_links(&out);
+    // The reboot comes when we exit: before the run is marked complete, wait for the OS's own
+    // first boot and put the machine-id on disk.
+    let settle_at = Some(out.len());
+    phases.push(("complete", out.len()));
     out.push(record_complete(record));
     out.push(write(
         r(DONE_MARKER),
@@ -786,7 +843,29 @@ pub fn plan_firstboot(
         hostname: Some(id.hostname),
         notes,
         phases,
+        settle_at,
+        headline: None,
     })
+}
+
+/// The `*.wants/` links the actions remove: the units first boot disables.
+fn disabled_links(actions: &[Action]) -> Vec<String> {
+    let mut out: Vec<String> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Remove { loc }
+                if loc.base == crate::apply::Base::Root
+                    && loc.rel.starts_with(units::UNIT_DIR)
+                    && loc.rel.contains(".wants/") =>
+            {
+                Some(loc.rel.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The plan when the card is missing or refused: if a previous run already finished every root
@@ -796,9 +875,7 @@ pub fn plan_without_card(state: &State) -> Plan {
     let done = state.has(&r(DONE_MARKER));
     Plan {
         actions: cleanup_actions(state, done),
-        hostname: None,
-        notes: vec![],
-        phases: vec![],
+        ..Plan::default()
     }
 }
 
@@ -814,19 +891,12 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
     let Some(rec) = cur.record.clone() else {
         notes.push("no identity record: first boot has not run; nothing to do".into());
         return Ok(Plan {
-            actions: vec![],
-            hostname: None,
             notes,
-            phases: vec![],
+            ..Plan::default()
         });
     };
     if !cur.cloned && rec.complete {
-        return Ok(Plan {
-            actions: vec![],
-            hostname: Some(rec.hostname),
-            notes,
-            phases: vec![],
-        });
+        return plan_verify(rec, facts, state, &cur, knobs, notes);
     }
     let mut out = vec![];
     let mut node_state = NODE_STATE_DIR.trim_start_matches('/').to_string();
@@ -864,6 +934,10 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         out.push(Action::Remove {
             loc: r(&node_state),
         });
+        // The new identity is verified (and if need be repaired) after its own next boot.
+        for m in [VERIFIED_MARKER, REPAIRED_MARKER] {
+            out.push(Action::Remove { loc: r(m) });
+        }
         None
     } else {
         notes.push("resuming an interrupted re-identification".into());
@@ -918,7 +992,152 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         actions: out,
         hostname: Some(id.hostname),
         notes,
-        phases: vec![],
+        ..Plan::default()
+    })
+}
+
+/// What differs from the record on the hardware it belongs to: machine-id (on disk, not a
+/// transient mount), hostname, SSH host keys, and the units first boot disabled.
+pub fn drift(rec: &IdentityRecord, state: &State) -> Vec<String> {
+    let mut out = vec![];
+    let mid = state.text(&r("etc/machine-id")).unwrap_or_default();
+    let mounted = state
+        .text(&r(crate::settle::MOUNTINFO))
+        .is_some_and(|t| crate::settle::machine_id_mounted(&t));
+    if identity::machine_id_hash(&mid) != rec.machine_id_sha256 {
+        out.push(if identity::valid_machine_id(&mid) {
+            "machine-id is not the recorded one".to_string()
+        } else {
+            format!("machine-id is {:?}, not the recorded one", mid.trim())
+        });
+    } else if mounted {
+        out.push("machine-id is only a transient mount, not on disk".into());
+    }
+    let host = state.text(&r("etc/hostname")).unwrap_or_default();
+    if host.trim() != rec.hostname {
+        out.push(format!(
+            "hostname is {:?}, recorded {:?}",
+            host.trim(),
+            rec.hostname
+        ));
+    }
+    let fps: Vec<String> = HOST_KEY_KINDS
+        .iter()
+        .filter_map(|k| {
+            let public = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key.pub")))?;
+            let private = state.text(&r(&format!("etc/ssh/ssh_host_{k}_key")))?;
+            let fp = identity::public_fingerprint(&public)?;
+            Some(if identity::private_matches(&private, &fp) {
+                fp
+            } else {
+                format!("{fp} (private key does not match)")
+            })
+        })
+        .collect();
+    if fps != rec.ssh_host_keys {
+        out.push(format!(
+            "SSH host keys are [{}], recorded [{}]",
+            fps.join(", "),
+            rec.ssh_host_keys.join(", ")
+        ));
+    }
+    for l in &rec.disabled {
+        if state.has(&r(l)) {
+            out.push(format!(
+                "/{l} is back (a unit we disabled is enabled again)"
+            ));
+        }
+    }
+    out
+}
+
+/// The boots after the first, on the recorded hardware, until one finds everything as
+/// recorded: compare ([`drift`]); repair once (the same seed derives the same machine-id, keys
+/// and hostname) and say so loudly; a second finding after a repair is only reported.
+fn plan_verify(
+    rec: IdentityRecord,
+    facts: &Facts,
+    state: &State,
+    cur: &Current,
+    knobs: &Knobs,
+    mut notes: Vec<String>,
+) -> Result<Plan, PlanError> {
+    if state.has(&r(VERIFIED_MARKER)) {
+        return Ok(Plan {
+            hostname: Some(rec.hostname),
+            notes,
+            ..Plan::default()
+        });
+    }
+    let found = drift(&rec, state);
+    if found.is_empty() {
+        notes.push(
+            "verified after the reboot: machine-id (on disk), hostname, SSH host keys and \
+             disabled units are as recorded"
+                .into(),
+        );
+        return Ok(Plan {
+            actions: vec![write(r(VERIFIED_MARKER), "verified\n", 0o644)],
+            hostname: Some(rec.hostname),
+            notes,
+            headline: Some("verified after the reboot".into()),
+            ..Plan::default()
+        });
+    }
+    if state.has(&r(REPAIRED_MARKER)) {
+        notes.extend(found.iter().map(|f| format!("CHANGED AGAIN: {f}")));
+        notes.push(
+            "already repaired once: not repairing again; something on this system keeps \
+             changing them"
+                .into(),
+        );
+        return Ok(Plan {
+            hostname: Some(rec.hostname),
+            notes,
+            headline: Some("CHANGED AGAIN after the repair; not repaired twice".into()),
+            ..Plan::default()
+        });
+    }
+    notes.extend(
+        found
+            .iter()
+            .map(|f| format!("CHANGED since first boot: {f}")),
+    );
+    let policy = NamePolicy {
+        fixed: rec.fixed_hostname.clone(),
+        prefix: rec.hostname_prefix.clone(),
+        keep_on_clone: rec.keep_hostname_on_clone,
+    };
+    let resume = Current {
+        record: Some(rec.clone()),
+        seed: cur.seed,
+        generation: cur.generation,
+        cloned: false,
+        hostname: Some(rec.hostname.clone()),
+        // The card (and host keys it carried) left the FAT at first boot.
+        card_keys: None,
+    };
+    let mut out = vec![];
+    let (id, mut record) =
+        identity_actions(&policy, facts, state, &resume, knobs, false, &mut out)?;
+    for l in &rec.disabled {
+        out.push(Action::Remove { loc: r(l) });
+    }
+    record.disabled = rec.disabled.clone();
+    out.push(write(
+        r(REPAIRED_MARKER),
+        format!("{}\n", found.join("\n")),
+        0o644,
+    ));
+    out.push(record_complete(record));
+    out.push(Action::SetHostname(id.hostname.clone()));
+    notes.push("REPAIRED from the record (same seed: same machine-id, keys and hostname)".into());
+    Ok(Plan {
+        actions: out,
+        hostname: Some(id.hostname),
+        notes,
+        headline: Some("REPAIRED after the reboot: identity had changed".into()),
+        ..Plan::default()
     })
 }
 
@@ -927,12 +1146,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
 /// keys again), then the record lists every key in place, then the marker goes. Nothing to do
 /// without the marker, or before the identity is complete (the clone check finishes it).
 pub fn plan_host_keys(state: &State, knobs: &Knobs) -> Result<Plan, PlanError> {
-    let mut plan = Plan {
-        actions: vec![],
-        hostname: None,
-        notes: vec![],
-        phases: vec![],
-    };
+    let mut plan = Plan::default();
     let Some(marker) = state.text(&r(HOST_KEYS_PENDING)) else {
         return Ok(plan);
     };

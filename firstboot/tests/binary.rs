@@ -101,10 +101,17 @@ fn first_boot_second_boot_and_clone_check() {
     after.insert(log_key.clone(), before[&log_key].clone());
     assert_eq!(diff(&before, &after), Vec::<String>::new());
 
-    // Clone check on the same board: no-op.
+    // Clone check on the same board, the boot after the first: it verifies the identity once
+    // (one change: the marker saying so), then is a no-op.
     let started = std::time::Instant::now();
     let o = run(&["reidentify".as_ref(), "--root".as_ref(), root]);
     eprintln!("timing: clone check, same board {:?}", started.elapsed());
+    let t = text(&o);
+    assert!(
+        o.status.success() && t.contains("pi-3f9a2c: 1 changes") && t.contains("verified"),
+        "{t}"
+    );
+    let o = run(&["reidentify".as_ref(), "--root".as_ref(), root]);
     let t = text(&o);
     assert!(
         o.status.success() && t.contains("pi-3f9a2c: 0 changes"),

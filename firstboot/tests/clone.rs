@@ -24,9 +24,22 @@ fn configured(rel: Rel, card: Option<piforge_config::Card>) -> (Fake, RecordingS
     (f, sys)
 }
 
+/// Nothing changed but, on the first boot after the first, the marker that the identity was
+/// verified as recorded (tests/os_first_boot.rs).
+fn only_verified(changed: &[String]) -> bool {
+    changed
+        .iter()
+        .all(|c| c == "write /var/lib/piforge/verified mode 0644 owner 0:0")
+}
+
 #[test]
 fn same_board_is_a_no_op() {
     let (f, mut sys) = configured(Rel::Bookworm, None);
+    // The boot after the first verifies the identity once.
+    let out = run_reidentify(&f.reidentify_request(hooks(8)), &mut sys).unwrap();
+    assert!(
+        matches!(out, Outcome::Reidentify { ref changed, .. } if changed.len() == 1 && only_verified(changed))
+    );
     let before = snapshot(&f.root, Some(&sys));
     let out = run_reidentify(&f.reidentify_request(hooks(9)), &mut sys).unwrap();
     assert_eq!(
@@ -125,7 +138,11 @@ fn copied_card_re_identifies_before_the_network() {
             assert_ne!(ma, mb);
             assert!(mb.contains("local-hostname: pi-bbbb02\n"));
         }
-        // The next boot of the copy: same board now, nothing to do.
+        // The next boot of the copy: same board now, nothing to do but verify the new identity.
+        let out = run_reidentify(&b.reidentify_request(hooks(3)), &mut sys).unwrap();
+        assert!(
+            matches!(out, Outcome::Reidentify { ref changed, .. } if changed.len() == 1 && only_verified(changed))
+        );
         let before = snapshot(&b.root, Some(&sys));
         let out = run_reidentify(&b.reidentify_request(hooks(3)), &mut sys).unwrap();
         assert!(matches!(out, Outcome::Reidentify { ref changed, .. } if changed.is_empty()));
@@ -252,7 +269,7 @@ fn without_a_serial_both_checks_wait_for_the_wired_nic() {
     fs::remove_dir_all(a.root.join("sys/class/net/eth0")).unwrap();
     let mut sys = late_nic(&a, "52:54:00:5f:00:02", 1000);
     let out = run_reidentify(&a.reidentify_request(hooks(5)), &mut sys).unwrap();
-    assert!(matches!(out, Outcome::Reidentify { ref changed, .. } if changed.is_empty()));
+    assert!(matches!(out, Outcome::Reidentify { ref changed, .. } if only_verified(changed)));
     assert!(sys.inner.slept >= sys.after);
 
     // A copy in another board whose NIC shows up 20 s into boot: re-identified from its MAC

@@ -268,6 +268,7 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     for gone in [
         "piforge/card.toml",
         "piforge/node",
+        "piforge/setup",
         "piforge/firstboot",
         "piforge/overlays",
     ] {
@@ -324,7 +325,7 @@ fn every_release_converges_and_a_second_run_changes_nothing() {
                 assert!(md.contains("local-hostname: pi-ffee42\n"), "{md}");
                 assert!(md.contains("instance-id: piforge-") && !md.contains("rpios-image"));
                 assert!(md.contains("dsmode: local\n"));
-                let cc = f.read("etc/cloud/cloud.cfg.d/99_piforge.cfg");
+                let cc = f.read("etc/cloud/cloud.cfg.d/99_zz-piforge.cfg");
                 assert!(cc.contains("preserve_hostname: true") && cc.contains("users: []"));
             }
             if !with_pi {

@@ -71,6 +71,8 @@ fn interrupted_re_identification_resumes_on_the_next_boot() {
         let c = base.clone_to_new_dir();
         let mut sys = RecordingSystem::default();
         run_reidentify(&c.reidentify_request(quick(entropy, None)), &mut sys).unwrap();
+        // The boot after verifies the new identity once (a marker).
+        run_reidentify(&c.reidentify_request(quick(9, None)), &mut sys).unwrap();
         let Outcome::Reidentify { changed, .. } =
             run_reidentify(&c.reidentify_request(quick(9, None)), &mut sys).unwrap()
         else {
@@ -89,7 +91,8 @@ fn interrupted_re_identification_resumes_on_the_next_boot() {
         let out = run_reidentify(&c.reidentify_request(quick(11, Some(k))), &mut sys).unwrap();
         let rec = std::fs::read_to_string(c.root.join("var/lib/piforge/identity")).unwrap();
         let new_record = rec.contains("10000000bbbbbb02");
-        // Next boot, then one more: converged, and then quiet.
+        // Next boot, then one more: converged (and verified), and then quiet.
+        run_reidentify(&c.reidentify_request(quick(12, None)), &mut sys).unwrap();
         run_reidentify(&c.reidentify_request(quick(12, None)), &mut sys).unwrap();
         let Outcome::Reidentify { changed, .. } =
             run_reidentify(&c.reidentify_request(quick(13, None)), &mut sys).unwrap()

@@ -302,7 +302,7 @@ impl Fake {
     pub fn put_payload(&self, card: &Card) {
         let p = self.boot.join("piforge");
         put(&p.join("card.toml"), &card.render());
-        put(&p.join("firstboot"), "#!fake firstboot binary\n");
+        put(&p.join("setup"), "#!fake firstboot binary\n");
         put(&p.join("node"), "#!fake node binary\n");
         let o = p.join("overlays/web");
         put(
