@@ -82,8 +82,18 @@ fn bookworm_first_boot_writes_every_file_with_mode_and_owner() {
     assert_eq!(
         phases,
         [
-            "facts", "card", "plan", "identity", "access", "locale", "network", "overlays",
-            "install", "clean-up"
+            "facts",
+            "card",
+            "plan",
+            "identity",
+            "access",
+            "locale",
+            "network",
+            "overlays",
+            "install",
+            "os-first-boot",
+            "complete",
+            "clean-up"
         ]
     );
     assert_eq!(f.mode("var/lib/piforge/firstboot-report.json"), 0o644);
