@@ -125,14 +125,7 @@ impl Batch {
     /// concurrent processes never lose each other's changes.
     pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Batch) -> T) -> anyhow::Result<T> {
         let path = dir.join(".batch.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(std::io::Error::from)
+        let _lock = crate::hostfs::lock(&path, true)
             .with_context(|| format!("locking {}", path.display()))?;
         let mut b = Batch::load(dir)?;
         let out = f(&mut b);

@@ -589,40 +589,43 @@ fn check_meta_in(
 /// prompt and the write has the same device number but not the same facts). The exclusive
 /// open itself proves nothing is mounted from it any more.
 pub fn recheck_opened(path: &Path, file: &fs::File, checked: &Device) -> anyhow::Result<()> {
-    let meta = file.metadata()?;
+    #[cfg(target_os = "macos")]
+    {
+        // macOS judges disks by name through diskutil (no device numbers to look up again):
+        // the exclusive open compared the raw node's rdev with the checked handle's, and
+        // `diskutil unmountDisk` just succeeded on that very disk.
+        let _ = (path, file, checked);
+        Ok(())
+    }
     #[cfg(not(target_os = "macos"))]
-    let now = {
+    {
+        let meta = file.metadata()?;
         let root = SysRoot::host();
         let tables = sysfs::Tables::read(&root)?;
-        devnum_of(&meta)
+        let now = devnum_of(&meta)
             .and_then(|(ma, mi)| sysfs::name_from_devnum(&root, ma, mi))
             .map(|n| sysfs::probe(&root, &tables, &n))
             .transpose()?
-            .flatten()
-    };
-    #[cfg(target_os = "macos")]
-    let now: Option<Device> = {
-        let _ = &meta;
-        None
-    };
-    let Some(now) = now else {
-        anyhow::bail!(
-            "{} is no longer the disk that was checked: nothing was written",
-            path.display()
+            .flatten();
+        let Some(now) = now else {
+            anyhow::bail!(
+                "{} is no longer the disk that was checked: nothing was written",
+                path.display()
+            );
+        };
+        let facts = |d: &Device| (d.size, d.removable, d.read_only, d.model.clone(), d.bus);
+        anyhow::ensure!(
+            facts(&now) == facts(checked),
+            "{} changed since it was checked and confirmed (now {}, {}; was {}, {}): nothing \
+             was written, run the flash again",
+            path.display(),
+            now.description(),
+            human_bytes(now.size),
+            checked.description(),
+            human_bytes(checked.size)
         );
-    };
-    let facts = |d: &Device| (d.size, d.removable, d.read_only, d.model.clone(), d.bus);
-    anyhow::ensure!(
-        facts(&now) == facts(checked),
-        "{} changed since it was checked and confirmed (now {}, {}; was {}, {}): nothing was \
-         written, run the flash again",
-        path.display(),
-        now.description(),
-        human_bytes(now.size),
-        checked.description(),
-        human_bytes(checked.size)
-    );
-    Ok(())
+        Ok(())
+    }
 }
 
 fn new_file_target(path: &Path, under_dev: bool) -> Result<Target, SafetyError> {
