@@ -431,6 +431,7 @@ pub fn stack_of(root: &SysRoot, devnum: (u32, u32)) -> Stack {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn a_stack_follows_partitions_slaves_and_loop_files() {
         let d = tempfile::tempdir().unwrap();
