@@ -31,6 +31,7 @@ pub mod discovery;
 pub mod host_keys;
 pub mod inventory;
 pub mod members;
+pub mod mountinfo;
 pub mod mqtt;
 pub mod node;
 pub mod overlay;

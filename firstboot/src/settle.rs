@@ -45,35 +45,13 @@ pub const FIRST_BOOT_UNITS: [&str; 6] = [
     "systemd-firstboot.service",
 ];
 
-/// The mount points of a `/proc/self/mountinfo` text (field 5, octal escapes decoded).
+/// The mount points of a `/proc/self/mountinfo` text (parsed by
+/// [`piforge_config::mountinfo`], the one parser `piforge devices` uses too).
 pub fn mount_points(mountinfo: &str) -> Vec<String> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_octal)
+    piforge_config::mountinfo::parse_mountinfo(mountinfo)
+        .into_iter()
+        .map(|m| m.mount_point.to_string_lossy().into_owned())
         .collect()
-}
-
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
-            out.push(v as u8);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether `/etc/machine-id` is a mount point (systemd's transient copy) per `mountinfo`.

@@ -30,7 +30,7 @@
 //! `/dev/disk/by-label`).
 
 pub mod diskutil;
-pub mod mountinfo;
+pub use piforge_config::mountinfo;
 mod safety;
 pub mod sysfs;
 #[cfg(windows)]

@@ -116,7 +116,6 @@ impl Identity {
     }
 }
 
-#[cfg(unix)]
 /// A target opened once: the handle the checks look at and the writes go through.
 #[derive(Debug)]
 pub struct Opened {
@@ -237,24 +236,6 @@ impl Opened {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// Windows: a target opened once. Disks are recognised by name (`\\.\PhysicalDriveN`), so
-/// the identity is the drive number; the write handle comes from the Windows `DeviceTarget`,
-/// which locks and dismounts the disk's volumes first.
-#[cfg(windows)]
-#[derive(Debug)]
-pub struct Opened {
-    /// The path as given.
-    pub path: PathBuf,
-    /// File or device.
-    pub kind: TargetKind,
-    /// The handle (read-only for a device).
-    pub file: File,
-    /// Its identity (`rdev` = the drive number for a disk).
-    pub id: Identity,
-    /// Whether this open created the file.
-    pub created: bool,
 }
 
 /// Windows: opens a flash target once (see the Unix [`open_target`] for the contract).
