@@ -350,7 +350,7 @@ fn issue17_a_release_image_has_no_card_and_the_users_build_adds_it() {
         "a release image has a card"
     );
     assert!(
-        common::mtools_read(&img, bs, "piforge/firstboot").is_some(),
+        common::mtools_read(&img, bs, "piforge/setup").is_some(),
         "no payload"
     );
     assert!(
