@@ -683,7 +683,7 @@ mod tests {
             assert!(!r.contains(secret), "{secret} leaked: {r}");
             assert!(!format!("{c:?}").contains(secret));
         }
-        assert_eq!(r.matches(REDACTED).count(), 6, "{r}");
+        assert_eq!(r.matches(REDACTED).count(), 8, "{r}");
         c.host_keys.as_mut().unwrap().rsa = Secret::new("ssh-rsa AAAA public");
         let e = Card::parse(&c.render()).unwrap_err().to_string();
         assert!(
