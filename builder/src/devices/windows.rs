@@ -110,6 +110,10 @@ pub fn parse_device_descriptor(b: &[u8]) -> Option<Descriptor> {
 /// from offset 8 one 24-byte `DISK_EXTENT` each (`DiskNumber`, padding, `StartingOffset`,
 /// `ExtentLength`). The count is capped by what the buffer holds.
 pub fn parse_disk_extents(b: &[u8]) -> Option<Vec<(u32, u64, u64)>> {
+    // The header is 8 bytes (the count, then padding to the 8-byte alignment of the array).
+    if b.len() < 8 {
+        return None;
+    }
     let n = usize::try_from(u32_at(b, 0)?).ok()?;
     let fits = b.len().saturating_sub(8) / 24;
     (0..n.min(fits))
@@ -433,6 +437,8 @@ mod tests {
             parse_disk_extents(&e),
             Some(vec![(2, 1 << 20, 5 << 30), (3, 0, 7)])
         );
+        // Shorter than the 8-byte header (found by the device_tables fuzz target): nothing.
+        assert_eq!(parse_disk_extents(b"\n\n\n\n"), None);
         // A count larger than the buffer is capped by the buffer.
         let mut lying = e.clone();
         lying[0..4].copy_from_slice(&1000u32.to_le_bytes());

@@ -289,8 +289,21 @@ pub fn root_facts<R: Read + Seek + 'static>(
             found: part.to_string(),
         });
     }
-    let window = PartitionWindow::new(r, part.start, part.len)
+    let mut r = r;
+    let file_len = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| ImageError::io("reading the image size", e))?;
+    let avail = file_len.saturating_sub(part.start).min(part.len);
+    let mut window = PartitionWindow::new(r, part.start, part.len)
         .map_err(|e| ImageError::io("opening the root partition", e))?;
+    let mut sb = vec![0u8; 1024];
+    window
+        .seek(SeekFrom::Start(1024))
+        .and_then(|_| window.read_exact(&mut sb))
+        .map_err(|e| ImageError::RootFs {
+            reason: format!("reading the superblock: {e}"),
+        })?;
+    descriptors_fit(&sb, avail).map_err(|reason| ImageError::RootFs { reason })?;
     let fs = Ext4::load(Box::new(WindowRead(window))).map_err(|e| ImageError::RootFs {
         reason: format!("loading the filesystem: {e}"),
     })?;
@@ -406,9 +419,81 @@ fn arch(root: &Root) -> Result<Option<Arch>, ImageError> {
     Ok(None)
 }
 
+/// Refuses a superblock whose block group descriptors cannot all be in the `avail` bytes the
+/// partition really has in the file: `ext4-view` allocates room for one descriptor per group
+/// before it reads any, so a hostile `s_blocks_count` would make it allocate gigabytes (found
+/// by the `ext4` fuzz target). Every group needs its descriptor somewhere in the file system,
+/// so a real one always passes.
+fn descriptors_fit(sb: &[u8], avail: u64) -> Result<(), String> {
+    let le32 = |at: usize| u32::from_le_bytes([sb[at], sb[at + 1], sb[at + 2], sb[at + 3]]);
+    let le16 = |at: usize| u16::from_le_bytes([sb[at], sb[at + 1]]);
+    if sb.len() < 1024 || le16(0x38) != 0xEF53 {
+        return Err("no ext2/3/4 superblock magic".into());
+    }
+    let is64 = le32(0x60) & 0x80 != 0;
+    let blocks = u64::from(le32(4))
+        | if is64 {
+            u64::from(le32(0x150)) << 32
+        } else {
+            0
+        };
+    let first = u64::from(le32(0x14));
+    let per_group = u64::from(le32(0x20));
+    if per_group == 0 {
+        return Err("s_blocks_per_group is 0".into());
+    }
+    let desc = if is64 {
+        u64::from(le16(0xFE)).max(64)
+    } else {
+        32
+    };
+    let groups = blocks.saturating_sub(first).div_ceil(per_group);
+    match groups.checked_mul(desc) {
+        Some(bytes) if bytes <= avail => Ok(()),
+        _ => Err(format!(
+            "the superblock claims {blocks} blocks in {groups} groups, whose descriptors alone \
+             would not fit in the {avail} bytes the partition has: a damaged or hostile image"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `ext4` fuzz target (issue 17, finding 14): a superblock whose block count
+    /// needs more group descriptors than the file could hold is refused before `ext4-view`
+    /// sizes an allocation by it (it aborted allocating 3 GiB).
+    #[test]
+    fn issue17_a_block_count_beyond_the_file_is_refused_before_loading() {
+        let mut img = vec![0u8; 64 * 1024];
+        let sb = &mut img[1024..2048];
+        sb[0x38..0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x18..0x1C].copy_from_slice(&2u32.to_le_bytes()); // 4 KiB blocks
+        sb[0x20..0x24].copy_from_slice(&32768u32.to_le_bytes());
+        sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes()); // 64bit
+        sb[0xFE..0x100].copy_from_slice(&64u16.to_le_bytes());
+        sb[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&0xFFFFu32.to_le_bytes());
+        let part = Partition {
+            number: 2,
+            start: 0,
+            len: img.len() as u64,
+            part_type: crate::image::PartType::Mbr(0x83),
+            fs: FsKind::Ext4,
+            label: None,
+            guid: None,
+        };
+        let e = root_facts(std::io::Cursor::new(img), &part).unwrap_err();
+        assert!(e.to_string().contains("would not fit"), "{e}");
+        // A real (small) file system passes the check.
+        let mut ok = [0u8; 1024];
+        ok[0x38..0x3A].copy_from_slice(&0xEF53u16.to_le_bytes());
+        ok[4..8].copy_from_slice(&8192u32.to_le_bytes());
+        ok[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
+        ok[0x20..0x24].copy_from_slice(&8192u32.to_le_bytes());
+        assert!(descriptors_fit(&ok, 8 << 20).is_ok());
+    }
 
     #[test]
     fn os_release_quotes_and_fallbacks() {
