@@ -83,7 +83,20 @@ fn c_string(b: &[u8], offset: u32) -> String {
         return String::new();
     };
     let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
-    String::from_utf8_lossy(&rest[..end]).trim().to_string()
+    // The device says what it is: printable ASCII only (a hostile USB descriptor must not put
+    // control sequences on the terminal), one byte out for each byte in.
+    rest[..end]
+        .iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                c as char
+            } else {
+                '?'
+            }
+        })
+        .collect::<String>()
+        .trim()
+        .to_string()
 }
 
 /// Parses the bytes `IOCTL_STORAGE_QUERY_PROPERTY` (`StorageDeviceProperty`) returned:
@@ -437,7 +450,11 @@ mod tests {
             parse_disk_extents(&e),
             Some(vec![(2, 1 << 20, 5 << 30), (3, 0, 7)])
         );
-        // Shorter than the 8-byte header (found by the device_tables fuzz target): nothing.
+        // Found by the device_tables fuzz target: bytes that are not printable ASCII become
+        // '?' (no control sequences, no growth by lossy UTF-8 replacement)...
+        let hostile = descriptor(true, 7, "\u{1b}[2Jx\u{ff}", "p");
+        assert_eq!(parse_device_descriptor(&hostile).unwrap().vendor, "?[2Jx??");
+        // ...and a buffer shorter than the extents' 8-byte header gives nothing.
         assert_eq!(parse_disk_extents(b"\n\n\n\n"), None);
         // A count larger than the buffer is capped by the buffer.
         let mut lying = e.clone();
