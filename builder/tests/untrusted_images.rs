@@ -200,3 +200,54 @@ fn issue17_ext4_with_a_journal_that_needs_recovery_is_not_mapped_from_its_bitmap
     );
     assert_eq!(dirty.mapped_bytes(), 8 << 20);
 }
+
+/// Found by the `ext4` fuzz target: an inode claiming 4 GiB in a small image. `ext4-view`'s
+/// `read` allocates the claimed size before reading; piforge reads the root's small files in
+/// chunks and stops at 8 MiB, so `inspect`/`build` refuse the image instead.
+#[test]
+fn issue17_an_inode_claiming_gigabytes_is_not_allocated() {
+    limit_address_space();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("etc")).unwrap();
+    std::fs::write(tree.path().join("etc/os-release"), "ID=debian\n").unwrap();
+    let mke2fs = require_tool("mke2fs", "e2fsprogs");
+    let img = tempfile::Builder::new().suffix(".ext4").tempfile().unwrap();
+    let out = Command::new(mke2fs)
+        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-d"])
+        .arg(tree.path())
+        .arg(img.path())
+        .arg("8M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let debugfs = require_tool("debugfs", "e2fsprogs");
+    let out = Command::new(debugfs)
+        .args(["-w", "-R", "sif /etc/os-release size 0x17fffffff"])
+        .arg(img.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let len = std::fs::metadata(img.path()).unwrap().len();
+    let part = piforge::image::Partition {
+        number: 2,
+        start: 0,
+        len,
+        part_type: piforge::image::PartType::Mbr(0x83),
+        fs: piforge::image::FsKind::Ext4,
+        label: None,
+        guid: None,
+    };
+    let e = piforge::image::ext4::root_facts(File::open(img.path()).unwrap(), &part).unwrap_err();
+    assert!(
+        e.to_string().contains("/etc/os-release: longer than"),
+        "{e}"
+    );
+}

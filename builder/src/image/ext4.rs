@@ -213,6 +213,9 @@ impl<R: Read + Seek> Ext4Read for WindowRead<R> {
     }
 }
 
+/// Longest file [`Root::read`] reads (dpkg, the largest, is about 300 KiB).
+const MAX_ROOT_FILE: usize = 8 << 20;
+
 /// The read-only root filesystem.
 struct Root(Ext4);
 
@@ -224,16 +227,35 @@ impl Root {
     }
 
     /// The file's bytes, or `None` if it does not exist (or is a directory / special file).
+    /// At most [`MAX_ROOT_FILE`] bytes: the files piforge reads from a root (os-release, fstab,
+    /// passwd, an ELF head) are small, and an inode of a hostile image may claim any size
+    /// (`ext4-view`'s own `read` allocates that size up front; found by the `ext4` fuzz target).
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, ImageError> {
-        match self.0.read(path) {
-            Ok(b) => Ok(Some(b)),
+        let mut f = match self.0.open(path) {
+            Ok(f) => f,
             Err(
                 Ext4Error::NotFound
                 | Ext4Error::IsADirectory
                 | Ext4Error::IsASpecialFile
                 | Ext4Error::NotADirectory,
-            ) => Ok(None),
-            Err(e) => Err(Self::err(path, e)),
+            ) => return Ok(None),
+            Err(e) => return Err(Self::err(path, e)),
+        };
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read_bytes(&mut buf).map_err(|e| Self::err(path, e))?;
+            if n == 0 {
+                return Ok(Some(out));
+            }
+            if out.len() + n > MAX_ROOT_FILE {
+                return Err(ImageError::RootFs {
+                    reason: format!(
+                        "{path}: longer than the {MAX_ROOT_FILE} bytes piforge reads from a root"
+                    ),
+                });
+            }
+            out.extend_from_slice(&buf[..n]);
         }
     }
 
