@@ -452,6 +452,16 @@ fn descriptors_fit(sb: &[u8], avail: u64) -> Result<(), String> {
     if sb.len() < 1024 || le16(0x38) != 0xEF53 {
         return Err("no ext2/3/4 superblock magic".into());
     }
+    // ext4-view sizes its block cache by the block size (up to 256 MiB for 64 KiB blocks);
+    // Raspberry Pi OS, like every ext4 made for a 4 KiB-page machine, has 4 KiB blocks.
+    let log = le32(0x18);
+    if log > 2 {
+        return Err(format!(
+            "blocks of {} KiB: piforge reads root file systems with blocks of 1 to 4 KiB, as \
+             Raspberry Pi OS makes them",
+            1u64 << log.min(40)
+        ));
+    }
     let is64 = le32(0x60) & 0x80 != 0;
     // As ext4-view counts them: the high half is read whatever the 64bit feature says.
     let blocks = u64::from(le32(4)) | u64::from(le32(0x150)) << 32;
@@ -511,6 +521,14 @@ mod tests {
         ok[0x14..0x18].copy_from_slice(&1u32.to_le_bytes());
         ok[0x20..0x24].copy_from_slice(&8192u32.to_le_bytes());
         assert!(descriptors_fit(&ok, 8 << 20).is_ok());
+        // Blocks larger than 4 KiB would size ext4-view's cache at up to 256 MiB (found by
+        // the ext4 fuzz target's memory limit).
+        ok[0x18..0x1C].copy_from_slice(&6u32.to_le_bytes());
+        assert!(
+            descriptors_fit(&ok, 8 << 20)
+                .unwrap_err()
+                .contains("64 KiB")
+        );
     }
 
     #[test]
