@@ -495,13 +495,17 @@ fn monitor_targets_rendered_by_the_node_pass_promtool() {
     let cfg_path = monitor_config(&promtool, d.path());
     // What Prometheus discovers from the rendered files (its own file_sd code).
     let discover = |job: &str, want: &[(String, String)]| {
-        let got: Vec<(String, String)> = discovered(&promtool, &cfg_path, job, want.len())
+        // Prometheus's discovery order is not the file's: compare as sets.
+        let mut got: Vec<(String, String)> = discovered(&promtool, &cfg_path, job, want.len())
             .iter()
             .map(|l| {
                 let s = |k: &str| l[k].as_str().unwrap_or("").to_string();
                 (s("__address__"), s("instance"))
             })
             .collect();
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
         assert_eq!(got, want, "{job}");
     };
     let pair = |a: &str, i: &str| (a.to_string(), i.to_string());
