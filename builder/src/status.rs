@@ -170,10 +170,15 @@ fn compare_keys(batch: &[String], served: &[String]) -> HostKeyCheck {
     }
 }
 
-fn ip_of(addr: &str) -> String {
+/// The IP address of a node's `addr` (`ip:port` or a bare IP); `None` for anything else. The
+/// address ends up in `known_hosts`: a name there would make the card's host key trusted for
+/// that name (e.g. another server), so only an IP address is ever taken from a node.
+fn ip_of(addr: &str) -> Option<String> {
     addr.parse::<std::net::SocketAddr>()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|_| addr.to_string())
+        .map(|a| a.ip())
+        .or_else(|_| addr.parse::<std::net::IpAddr>())
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 fn secs(r: &RunReport) -> f64 {
@@ -221,7 +226,7 @@ pub fn rows(batch: &Batch, obs: &Observations) -> Report {
             .filter(|_| gossip.is_some())
             .map(|ms| ms.iter().filter(|m| m.state == MemberState::Alive).count());
         let address = node
-            .map(|(n, _)| ip_of(&n.addr))
+            .and_then(|(n, _)| ip_of(&n.addr))
             .or_else(|| entries.first().map(|(_, m)| m.ip.clone()));
         let fb = node.and_then(|(n, _)| n.firstboot.as_ref());
         Row {
@@ -422,7 +427,7 @@ fn record_addresses(dir: &Path, report: &Report, obs: &Observations) -> Result<(
     let seen: BTreeMap<&str, String> = obs
         .nodes
         .iter()
-        .map(|(n, _)| (n.name.as_str(), ip_of(&n.addr)))
+        .filter_map(|(n, _)| Some((n.name.as_str(), ip_of(&n.addr)?)))
         .collect();
     let _ = report;
     let b = Batch::load(dir)?;
@@ -490,6 +495,16 @@ pub fn run(req: &StatusRequest, out: &mut impl std::io::Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_ip_address_from_a_node_reaches_known_hosts() {
+        assert_eq!(ip_of("10.0.0.2:7946").as_deref(), Some("10.0.0.2"));
+        assert_eq!(ip_of("[fe80::1]:7946").as_deref(), Some("fe80::1"));
+        assert_eq!(ip_of("10.0.0.2").as_deref(), Some("10.0.0.2"));
+        for hostile in ["github.com", "10.0.0.2 evil", "a\nb ssh-ed25519 AAAA", ""] {
+            assert_eq!(ip_of(hostile), None, "{hostile:?}");
+        }
+    }
     use crate::arch::Arch;
     use crate::batch::BatchCard;
 
