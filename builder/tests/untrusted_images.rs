@@ -58,14 +58,19 @@ fn map(path: &Path) -> Result<blockmap::BlockMap, blockmap::BlockMapError> {
 
 /// An 8 MiB ext4 of 1 KiB blocks made by mke2fs with `features`, as a bare filesystem.
 fn ext4(features: &str) -> tempfile::NamedTempFile {
+    ext4_of(features, None)
+}
+
+/// [`ext4`], holding the files of `tree` when given.
+fn ext4_of(features: &str, tree: Option<&Path>) -> tempfile::NamedTempFile {
     let mke2fs = require_tool("mke2fs", "e2fsprogs");
     let img = tempfile::Builder::new().suffix(".ext4").tempfile().unwrap();
-    let out = Command::new(mke2fs)
-        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-O", features])
-        .arg(img.path())
-        .arg("8M")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(mke2fs);
+    cmd.args(["-q", "-F", "-t", "ext4", "-b", "1024", "-O", features]);
+    if let Some(t) = tree {
+        cmd.arg("-d").arg(t);
+    }
+    let out = cmd.arg(img.path()).arg("8M").output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -210,20 +215,7 @@ fn issue17_an_inode_claiming_gigabytes_is_not_allocated() {
     let tree = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(tree.path().join("etc")).unwrap();
     std::fs::write(tree.path().join("etc/os-release"), "ID=debian\n").unwrap();
-    let mke2fs = require_tool("mke2fs", "e2fsprogs");
-    let img = tempfile::Builder::new().suffix(".ext4").tempfile().unwrap();
-    let out = Command::new(mke2fs)
-        .args(["-q", "-F", "-t", "ext4", "-b", "1024", "-d"])
-        .arg(tree.path())
-        .arg(img.path())
-        .arg("8M")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let img = ext4_of("has_journal", Some(tree.path()));
     let debugfs = require_tool("debugfs", "e2fsprogs");
     let out = Command::new(debugfs)
         .args(["-w", "-R", "sif /etc/os-release size 0x17fffffff"])
