@@ -432,7 +432,8 @@ impl DeviceTarget {
         })
     }
 
-    /// Opens `path` for writing (exclusively on Linux) or, with `write = false`, for reading.
+    /// Opens `path` for writing (exclusively on Linux) or, with `write = false`, for reading;
+    /// the rest as [`DeviceTarget::from_handle`].
     pub fn open(path: &Path, write: bool) -> anyhow::Result<DeviceTarget> {
         let mut opts = OpenOptions::new();
         opts.read(true).write(write);
@@ -450,24 +451,7 @@ impl DeviceTarget {
                     path.display()
                 )
             })?;
-        let sector = blockdev::raw_sector_size(&buffered)
-            .with_context(|| format!("reading the block size of {}", path.display()))?;
-        let size = blockdev::device_size(&buffered)
-            .or_else(|_| (&buffered).seek(SeekFrom::End(0)))
-            .with_context(|| format!("reading the size of {}", path.display()))?;
-        let direct = open_direct(path, write);
-        if direct.is_none() {
-            tracing::debug!(device = %path.display(), "no O_DIRECT: buffered writes, fsync");
-        }
-        set_nocache(&buffered);
-        Ok(DeviceTarget {
-            buffered,
-            direct_ok: AtomicBool::new(direct.is_some()),
-            direct,
-            size,
-            path: path.to_owned(),
-            sector,
-        })
+        DeviceTarget::from_handle(buffered, path, write)
     }
 
     /// Re-reads the partition table (BLKRRPART), retrying while the kernel says busy.
