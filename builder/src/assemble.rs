@@ -21,13 +21,13 @@ use crate::batch::{self, Batch, BatchCard};
 use crate::cache::{self, BaseRequest, Cache};
 use crate::customize::{self, ImageFacts, PiBinaries};
 use crate::image::{self, ext4, fat::BootFs};
+use crate::io::readonly::ReadOnly;
+use crate::io::sparse;
 use crate::keystore::{self, DbCluster, KeyStore};
 use crate::overlay::{self, LoadedOverlay};
 use crate::password;
 use crate::payload::Payload;
-use crate::progress::Progress;
-use crate::readonly::ReadOnly;
-use crate::sparse;
+use crate::term::progress::Progress;
 
 /// How the password reaches the card.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,7 @@ use piforge_config::Card;
 use serde::{Deserialize, Serialize};
 
 use crate::arch::Arch;
+use crate::io::write_atomic;
 
 /// File name of the batch description inside the output dir.
 pub const BATCH_FILE: &str = "batch.toml";
@@ -125,7 +126,7 @@ impl Batch {
     /// concurrent processes never lose each other's changes.
     pub fn update<T>(dir: &Path, f: impl FnOnce(&mut Batch) -> T) -> anyhow::Result<T> {
         let path = dir.join(".batch.lock");
-        let _lock = crate::hostfs::lock(&path, true)
+        let _lock = crate::io::hostfs::lock(&path, true)
             .with_context(|| format!("locking {}", path.display()))?;
         let mut b = Batch::load(dir)?;
         let out = f(&mut b);
@@ -191,7 +192,7 @@ pub fn save_card(dir: &Path, card: &Card) -> anyhow::Result<()> {
         .as_deref()
         .context("a batch card has a fixed hostname")?;
     let cards = dir.join("cards");
-    crate::hostfs::create_dir_with_mode(&cards, 0o700)
+    crate::io::hostfs::create_dir_with_mode(&cards, 0o700)
         .with_context(|| format!("creating {}", cards.display()))?;
     write_atomic(&card_path(dir, host), card.render().as_bytes(), 0o600)
 }
@@ -201,13 +202,6 @@ pub fn load_card(dir: &Path, hostname: &str) -> anyhow::Result<Card> {
     let p = card_path(dir, hostname);
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     Card::parse(&text).with_context(|| format!("checking {}", p.display()))
-}
-
-/// Replaces `path` with `bytes` (exactly `mode`) atomically and durably
-/// ([`piforge_config::atomic`]).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    piforge_config::atomic::write_atomic(path, bytes, Some(mode))
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

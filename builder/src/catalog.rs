@@ -243,7 +243,7 @@ impl Catalog {
                     e.suite.clone(),
                     e.arch.to_string(),
                     e.size
-                        .map(crate::progress::human_bytes)
+                        .map(crate::term::progress::human_bytes)
                         .unwrap_or_else(|| "-".into()),
                     e.firstboot.as_str().to_owned(),
                     e.description.clone(),
@@ -252,7 +252,7 @@ impl Catalog {
             .collect();
         let mut all = vec![header.map(String::from)];
         all.extend(rows);
-        crate::table::aligned(&all)
+        crate::term::table::aligned(&all)
     }
 }
 

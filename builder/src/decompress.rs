@@ -20,8 +20,8 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
 use crate::fetch::part_path;
-use crate::progress::{Progress, ProgressReader};
-use crate::sparse::{is_zero, read_full};
+use crate::io::sparse::{is_zero, read_full};
+use crate::term::progress::{Progress, ProgressReader};
 
 /// Blocks of this size that are all zero are not written (they stay holes).
 pub const SPARSE_BLOCK: usize = 4096;

@@ -18,8 +18,8 @@ use sha2::{Digest, Sha256};
 use crate::batch::{self, Batch};
 use crate::customize::{self, ImageFacts};
 use crate::image::{self, fat::BootFs};
-use crate::progress::Progress;
-use crate::sparse;
+use crate::io::sparse;
+use crate::term::progress::Progress;
 
 /// xz block size: independent blocks make multi-threaded compression and decompression
 /// possible, and a fixed size makes the output the same for any thread count.
@@ -102,13 +102,13 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
         .file_name()
         .expect("an output file has a name")
         .to_string_lossy();
-    batch::write_atomic(
+    crate::io::write_atomic(
         &sha_path(&req.output),
         format!("{sha256}  {name}\n").as_bytes(),
         0o644,
     )?;
     let bmap_path = bmap_path(&req.output);
-    batch::write_atomic(&bmap_path, &bmap, 0o644)?;
+    crate::io::write_atomic(&bmap_path, &bmap, 0o644)?;
     Ok(ExportOutcome {
         output: req.output.clone(),
         sha256,
@@ -152,7 +152,7 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
         .metadata()
         .with_context(|| format!("reading {}", src.display()))?
         .len();
-    let out = crate::hostfs::with_mode(
+    let out = crate::io::hostfs::with_mode(
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -196,7 +196,7 @@ fn compress_xz(src: &Path, dest: &Path, progress: bool) -> anyhow::Result<String
 
 /// Mode 0600 on an open file, whatever the umask and whatever mode it had.
 fn owner_only(f: &File) -> anyhow::Result<()> {
-    crate::hostfs::owner_only(f).context("making the image readable by its owner only (0600)")
+    crate::io::hostfs::owner_only(f).context("making the image readable by its owner only (0600)")
 }
 
 struct HashWriter<W> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use crate::catalog::url_file_name;
-use crate::progress::{Progress, ProgressReader};
+use crate::term::progress::{Progress, ProgressReader};
 use crate::verify::{Sha256Reader, VerifyError, parse_sha256_file, sha256_reader};
 
 /// Where an image comes from, as given to `--from`.

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::catalog::FirstbootGen;
 use crate::image::{self, ext4, fat::BootFs};
-use crate::readonly::ReadOnly;
+use crate::io::readonly::ReadOnly;
 
 /// Everything `inspect` reports.
 #[derive(Debug, Serialize)]

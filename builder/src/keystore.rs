@@ -237,7 +237,7 @@ pub fn read_key_file(path: &Path) -> anyhow::Result<ClusterKey> {
 fn check_private(path: &Path) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("reading metadata of {}", path.display()))?;
-    let open_bits = crate::hostfs::group_other_bits(&meta);
+    let open_bits = crate::io::hostfs::group_other_bits(&meta);
     if open_bits != 0 {
         bail!(
             "{} is open to others (mode bits {:03o}); run `chmod 600 {}`",

@@ -39,7 +39,7 @@ pub fn manpages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .render(&mut roff)
             .with_context(|| format!("rendering {name}.1"))?;
         let path = dir.join(format!("{name}.1"));
-        crate::batch::write_atomic(&path, &roff, 0o644)?;
+        crate::io::write_atomic(&path, &roff, 0o644)?;
         written.push(path);
     }
     Ok(written)

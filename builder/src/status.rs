@@ -328,7 +328,7 @@ pub fn render_text(r: &Report) -> String {
             key.to_string(),
         ]);
     }
-    let mut s = crate::table::aligned(&lines);
+    let mut s = crate::term::table::aligned(&lines);
     for st in &r.unauthenticated {
         s.push_str(&format!(
             "unauthenticated  {}{}: {}\n",

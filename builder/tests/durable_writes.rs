@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Barrier;
 
-use piforge::batch::write_atomic;
+use piforge::io::write_atomic;
 
 fn leftovers(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)

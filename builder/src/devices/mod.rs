@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::progress::human_bytes;
+use crate::term::progress::human_bytes;
 
 /// Mount points that make the disk under them the running system's disk: a disk holding any of
 /// them is refused even with `--force` (`/boot/efi` and `/efi` too: the machine boots from it).
@@ -1015,7 +1015,7 @@ pub fn table(reports: &[DeviceReport<'_>]) -> String {
             },
         ]);
     }
-    let mut s = crate::table::aligned(&rows);
+    let mut s = crate::term::table::aligned(&rows);
     if reports.is_empty() {
         s.push_str("(no candidate disks found)\n");
     }

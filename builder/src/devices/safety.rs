@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::{Device, Policy, SYSTEM_MOUNTS};
-use crate::progress::human_bytes;
+use crate::term::progress::human_bytes;
 
 /// Why a target is refused. Each message says what to do about it. [`SafetyError::code`] is a
 /// stable kebab-case name for scripts (`piforge devices --json`).

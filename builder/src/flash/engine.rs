@@ -31,8 +31,8 @@ use thiserror::Error;
 
 use super::target::{AlignedBuf, TargetIo};
 use crate::blockmap::{self, ByteRange};
-use crate::progress::Progress;
-use crate::sparse::is_zero;
+use crate::io::sparse::is_zero;
+use crate::term::progress::Progress;
 
 /// Bytes per write.
 pub const CHUNK: usize = 4 << 20;
@@ -63,8 +63,8 @@ pub enum FlashError {
     /// The target cannot hold the image; nothing was written.
     #[error(
         "the target holds {} but the image needs {}; nothing was written",
-        crate::progress::human_bytes(*target),
-        crate::progress::human_bytes(*image)
+        crate::term::progress::human_bytes(*target),
+        crate::term::progress::human_bytes(*image)
     )]
     TooSmall {
         /// Image bytes.
@@ -76,7 +76,7 @@ pub enum FlashError {
     #[error(
         "the image is larger than the target ({}): the stream went past its end; the target is \
          left without a partition table",
-        crate::progress::human_bytes(*target)
+        crate::term::progress::human_bytes(*target)
     )]
     Overflow {
         /// Target capacity.
@@ -87,8 +87,8 @@ pub enum FlashError {
         "fake capacity: the device claims {} but holds only about {}: the sentinel block \
          written at byte {written_at} {}; only {sentinels} sentinel blocks of 4 KiB were \
          written, nothing else (use another card, or --no-capacity-check to write anyway)",
-        crate::progress::human_bytes(*claimed),
-        crate::progress::human_bytes(*real),
+        crate::term::progress::human_bytes(*claimed),
+        crate::term::progress::human_bytes(*real),
         match read_at { Some(r) => format!("came back at byte {r} (addresses wrap around)"), None => "did not come back (writes past the real end are lost)".to_owned() }
     )]
     FakeCapacity {

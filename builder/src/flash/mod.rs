@@ -54,7 +54,7 @@ use crate::bmap;
 use crate::decompress::{self, Format};
 use crate::devices;
 use crate::image;
-use crate::progress::{Progress, human_bytes};
+use crate::term::progress::{Progress, human_bytes};
 use engine::{ChunkSource, FlashError, WriteOptions};
 use source::{MappedSource, PlanRange, StreamSource};
 use target::{DeviceTarget, FileTarget, Opened, TargetIo, TargetKind};
@@ -434,14 +434,14 @@ fn prepare(
 /// claimed). The lock files stay; they are empty.
 #[derive(Debug)]
 pub struct CardClaim {
-    _lock: crate::hostfs::FileLock,
+    _lock: crate::io::hostfs::FileLock,
 }
 
 /// Claims card `k` of the batch in `dir`; `None` when another process holds it.
 pub fn claim_card(dir: &Path, k: u32) -> anyhow::Result<Option<CardClaim>> {
     let path = dir.join(format!(".flash-card-{k}.lock"));
-    let lock =
-        crate::hostfs::lock(&path, false).with_context(|| format!("locking {}", path.display()))?;
+    let lock = crate::io::hostfs::lock(&path, false)
+        .with_context(|| format!("locking {}", path.display()))?;
     Ok(lock.map(|l| CardClaim { _lock: l }))
 }
 
@@ -449,8 +449,8 @@ pub fn claim_card(dir: &Path, k: u32) -> anyhow::Result<Option<CardClaim>> {
 /// the batch-wide lock `<batch>/.batch.lock` so concurrent processes do not lose records).
 pub fn mark_flashed(dir: &Path, k: u32) -> anyhow::Result<()> {
     let path = dir.join(".batch.lock");
-    let _lock =
-        crate::hostfs::lock(&path, true).with_context(|| format!("locking {}", path.display()))?;
+    let _lock = crate::io::hostfs::lock(&path, true)
+        .with_context(|| format!("locking {}", path.display()))?;
     let mut b = Batch::load(dir)?;
     let c = b
         .cards
@@ -635,11 +635,11 @@ fn check_file_target(path: &Path, image: &Image) -> anyhow::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut free = crate::hostfs::free_space(&dir)
+    let mut free = crate::io::hostfs::free_space(&dir)
         .with_context(|| format!("reading the free space of {}", dir.display()))?;
     if let Ok(m) = std::fs::metadata(path) {
         // Its own blocks are freed when it is truncated.
-        free += crate::hostfs::allocated(&m);
+        free += crate::io::hostfs::allocated(&m);
     }
     if let Some(need) = image.planned()
         && need > free
@@ -683,9 +683,9 @@ fn personalise(
             let mut pos = a;
             while pos < e {
                 let n = ((e - pos) as usize).min(buf.len());
-                crate::hostfs::read_exact_at(&src, &mut buf[..n], pos)
+                crate::io::hostfs::read_exact_at(&src, &mut buf[..n], pos)
                     .with_context(|| format!("reading {}", image.display()))?;
-                crate::hostfs::write_all_at(tmp.as_file(), &buf[..n], pos)
+                crate::io::hostfs::write_all_at(tmp.as_file(), &buf[..n], pos)
                     .context("writing the card's temp file")?;
                 pos += n as u64;
             }

@@ -26,10 +26,10 @@ pub trait RawIo {
 
 impl RawIo for std::fs::File {
     fn raw_read(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        crate::hostfs::read_exact_at(self, buf, offset)
+        crate::io::hostfs::read_exact_at(self, buf, offset)
     }
     fn raw_write(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        crate::hostfs::write_all_at(self, buf, offset)
+        crate::io::hostfs::write_all_at(self, buf, offset)
     }
 }
 

@@ -16,7 +16,7 @@
 //! flash before the partition table is written). Deliberately not here: the write order and
 //! the target (`engine`, `target`).
 
-use crate::hostfs::read_exact_at;
+use crate::io::hostfs::read_exact_at;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::engine::{CHUNK, ChunkSource};
 use crate::blockmap::{self, BlockMap, ByteRange};
 use crate::bmap::Bmap;
-use crate::sparse::read_full;
+use crate::io::sparse::read_full;
 
 /// A range to write, with the sha256 its bytes must have when a bmap says so.
 #[derive(Debug, Clone, PartialEq, Eq)]

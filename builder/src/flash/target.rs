@@ -338,7 +338,7 @@ impl FileTarget {
     /// card's secrets; whatever the umask or its mode before) and sized to `len` bytes of
     /// zeros, old contents dropped (`None`: unknown yet, a stream; the engine sets it).
     pub fn from_handle(file: File, len: Option<u64>) -> io::Result<FileTarget> {
-        crate::hostfs::owner_only(&file)?;
+        crate::io::hostfs::owner_only(&file)?;
         file.set_len(0)?;
         file.set_len(len.unwrap_or(0))?;
         Ok(FileTarget {
@@ -366,10 +366,10 @@ impl FileTarget {
 
 impl TargetIo for FileTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        crate::hostfs::write_all_at(&self.file, buf, offset)
+        crate::io::hostfs::write_all_at(&self.file, buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        crate::hostfs::read_exact_at(&self.file, buf, offset)
+        crate::io::hostfs::read_exact_at(&self.file, buf, offset)
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
