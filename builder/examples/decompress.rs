@@ -1,4 +1,4 @@
-//! Dev tool: run `piforge::decompress::decompress_to` on one file, for `ci/bench-build` and for
+//! Dev tool: run `piforge::acquire::decompress::decompress_to` on one file, for `ci/bench-build` and for
 //! poking at real images by hand. Not part of the CLI.
 //!
 //! `cargo run --release -p piforge --example decompress -- SRC DEST [--sha256 HEX]`
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
     };
     let progress = std::env::var_os("PIFORGE_PROGRESS").is_some();
-    match piforge::decompress::decompress_to_checked(
+    match piforge::acquire::decompress::decompress_to_checked(
         &PathBuf::from(src),
         &PathBuf::from(dest),
         expect,

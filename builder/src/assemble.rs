@@ -16,9 +16,9 @@ use piforge_config::host_keys::{self, HostKeys};
 use piforge_config::{Card, ClusterKey, Secret};
 use rand::{Rng, SeedableRng};
 
+use crate::acquire::cache::{self, BaseRequest, Cache};
 use crate::arch::Arch;
 use crate::batch::{self, Batch, BatchCard};
-use crate::cache::{self, BaseRequest, Cache};
 use crate::customize::{self, ImageFacts, PiBinaries};
 use crate::image::{self, ext4, fat::BootFs};
 use crate::io::readonly::ReadOnly;

@@ -7,12 +7,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
+use crate::acquire::cache::{BaseRequest, Cache};
+use crate::acquire::catalog::Catalog;
+use crate::acquire::fetch::Source;
 use crate::arch::Arch;
 use crate::assemble::{BuildRequest, PasswordSpec, WifiSpec};
-use crate::cache::{BaseRequest, Cache};
-use crate::catalog::Catalog;
 use crate::export::ExportRequest;
-use crate::fetch::Source;
 use crate::flash::FlashRequest;
 use crate::flash::engine::WriteOptions;
 use crate::inventory::{InventoryOutput, InventoryRequest};

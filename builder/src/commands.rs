@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::acquire::catalog::Catalog;
 use crate::assemble::{self, BuildRequest};
-use crate::catalog::Catalog;
 use crate::export::{self, ExportRequest};
 use crate::flash::{self, FlashRequest};
 use crate::inspect;

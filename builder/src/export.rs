@@ -90,7 +90,7 @@ pub fn export(req: &ExportRequest) -> anyhow::Result<ExportOutcome> {
             .with_context(|| format!("renaming to {}", req.output.display()))?;
         sha
     } else {
-        let sha = crate::verify::sha256_file(raw.path())?;
+        let sha = crate::acquire::verify::sha256_file(raw.path())?;
         raw.persist(&req.output)
             .map_err(|e| e.error)
             .with_context(|| format!("renaming to {}", req.output.display()))?;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use piforge_config::{CARD_DIR, CARD_PATH, Card, OverlayManifest};
 use serde::Serialize;
 
-use crate::catalog::FirstbootGen;
+use crate::acquire::catalog::FirstbootGen;
 use crate::image::{self, ext4, fat::BootFs};
 use crate::io::readonly::ReadOnly;
 

@@ -8,20 +8,17 @@
 // each block with a SAFETY comment: flash::blockdev (Linux) and devices::winapi (Windows).
 #![deny(unsafe_code)]
 
+pub mod acquire;
 pub mod arch;
 pub mod assemble;
 pub mod batch;
 pub mod blockmap;
 pub mod bmap;
-pub mod cache;
-pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod customize;
-pub mod decompress;
 pub mod devices;
 pub mod export;
-pub mod fetch;
 pub mod flash;
 pub mod image;
 pub mod inspect;
@@ -36,4 +33,3 @@ pub mod password;
 pub mod payload;
 pub mod status;
 pub mod term;
-pub mod verify;

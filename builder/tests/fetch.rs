@@ -10,11 +10,11 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use piforge::acquire::cache::{BaseRequest, Cache, base_image};
+use piforge::acquire::catalog::{Entry, FirstbootGen};
+use piforge::acquire::decompress::{DecompressError, Format, decompress_to, decompress_to_checked};
+use piforge::acquire::fetch::{FetchError, download, part_path};
 use piforge::arch::Arch;
-use piforge::cache::{BaseRequest, Cache, base_image};
-use piforge::catalog::{Entry, FirstbootGen};
-use piforge::decompress::{DecompressError, Format, decompress_to, decompress_to_checked};
-use piforge::fetch::{FetchError, download, part_path};
 use sha2::{Digest, Sha256};
 
 use http::TestServer;
@@ -273,7 +273,7 @@ fn missing_file_is_an_http_error() {
 fn decompress_bytes(
     compressed: &[u8],
     name: &str,
-) -> (Vec<u8>, piforge::decompress::DecompressStats) {
+) -> (Vec<u8>, piforge::acquire::decompress::DecompressStats) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join(name);
     fs::write(&src, compressed).unwrap();

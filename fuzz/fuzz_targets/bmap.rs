@@ -7,8 +7,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = piforge::decompress::parse_xz_index(data);
-    let _ = piforge::decompress::xz_uncompressed_size(&mut std::io::Cursor::new(data));
+    let _ = piforge::acquire::decompress::parse_xz_index(data);
+    let _ = piforge::acquire::decompress::xz_uncompressed_size(&mut std::io::Cursor::new(data));
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = piforge::decompress::decompress_slice(data, 1 << 20);
+    let _ = piforge::acquire::decompress::decompress_slice(data, 1 << 20);
 });

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = piforge::image::ext4::parse_os_release(text);
     let _ = piforge::image::ext4::boot_mount_from_fstab(text);
-    let _ = piforge::verify::parse_sha256_file(text, "x.img.xz");
+    let _ = piforge::acquire::verify::parse_sha256_file(text, "x.img.xz");
     let _ = piforge::payload::Manifest::parse(text);
-    let _ = piforge::catalog::Catalog::parse(text);
+    let _ = piforge::acquire::catalog::Catalog::parse(text);
 });

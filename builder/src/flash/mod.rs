@@ -48,10 +48,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::MultiProgress;
 
+use crate::acquire::decompress::{self, Format};
 use crate::batch::Batch;
 use crate::blockmap::{self, BlockMap, ByteRange};
 use crate::bmap;
-use crate::decompress::{self, Format};
 use crate::devices;
 use crate::image;
 use crate::term::progress::{Progress, human_bytes};
@@ -355,7 +355,10 @@ fn source_guard(req: &FlashRequest, image: &Image, batch: bool) -> guard::Guard 
         g.protect(&b, "the bmap being read");
     }
     g.protect(&req.batch_dir, "the batch directory");
-    g.protect(&crate::cache::Cache::default_root(), "the cache directory");
+    g.protect(
+        &crate::acquire::cache::Cache::default_root(),
+        "the cache directory",
+    );
     g
 }
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
-use crate::catalog::url_file_name;
+use crate::acquire::catalog::url_file_name;
+use crate::acquire::verify::{Sha256Reader, VerifyError, parse_sha256_file, sha256_reader};
 use crate::term::progress::{Progress, ProgressReader};
-use crate::verify::{Sha256Reader, VerifyError, parse_sha256_file, sha256_reader};
 
 /// Where an image comes from, as given to `--from`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
-use crate::fetch::part_path;
+use crate::acquire::fetch::part_path;
 use crate::io::sparse::{is_zero, read_full};
 use crate::term::progress::{Progress, ProgressReader};
 

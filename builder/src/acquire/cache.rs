@@ -20,10 +20,10 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use crate::catalog::{Entry, url_file_name};
-use crate::decompress::{Format, decompress_to_checked, sniff_file};
-use crate::fetch::{self, FetchError};
-use crate::verify::{parse_sha256_file, sha256_file};
+use crate::acquire::catalog::{Entry, url_file_name};
+use crate::acquire::decompress::{Format, decompress_to_checked, sniff_file};
+use crate::acquire::fetch::{self, FetchError};
+use crate::acquire::verify::{parse_sha256_file, sha256_file};
 
 /// The cache directory.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,11 +9,11 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acquire::verify::normalize_sha256;
 use crate::arch::Arch;
-use crate::verify::normalize_sha256;
 
 /// The catalog file, compiled in.
-const BUILTIN: &str = include_str!("../../images.toml");
+const BUILTIN: &str = include_str!("../../../images.toml");
 
 /// The `schema-version` this code reads.
 pub const SCHEMA_VERSION: u32 = 1;
