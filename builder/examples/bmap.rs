@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use piforge::blockmap::map_image;
-use piforge::bmap::write_bmap;
+use piforge::image::blockmap::map_image;
+use piforge::image::bmap::write_bmap;
 
 fn run(image: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     let mut f = File::open(&image).with_context(|| format!("opening {}", image.display()))?;

@@ -214,7 +214,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
             )
         })?;
     let cmdline = String::from_utf8(cmdline).context("cmdline.txt is not UTF-8")?;
-    let mechanisms = crate::inspect::first_boot_mechanisms(&cmdline, facts.cloud_init);
+    let mechanisms = crate::image::inspect::first_boot_mechanisms(&cmdline, facts.cloud_init);
     if mechanisms.is_empty() {
         tracing::warn!(
             "the base image's own first boot is unknown (no init=…/raspberrypi-sys-mods/firstboot \
@@ -223,7 +223,7 @@ pub fn build(req: &BuildRequest) -> anyhow::Result<BuildOutcome> {
         );
     } else {
         tracing::info!(
-            first_boot = %crate::inspect::mechanisms_text(&mechanisms),
+            first_boot = %crate::image::inspect::mechanisms_text(&mechanisms),
             "the base image's own first boot"
         );
     }

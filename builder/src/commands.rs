@@ -8,7 +8,7 @@ use crate::acquire::catalog::Catalog;
 use crate::assemble::{self, BuildRequest};
 use crate::export::{self, ExportRequest};
 use crate::flash::{self, FlashRequest};
-use crate::inspect;
+use crate::image::inspect;
 
 /// `piforge images [--json]`
 pub fn cmd_images(json: bool, out: &mut impl Write) -> anyhow::Result<()> {

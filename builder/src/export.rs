@@ -224,9 +224,10 @@ fn part_path(p: &Path) -> PathBuf {
 /// The bmap v2.0 text of a raw image (its block map, ranges checksummed).
 fn bmap_of(raw: &mut File) -> anyhow::Result<Vec<u8>> {
     let len = raw.metadata().context("reading the image's size")?.len();
-    let map = crate::blockmap::map_image(raw, len).context("mapping the image's used blocks")?;
+    let map =
+        crate::image::blockmap::map_image(raw, len).context("mapping the image's used blocks")?;
     let mut out = Vec::new();
-    crate::bmap::write_bmap(raw, &map, &mut out).context("writing the bmap")?;
+    crate::image::bmap::write_bmap(raw, &map, &mut out).context("writing the bmap")?;
     Ok(out)
 }
 

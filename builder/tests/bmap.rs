@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{MiniOpts, Release, extract_range, fill_junk, mini_image, require_tool};
-use piforge::blockmap::{BlockMap, ByteRange, FsKind, map_image};
-use piforge::bmap::write_bmap;
+use piforge::image::blockmap::{BlockMap, ByteRange, FsKind, map_image};
+use piforge::image::bmap::write_bmap;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd
@@ -243,7 +243,7 @@ fn bmaptool_copy(bmap: &Path, image: &Path, target: &Path) -> Result<String, Str
     }
 }
 
-fn write_bmap_file(image: &Path, map: &BlockMap, bmap: &Path) -> piforge::bmap::BmapSummary {
+fn write_bmap_file(image: &Path, map: &BlockMap, bmap: &Path) -> piforge::image::bmap::BmapSummary {
     let mut f = File::open(image).unwrap();
     write_bmap(&mut f, map, File::create(bmap).unwrap()).unwrap()
 }

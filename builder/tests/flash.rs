@@ -266,7 +266,7 @@ fn an_xz_image_is_streamed_with_and_without_its_bmap() {
     env.ok(&["export", "--out", "out", "-o", "rel.img"]);
     env.ok(&["export", "--out", "out", "-o", "rel.img.xz"]);
     let bmap = env.path("rel.img.xz.bmap");
-    let parsed = piforge::bmap::parse(&std::fs::read_to_string(&bmap).unwrap()).unwrap();
+    let parsed = piforge::image::bmap::parse(&std::fs::read_to_string(&bmap).unwrap()).unwrap();
     assert_eq!(parsed.image_size, base.disk_size);
     assert!(
         parsed.mapped_bytes() < base.disk_size / 4,

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::Once;
 
 use common::require_tool;
-use piforge::blockmap::{self, ByteRange, FsKind, map_image};
+use piforge::image::blockmap::{self, ByteRange, FsKind, map_image};
 
 /// Address space this test process may use: far more than the tests need (images of a few
 /// MiB), far less than what the hostile headers below once made us allocate.

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(b) = piforge::bmap::parse(text) else {
+    let Ok(b) = piforge::image::bmap::parse(text) else {
         return;
     };
     let mut prev_end = 0;

@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use piforge::blockmap::{self, ByteRange};
+use piforge::image::blockmap::{self, ByteRange};
 use piforge::image::{FsKind, PartType, Partition, ext4};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use piforge::blockmap;
+use piforge::image::blockmap;
 use piforge::image;
 
 fuzz_target!(|data: &[u8]| {

@@ -18,8 +18,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = image::detect_fs(data);
     let _ = image::fat::FatGeometry::parse(data);
     if let Some(sector0) = data.get(..512) {
-        let _ = piforge::blockmap::parse_mbr(sector0);
-        let _ = piforge::blockmap::parse_gpt_header(sector0);
+        let _ = piforge::image::blockmap::parse_mbr(sector0);
+        let _ = piforge::image::blockmap::parse_gpt_header(sector0);
     }
-    let _ = piforge::blockmap::parse_gpt_entries(data, 128);
+    let _ = piforge::image::blockmap::parse_gpt_entries(data, 128);
 });

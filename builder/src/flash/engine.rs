@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::target::{AlignedBuf, TargetIo};
-use crate::blockmap::{self, ByteRange};
+use crate::image::blockmap::{self, ByteRange};
 use crate::io::sparse::is_zero;
 use crate::term::progress::Progress;
 

@@ -50,10 +50,10 @@ use indicatif::MultiProgress;
 
 use crate::acquire::decompress::{self, Format};
 use crate::batch::Batch;
-use crate::blockmap::{self, BlockMap, ByteRange};
-use crate::bmap;
 use crate::devices;
 use crate::image;
+use crate::image::blockmap::{self, BlockMap, ByteRange};
+use crate::image::bmap;
 use crate::term::progress::{Progress, human_bytes};
 use engine::{ChunkSource, FlashError, WriteOptions};
 use source::{MappedSource, PlanRange, StreamSource};

@@ -25,8 +25,8 @@ use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use super::engine::{CHUNK, ChunkSource};
-use crate::blockmap::{self, BlockMap, ByteRange};
-use crate::bmap::Bmap;
+use crate::image::blockmap::{self, BlockMap, ByteRange};
+use crate::image::bmap::Bmap;
 use crate::io::sparse::read_full;
 
 /// A range to write, with the sha256 its bytes must have when a bmap says so.
@@ -310,7 +310,7 @@ impl ChunkSource for StreamSource<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bmap::{BmapRange, parse, render};
+    use crate::image::bmap::{BmapRange, parse, render};
 
     #[test]
     fn map_plans_are_aligned_and_merged() {

@@ -5,14 +5,20 @@
 //!   label). [`Layout::boot`] and [`Layout::root`] pick the FAT boot and ext4 root partitions.
 //! - [`fat`]: edit the FAT boot partition through a [`window::PartitionWindow`] of the image file.
 //! - [`ext4`]: read-only facts about the ext4 root (release, boot mount, network stack, arch).
+//! - [`blockmap`]: the byte ranges that carry data, from the FAT and ext4 allocation; [`bmap`]:
+//!   the same as a `bmaptool` file, written and parsed.
+//! - [`inspect`]: `piforge inspect`, all of the above as one read-only report.
 //!
 //! Deliberately not here: MBR *logical* partitions (Raspberry Pi OS images have two primaries;
 //! an extended partition is listed with [`FsKind::Unknown`] and its contents are not followed),
 //! GPT on 4096-byte sectors, and writing partition tables (the builder keeps the table as it is).
 
 pub mod blockcache;
+pub mod blockmap;
+pub mod bmap;
 pub mod ext4;
 pub mod fat;
+pub mod inspect;
 pub mod window;
 
 use std::fmt;

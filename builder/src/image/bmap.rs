@@ -2,7 +2,7 @@
 //! blocks of an image worth copying, each range with its sha256, and the sha256 of the file
 //! itself computed with that field zeroed, exactly as `bmaptool` checks it.
 //!
-//! The used ranges come from [`crate::blockmap`] (the filesystems' allocation), not from
+//! The used ranges come from [`crate::image::blockmap`] (the filesystems' allocation), not from
 //! looking for zeros or holes. [`render`] is pure; [`write_bmap`] reads the image to checksum
 //! the ranges. [`parse`] reads a published bmap (untrusted input: a small tag scanner for the
 //! few elements bmap files have, not a general XML parser; it checks `BmapFileChecksum`).
@@ -13,7 +13,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::blockmap::BlockMap;
+use crate::image::blockmap::BlockMap;
 
 /// The block size we write (bmaptool's default, and the ext4 block size of Pi images).
 pub const BMAP_BLOCK_SIZE: u64 = 4096;
@@ -370,7 +370,7 @@ pub fn write_bmap<R: Read + Seek, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blockmap::ByteRange;
+    use crate::image::blockmap::ByteRange;
 
     #[test]
     fn ranges_round_out_to_blocks_and_merge() {
