@@ -11,8 +11,8 @@ use crate::acquire::cache::{BaseRequest, Cache};
 use crate::acquire::catalog::Catalog;
 use crate::acquire::fetch::Source;
 use crate::arch::Arch;
-use crate::assemble::{BuildRequest, PasswordSpec, WifiSpec};
-use crate::export::ExportRequest;
+use crate::build::assemble::{BuildRequest, PasswordSpec, WifiSpec};
+use crate::build::export::ExportRequest;
 use crate::flash::FlashRequest;
 use crate::flash::engine::WriteOptions;
 use crate::inventory::{InventoryOutput, InventoryRequest};
@@ -521,7 +521,7 @@ impl BuildArgs {
             timezone: self.timezone,
             keymap: self.keymap,
             locale: self.locale,
-            mqtt: self.mqtt_url.map(|url| crate::mqtt::MqttSpec {
+            mqtt: self.mqtt_url.map(|url| crate::build::mqtt::MqttSpec {
                 url,
                 password_file: self.mqtt_password_file,
                 ca_file: self.mqtt_ca_file,

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::acquire::catalog::Catalog;
-use crate::assemble::{self, BuildRequest};
-use crate::export::{self, ExportRequest};
+use crate::build::assemble::{self, BuildRequest};
+use crate::build::export::{self, ExportRequest};
 use crate::flash::{self, FlashRequest};
 use crate::image::inspect;
 
@@ -52,7 +52,9 @@ pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> 
         writeln!(
             out,
             "ssh    ssh -o UserKnownHostsFile={} {}@{}.local",
-            req.out.join(crate::batch::KNOWN_HOSTS_FILE).display(),
+            req.out
+                .join(crate::build::batch::KNOWN_HOSTS_FILE)
+                .display(),
             req.user,
             o.batch.cards[0].hostname
         )?;
@@ -62,7 +64,7 @@ pub fn cmd_build(req: BuildRequest, out: &mut impl Write) -> anyhow::Result<()> 
 
 /// `piforge known-hosts`: the batch's known_hosts lines (also in `<out>/known_hosts`).
 pub fn cmd_known_hosts(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
-    let b = crate::batch::Batch::load(dir)?;
+    let b = crate::build::batch::Batch::load(dir)?;
     let text = b.known_hosts();
     if text.is_empty() {
         anyhow::bail!(

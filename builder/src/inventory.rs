@@ -235,7 +235,7 @@ pub fn members(req: &InventoryRequest) -> Result<Vec<ApiMember>> {
             (nodes, Some(c))
         }
     };
-    let keys = crate::keystore::keys_for(req.key_file.as_deref(), cluster.as_deref())?;
+    let keys = crate::build::keystore::keys_for(req.key_file.as_deref(), cluster.as_deref())?;
     let api_keys = nodeapi::api_keys(&keys);
     let mut last = None;
     let mut unauthenticated = vec![];

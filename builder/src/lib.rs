@@ -10,23 +10,15 @@
 
 pub mod acquire;
 pub mod arch;
-pub mod assemble;
-pub mod batch;
+pub mod build;
 pub mod cli;
 pub mod commands;
-pub mod customize;
 pub mod devices;
-pub mod export;
 pub mod flash;
 pub mod image;
 pub mod inventory;
 pub mod io;
-pub mod keystore;
 pub mod manual;
-pub mod mqtt;
 pub mod nodeapi;
-pub mod overlay;
-pub mod password;
-pub mod payload;
 pub mod status;
 pub mod term;

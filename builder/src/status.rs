@@ -18,7 +18,7 @@ use piforge_config::members::{ApiMember, MemberState, parse_members};
 use piforge_config::status::{NODE_STATUS_PATH, NodeStatus, RunReport};
 use serde::Serialize;
 
-use crate::batch::{self, Batch};
+use crate::build::batch::{self, Batch};
 use crate::nodeapi::{self, Proof};
 
 /// A checked `piforge status`.
@@ -453,7 +453,7 @@ fn record_addresses(dir: &Path, report: &Report, obs: &Observations) -> Result<(
 /// card has not joined within the timeout.
 pub fn run(req: &StatusRequest, out: &mut impl std::io::Write) -> Result<()> {
     let batch = Batch::load(&req.batch_dir)?;
-    let keys = crate::keystore::keys_for(req.key_file.as_deref(), Some(&batch.cluster))?;
+    let keys = crate::build::keystore::keys_for(req.key_file.as_deref(), Some(&batch.cluster))?;
     let keys = nodeapi::api_keys(&keys);
     let start = Instant::now();
     let mut last_text = String::new();
@@ -506,7 +506,7 @@ mod tests {
         }
     }
     use crate::arch::Arch;
-    use crate::batch::BatchCard;
+    use crate::build::batch::BatchCard;
 
     fn batch() -> Batch {
         let card = |i: u32, flashed: bool| BatchCard {

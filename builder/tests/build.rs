@@ -178,7 +178,7 @@ fn build_all_releases_with_three_cards() {
             // in known_hosts under the card's names.
             let keys = c.host_keys.as_ref().expect("a named card has host keys");
             let parsed = keys.parse().unwrap();
-            let b = piforge::batch::Batch::load(&env.path("out")).unwrap();
+            let b = piforge::build::batch::Batch::load(&env.path("out")).unwrap();
             let bc = b.card(k).unwrap();
             let publics: Vec<String> = parsed.iter().map(|k| k.public.trim().to_string()).collect();
             assert_eq!(bc.host_keys, publics);
@@ -192,7 +192,7 @@ fn build_all_releases_with_three_cards() {
         }
         // Every card has its own keys.
         let key_of = |k: u32| {
-            piforge::batch::Batch::load(&env.path("out"))
+            piforge::build::batch::Batch::load(&env.path("out"))
                 .unwrap()
                 .card(k)
                 .unwrap()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{MiniImage, MiniOpts, Release};
 use piforge::arch::Arch;
-use piforge::batch::Batch;
+use piforge::build::batch::Batch;
 use piforge_config::Card;
 
 /// A sandbox: temp dirs for config (key store), cache, payload and output.

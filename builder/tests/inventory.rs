@@ -329,7 +329,7 @@ fn ed25519_pub(comment: &str) -> String {
 
 #[test]
 fn status_shows_each_card_and_who_cannot_prove_membership() {
-    use piforge::batch::{Batch, BatchCard, save_card};
+    use piforge::build::batch::{Batch, BatchCard, save_card};
     let node = node_bin();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -368,7 +368,7 @@ fn status_shows_each_card_and_who_cannot_prove_membership() {
         });
     }
     let batch = Batch {
-        schema_version: piforge::batch::BATCH_SCHEMA,
+        schema_version: piforge::build::batch::BATCH_SCHEMA,
         id: "test".into(),
         image: "lab.img".into(),
         source: "test".into(),

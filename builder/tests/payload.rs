@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use piforge::arch::Arch;
-use piforge::payload::{EmbeddedPayload, Payload, PayloadError, Search};
+use piforge::build::payload::{EmbeddedPayload, Payload, PayloadError, Search};
 use sha2::{Digest, Sha256};
 
 /// A minimal static little-endian ELF executable header for `arch` (one PT_LOAD), padded with
@@ -310,6 +310,6 @@ fn real_cross_compiled_payload_verifies() {
         );
         // And the other arch's binaries are refused for this one.
         let other = Arch::ALL.into_iter().find(|a| *a != arch).unwrap();
-        assert!(piforge::payload::check_elf(&b.node, other).is_err());
+        assert!(piforge::build::payload::check_elf(&b.node, other).is_err());
     }
 }

@@ -7,13 +7,13 @@ use piforge::arch::Arch;
 
 fuzz_target!(|data: &[u8]| {
     for a in Arch::ALL {
-        let _ = piforge::payload::check_elf(data, a);
+        let _ = piforge::build::payload::check_elf(data, a);
     }
     let _ = piforge::image::ext4::arch_from_elf(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = piforge::image::ext4::parse_os_release(text);
     let _ = piforge::image::ext4::boot_mount_from_fstab(text);
     let _ = piforge::acquire::verify::parse_sha256_file(text, "x.img.xz");
-    let _ = piforge::payload::Manifest::parse(text);
+    let _ = piforge::build::payload::Manifest::parse(text);
     let _ = piforge::acquire::catalog::Catalog::parse(text);
 });

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use piforge::overlay::{check_template, vars};
+use piforge::build::overlay::{check_template, vars};
 use piforge_config::OverlayManifest;
 use piforge_config::members::{ApiMember, MemberState};
 use piforge_config::overlay::Escape;

@@ -49,7 +49,7 @@ use anyhow::{Context, bail};
 use indicatif::MultiProgress;
 
 use crate::acquire::decompress::{self, Format};
-use crate::batch::Batch;
+use crate::build::batch::Batch;
 use crate::devices;
 use crate::image;
 use crate::image::blockmap::{self, BlockMap, ByteRange};
@@ -694,7 +694,7 @@ fn personalise(
             }
         }
     }
-    crate::export::personalise(tmp.as_file_mut(), b, dir, k)
+    crate::build::export::personalise(tmp.as_file_mut(), b, dir, k)
         .with_context(|| format!("personalising card {k}"))?;
     tmp.as_file_mut().flush().context("flushing the card")?;
     let ranges = blockmap::fat_ranges(tmp.as_file_mut(), boot_range)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use piforge_config::{CARD_DIR, CARD_PATH, Card, FIRSTBOOT_BIN_PATH, cloudinit, cmdline};
 
-use crate::overlay::LoadedOverlay;
+use crate::build::overlay::LoadedOverlay;
 
 /// What the plan needs to know about the base image.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::batch::{self, Batch};
-use crate::customize::{self, ImageFacts};
+use crate::build::batch::{self, Batch};
+use crate::build::customize::{self, ImageFacts};
 use crate::image::{self, fat::BootFs};
 use crate::io::sparse;
 use crate::term::progress::Progress;
@@ -128,7 +128,7 @@ pub fn personalise(image: &mut File, batch: &Batch, dir: &Path, k: u32) -> anyho
     };
     let files = customize::plan_card(&card, &facts, &batch.instance_id(&bc.hostname));
     let fs = BootFs::open(image, &boot)?;
-    crate::assemble::check_space(&fs, &files)?;
+    crate::build::assemble::check_space(&fs, &files)?;
     for (path, bytes) in &files {
         fs.write(path, bytes)?;
     }

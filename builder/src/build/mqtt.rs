@@ -11,7 +11,7 @@ use anyhow::Context;
 use piforge_config::Secret;
 use piforge_config::node::MqttSettings;
 
-use crate::password::read_password_file;
+use crate::build::password::read_password_file;
 
 /// The broker flags of `piforge build`.
 #[derive(Debug, Clone, PartialEq, Default)]

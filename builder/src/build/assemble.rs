@@ -18,15 +18,15 @@ use rand::{Rng, SeedableRng};
 
 use crate::acquire::cache::{self, BaseRequest, Cache};
 use crate::arch::Arch;
-use crate::batch::{self, Batch, BatchCard};
-use crate::customize::{self, ImageFacts, PiBinaries};
+use crate::build::batch::{self, Batch, BatchCard};
+use crate::build::customize::{self, ImageFacts, PiBinaries};
+use crate::build::keystore::{self, DbCluster, KeyStore};
+use crate::build::overlay::{self, LoadedOverlay};
+use crate::build::password;
+use crate::build::payload::Payload;
 use crate::image::{self, ext4, fat::BootFs};
 use crate::io::readonly::ReadOnly;
 use crate::io::sparse;
-use crate::keystore::{self, DbCluster, KeyStore};
-use crate::overlay::{self, LoadedOverlay};
-use crate::password;
-use crate::payload::Payload;
 use crate::term::progress::Progress;
 
 /// How the password reaches the card.
@@ -110,7 +110,7 @@ pub struct BuildRequest {
     /// Locale.
     pub locale: Option<String>,
     /// MQTT broker of every card (wins over an overlay's `[mqtt]`).
-    pub mqtt: Option<crate::mqtt::MqttSpec>,
+    pub mqtt: Option<crate::build::mqtt::MqttSpec>,
     /// Draw progress.
     pub progress: bool,
 }
