@@ -13,9 +13,9 @@ use crate::acquire::fetch::Source;
 use crate::arch::Arch;
 use crate::build::assemble::{BuildRequest, PasswordSpec, WifiSpec};
 use crate::build::export::ExportRequest;
+use crate::cluster::inventory::{InventoryOutput, InventoryRequest};
 use crate::flash::FlashRequest;
 use crate::flash::engine::WriteOptions;
-use crate::inventory::{InventoryOutput, InventoryRequest};
 
 /// Catalog entry built when neither --image nor --from is given.
 pub const DEFAULT_IMAGE: &str = "trixie-lite-arm64";
@@ -123,7 +123,7 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 
 impl StatusArgs {
     /// Checks the arguments and turns them into a request.
-    pub fn into_request(self) -> anyhow::Result<crate::status::StatusRequest> {
+    pub fn into_request(self) -> anyhow::Result<crate::cluster::status::StatusRequest> {
         for n in &self.node {
             if n.rsplit_once(':')
                 .is_none_or(|(_, p)| p.parse::<u16>().is_err())
@@ -131,7 +131,7 @@ impl StatusArgs {
                 bail!("--node {n}: write it as HOST:PORT, e.g. --node 192.168.1.21:8080");
             }
         }
-        Ok(crate::status::StatusRequest {
+        Ok(crate::cluster::status::StatusRequest {
             batch_dir: self.out,
             nodes: self.node,
             mdns: !self.no_mdns,

@@ -42,7 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => piforge::commands::cmd_export(a.into_request(progress), &mut out)?,
         Command::Inspect(a) => piforge::commands::cmd_inspect(&a.image, a.json, &mut out)?,
         Command::Inventory(a) => {
-            out.write_all(piforge::inventory::run(&a.into_request()?)?.as_bytes())?
+            out.write_all(piforge::cluster::inventory::run(&a.into_request()?)?.as_bytes())?
         }
         Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
         Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
@@ -52,7 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(out, "{}", p.display())?;
             }
         }
-        Command::Status(a) => piforge::status::run(&a.into_request()?, &mut out)?,
+        Command::Status(a) => piforge::cluster::status::run(&a.into_request()?, &mut out)?,
         Command::KnownHosts(a) => piforge::commands::cmd_known_hosts(&a.out, &mut out)?,
     }
     out.flush()?;

@@ -4,7 +4,7 @@
 //!
 //! It learns by mDNS (`_piforge._udp`, cluster of the batch), from `--node` endpoints and from
 //! the addresses in the member lists it gets, and trusts only answers that prove membership
-//! with the cluster key ([`crate::nodeapi`]); anything else is listed as unauthenticated.
+//! with the cluster key ([`crate::cluster::nodeapi`]); anything else is listed as unauthenticated.
 //! Addresses of authenticated cards are recorded in `batch.toml` and `known_hosts`.
 //! [`rows`] (observations in, table out) is pure; [`look`] does the network.
 
@@ -19,7 +19,7 @@ use piforge_config::status::{NODE_STATUS_PATH, NodeStatus, RunReport};
 use serde::Serialize;
 
 use crate::build::batch::{self, Batch};
-use crate::nodeapi::{self, Proof};
+use crate::cluster::nodeapi::{self, Proof};
 
 /// A checked `piforge status`.
 #[derive(Debug, Clone)]
@@ -359,7 +359,7 @@ pub fn look(req: &StatusRequest, batch: &Batch, keys: &[ApiKey]) -> Result<Obser
         }
     }
     if req.mdns {
-        match crate::inventory::discover(Some(&batch.cluster), req.look) {
+        match crate::cluster::inventory::discover(Some(&batch.cluster), req.look) {
             Ok(found) => {
                 for f in found.iter().filter(|f| f.cluster == batch.cluster) {
                     for a in f.addrs.iter().filter(|a| a.is_ipv4()) {

@@ -7,7 +7,7 @@
 //! executable into the cache that runs `piforge inventory` with the same options, and prints
 //! its path, so `ansible -i "$(piforge inventory --script)" all -m ping` works.
 //!
-//! Answers count only when they prove cluster membership ([`crate::nodeapi`]: an HMAC over a
+//! Answers count only when they prove cluster membership ([`crate::cluster::nodeapi`]: an HMAC over a
 //! fresh challenge under the cluster key from the key store or `--key-file`); a node that
 //! cannot is reported as "unauthenticated" and skipped, so a stranger on the LAN cannot feed
 //! Ansible its own host list. mDNS only says where to ask.
@@ -25,7 +25,7 @@ use piforge_config::discovery::{SERVICE_TYPE, TXT_CLUSTER, TXT_HTTP_PORT, TXT_NA
 use piforge_config::members::{ApiMember, parse_members};
 use piforge_config::{DEFAULT_HTTP_PORT, inventory};
 
-use crate::nodeapi::{self, Proof};
+use crate::cluster::nodeapi::{self, Proof};
 
 /// What to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
