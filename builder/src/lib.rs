@@ -11,12 +11,10 @@
 pub mod acquire;
 pub mod arch;
 pub mod build;
-pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod devices;
 pub mod flash;
 pub mod image;
 pub mod io;
-pub mod manual;
 pub mod term;

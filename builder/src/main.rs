@@ -2,11 +2,13 @@
 //! codes (1 failure, 2 usage; a closed stdout is not an error).
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use piforge::cli::{Cli, Command};
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -46,9 +48,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Flash(a) => piforge::commands::cmd_flash(&a.into_request(progress), &mut out)?,
         Command::Devices(a) => piforge::devices::cmd_devices(a.json, &mut out)?,
-        Command::Completions(a) => piforge::manual::completions(a.shell, &mut out)?,
+        Command::Completions(a) => cli::manual::completions(a.shell, &mut out)?,
         Command::Manpages(a) => {
-            for p in piforge::manual::manpages(&a.dir)? {
+            for p in cli::manual::manpages(&a.dir)? {
                 writeln!(out, "{}", p.display())?;
             }
         }

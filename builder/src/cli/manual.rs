@@ -1,4 +1,4 @@
-//! Shell completions and man pages, generated from the clap definitions in [`crate::cli`]
+//! Shell completions and man pages, generated from the clap definitions in [`super`]
 //! (`piforge completions SHELL`, `piforge manpages DIR`), so they can never disagree with the
 //! options the binary really takes. `ci/release` puts both in the release archive.
 //! Deliberately not here: any text of its own; every word comes from the clap doc comments.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use super::Cli;
 
 /// Writes the completion script for `shell` to `out`.
 pub fn completions(shell: clap_complete::Shell, out: &mut impl Write) -> anyhow::Result<()> {
@@ -39,7 +39,7 @@ pub fn manpages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .render(&mut roff)
             .with_context(|| format!("rendering {name}.1"))?;
         let path = dir.join(format!("{name}.1"));
-        crate::io::write_atomic(&path, &roff, 0o644)?;
+        piforge::io::write_atomic(&path, &roff, 0o644)?;
         written.push(path);
     }
     Ok(written)

@@ -1,5 +1,9 @@
 //! Command-line parsing: clap types in, checked requests out. No logic beyond checking and
 //! defaulting arguments lives here; the library never sees clap.
+//!
+//! This folder belongs to the binary (`mod cli` in `main.rs`), as `cli.rs` does in firstboot
+//! and node: the `piforge` library has no clap in it. [`manual`] makes the shell completions
+//! and man pages from these types.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,15 +11,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::acquire::cache::{BaseRequest, Cache};
-use crate::acquire::catalog::Catalog;
-use crate::acquire::fetch::Source;
-use crate::arch::Arch;
-use crate::build::assemble::{BuildRequest, PasswordSpec, WifiSpec};
-use crate::build::export::ExportRequest;
-use crate::cluster::inventory::{InventoryOutput, InventoryRequest};
-use crate::flash::FlashRequest;
-use crate::flash::engine::WriteOptions;
+use piforge::acquire::cache::{BaseRequest, Cache};
+use piforge::acquire::catalog::Catalog;
+use piforge::acquire::fetch::Source;
+use piforge::arch::Arch;
+use piforge::build::assemble::{BuildRequest, PasswordSpec, WifiSpec};
+use piforge::build::export::ExportRequest;
+use piforge::cluster::inventory::{InventoryOutput, InventoryRequest};
+use piforge::flash::FlashRequest;
+use piforge::flash::engine::WriteOptions;
+
+pub mod manual;
 
 /// Catalog entry built when neither --image nor --from is given.
 pub const DEFAULT_IMAGE: &str = "trixie-lite-arm64";
@@ -123,7 +129,7 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
 
 impl StatusArgs {
     /// Checks the arguments and turns them into a request.
-    pub fn into_request(self) -> anyhow::Result<crate::cluster::status::StatusRequest> {
+    pub fn into_request(self) -> anyhow::Result<piforge::cluster::status::StatusRequest> {
         for n in &self.node {
             if n.rsplit_once(':')
                 .is_none_or(|(_, p)| p.parse::<u16>().is_err())
@@ -131,7 +137,7 @@ impl StatusArgs {
                 bail!("--node {n}: write it as HOST:PORT, e.g. --node 192.168.1.21:8080");
             }
         }
-        Ok(crate::cluster::status::StatusRequest {
+        Ok(piforge::cluster::status::StatusRequest {
             batch_dir: self.out,
             nodes: self.node,
             mdns: !self.no_mdns,
@@ -521,7 +527,7 @@ impl BuildArgs {
             timezone: self.timezone,
             keymap: self.keymap,
             locale: self.locale,
-            mqtt: self.mqtt_url.map(|url| crate::build::mqtt::MqttSpec {
+            mqtt: self.mqtt_url.map(|url| piforge::build::mqtt::MqttSpec {
                 url,
                 password_file: self.mqtt_password_file,
                 ca_file: self.mqtt_ca_file,
