@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use piforge_config::ClusterKey;
-use piforge_node::membership::{Membership, NodeId, Settings};
+use piforge_node::id::NodeId;
+use piforge_node::membership::{Membership, Settings};
 use piforge_node::{seal, wire};
 
 const CLUSTER: &str = "fuzz";

@@ -1,128 +1,22 @@
 //! The agent: the membership core on a real UDP socket, a real clock and signals.
 //!
 //! [`run`] binds the gossip socket, starts the HTTP server ([`crate::http`]) and the event
-//! sinks ([`crate::events`]), then loops: receive, tick at the core's deadline, flush what the
-//! core wants sent, publish events. SIGTERM/SIGINT (or `POST /api/leave`) start a graceful leave;
-//! the agent exits once foca has announced it. It deliberately holds no membership logic of its
-//! own: that is [`crate::membership`].
+//! sinks ([`crate::events`]) around the state they share ([`crate::shared`]), then loops:
+//! receive, tick at the core's deadline, flush what the core wants sent, publish events.
+//! SIGTERM/SIGINT (or `POST /api/leave`) start a graceful leave; the agent exits once foca has
+//! announced it. It deliberately holds no membership logic of its own: that is
+//! [`crate::membership`].
 
-use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use piforge_config::ClusterKey;
-use piforge_config::node::{DetectorSettings, EventHandler, MqttSettings, Webhook};
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, broadcast};
 
-use crate::membership::{Event, Membership, NodeId, Settings};
-
-/// Everything the agent needs, checked (built by the CLI from node.toml and flags).
-#[derive(Debug, Clone)]
-pub struct AgentRequest {
-    /// Member name.
-    pub name: String,
-    /// Cluster name.
-    pub cluster: String,
-    /// Cluster key.
-    pub key: ClusterKey,
-    /// Gossip socket to bind.
-    pub bind: SocketAddr,
-    /// Address to advertise (default: the bound one; for a wildcard bind, the address of the
-    /// interface of the default route).
-    pub advertise: Option<SocketAddr>,
-    /// HTTP socket to bind.
-    pub http: SocketAddr,
-    /// Seeds, `host:port`.
-    pub seeds: Vec<String>,
-    /// mDNS discovery.
-    pub mdns: bool,
-    /// Initial tags.
-    pub tags: BTreeMap<String, String>,
-    /// Timing.
-    pub detector: DetectorSettings,
-    /// Event handlers.
-    pub handlers: Vec<EventHandler>,
-    /// Webhooks.
-    pub webhooks: Vec<Webhook>,
-    /// MQTT.
-    pub mqtt: Option<MqttSettings>,
-    /// Where the generation counter lives.
-    pub state_dir: PathBuf,
-    /// Root under which the files `GET /api/node` reports are read (SSH host public keys,
-    /// firstboot's reports): `/` on a Pi, a temp dir in tests.
-    pub root: PathBuf,
-}
-
-/// How many past events `GET /api/events` can replay.
-const EVENT_HISTORY: usize = 1024;
-
-/// State shared by the gossip loop and the HTTP handlers. Locks are never held across `.await`.
-pub struct Shared {
-    core: Mutex<Membership>,
-    clock: Instant,
-    /// Wakes the gossip loop after a command changed the core (so it flushes at once).
-    pub wake: Notify,
-    history: Mutex<VecDeque<(u64, Event)>>,
-    next_seq: Mutex<u64>,
-    /// Every event with its sequence number.
-    pub events: broadcast::Sender<(u64, Event)>,
-    /// Cluster name.
-    pub cluster: String,
-    /// Becomes true once the node has left; sinks say goodbye and stop.
-    pub leaving: tokio::sync::watch::Sender<bool>,
-    /// Drops updates that only changed the once-per-cluster bookkeeping tags.
-    filter: Mutex<crate::alerts::UpdateFilter>,
-    /// Proves API answers come from a cluster member (derived from the cluster key).
-    pub api_key: piforge_config::api_auth::ApiKey,
-    /// Root of the files `GET /api/node` reports.
-    pub root: PathBuf,
-}
-
-impl Shared {
-    /// Monotonic time since the agent started: the core's clock.
-    pub fn now(&self) -> Duration {
-        self.clock.elapsed()
-    }
-
-    /// Locks the core.
-    pub fn core(&self) -> MutexGuard<'_, Membership> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Events with a sequence number greater than `after`, and the next sequence number.
-    pub fn events_after(&self, after: u64) -> (Vec<(u64, Event)>, u64) {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let next = *self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-        (
-            h.iter().filter(|(s, _)| *s > after).cloned().collect(),
-            next,
-        )
-    }
-
-    fn publish(&self, mut events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        {
-            let mut f = self.filter.lock().unwrap_or_else(|p| p.into_inner());
-            events.retain(|e| f.keep(e));
-        }
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seq = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-        for e in events {
-            *seq += 1;
-            if h.len() == EVENT_HISTORY {
-                h.pop_front();
-            }
-            h.push_back((*seq, e.clone()));
-            let _ = self.events.send((*seq, e)); // no subscriber is fine
-        }
-    }
-}
+use crate::id::NodeId;
+use crate::membership::{Membership, Settings};
+use crate::shared::{AgentRequest, Shared, start_leave};
 
 /// Picks this process's generation: larger than any before it on this node (persisted in
 /// `state_dir/generation`) and than the wall clock in milliseconds, so it also grows when the
@@ -243,20 +137,7 @@ pub async fn run(req: AgentRequest) -> Result<()> {
         rand_node::make_rng::<rand_node::rngs::StdRng>().random::<u64>()
     })
     .context("starting the membership core")?;
-    let (events, _) = broadcast::channel(256);
-    let shared = Arc::new(Shared {
-        core: Mutex::new(core),
-        clock,
-        wake: Notify::new(),
-        history: Mutex::new(VecDeque::new()),
-        next_seq: Mutex::new(0),
-        events,
-        cluster: req.cluster.clone(),
-        leaving: tokio::sync::watch::channel(false).0,
-        filter: Mutex::default(),
-        api_key: piforge_config::api_auth::ApiKey::derive(&req.key),
-        root: req.root.clone(),
-    });
+    let shared = Arc::new(Shared::new(core, clock, &req));
 
     let listener = tokio::net::TcpListener::bind(req.http)
         .await
@@ -334,14 +215,6 @@ async fn gossip_loop(sock: &UdpSocket, shared: &Arc<Shared>) -> Result<()> {
             return Ok(());
         }
     }
-}
-
-/// Starts a graceful leave (signal or API).
-pub fn start_leave(shared: &Shared, why: &str) {
-    tracing::info!(reason = why, "leaving the cluster");
-    let now = shared.now();
-    shared.core().leave(now);
-    shared.wake.notify_one();
 }
 
 #[cfg(test)]

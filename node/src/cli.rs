@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use piforge_config::{ClusterKey, NodeConfig};
-use piforge_node::agent::AgentRequest;
 use piforge_node::api::TagsRequest;
 use piforge_node::membership::MemberState;
+use piforge_node::shared::AgentRequest;
 use piforge_node::{client, report};
 
 /// piforge-node: the cluster agent of a piforge card, and its client.

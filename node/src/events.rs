@@ -27,10 +27,10 @@ use piforge_config::node::{EventHandler, Scope, Webhook};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, broadcast};
 
-use crate::agent::{AgentRequest, Shared};
 use crate::alerts::{Outbox, Pending, SENT_TAG, SINKS_TAG, SentList, event_id, sink_id};
 use crate::api::ApiEvent;
 use crate::membership::{Event, MemberInfo};
+use crate::shared::{AgentRequest, Shared};
 
 /// How many handler processes may run at once on a node (all handlers together).
 pub const MAX_CONCURRENT_HANDLERS: usize = 4;

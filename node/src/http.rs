@@ -22,10 +22,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::agent::{Shared, start_leave};
 use crate::api::{ApiMember, EventsPage, EventsQuery, JoinRequest, TagsRequest};
 use crate::membership::MemberState;
 use crate::nodeinfo::{AuthQuery, answer};
+use crate::shared::{Shared, start_leave};
 use piforge_config::status::{NODE_STATUS_PATH, NodeStatus};
 
 /// Serves until the process exits.

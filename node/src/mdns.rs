@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
-use crate::agent::Shared;
+use crate::shared::Shared;
 
 pub use piforge_config::discovery::SERVICE_TYPE;
 use piforge_config::discovery::{TXT_CLUSTER, TXT_HTTP_PORT, TXT_NAME};

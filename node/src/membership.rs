@@ -19,48 +19,15 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use foca::{
-    Config, Foca, Identity, NoCustomBroadcast, Notification, PostcardCodec, Runtime, Timer,
-};
+use foca::{Config, Foca, NoCustomBroadcast, Notification, PostcardCodec, Runtime, Timer};
 use piforge_config::ClusterKey;
 use rand_node::rngs::StdRng;
 use rand_node::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::id::NodeId;
 use crate::seal::{self, Opened, ReplayGuard, SealError, Sealer};
 use crate::wire::{self, Control, Frame};
-
-/// A member identity: its name, the generation of the process (grows on every restart) and the
-/// gossip address. foca treats two identities with the same address as one member and keeps
-/// the higher generation.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeId {
-    /// Member name (the hostname).
-    pub name: String,
-    /// Generation: larger is newer.
-    pub generation: u64,
-    /// Gossip address other members send to.
-    pub addr: SocketAddr,
-}
-
-impl Identity for NodeId {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        Some(NodeId {
-            generation: self.generation + 1,
-            ..self.clone()
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        (self.generation, &self.name) > (adversary.generation, &adversary.name)
-    }
-}
 
 pub use piforge_config::members::MemberState;
 
@@ -1501,18 +1468,6 @@ mod tests {
         assert_eq!(full_sync_interval(32), FULL_SYNC_INTERVAL);
         assert_eq!(full_sync_interval(64), FULL_SYNC_INTERVAL * 2);
         assert_eq!(full_sync_interval(1000), FULL_SYNC_INTERVAL * 6);
-    }
-
-    #[test]
-    fn newer_generation_wins_the_address() {
-        let a = NodeId {
-            name: "a".into(),
-            generation: 1,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
-        let b = a.renew().unwrap();
-        assert!(b.win_addr_conflict(&a));
-        assert!(!a.win_addr_conflict(&b));
     }
 
     #[test]

@@ -42,9 +42,9 @@ use rumqttc::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::agent::Shared;
 use crate::api::ApiEvent;
 use crate::membership::{Event, EventKind, MemberState};
+use crate::shared::Shared;
 
 /// The topics of one node in its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -140,7 +140,8 @@ mod tests {
     /// bounded number of join datagrams, and once they expire a lone node stops sending any.
     #[test]
     fn a_lone_node_flooded_with_fake_seeds_stops_joining_them() {
-        use crate::membership::{Membership, NodeId, Settings};
+        use crate::id::NodeId;
+        use crate::membership::{Membership, Settings};
         let id = NodeId {
             name: "me".into(),
             generation: 1,

@@ -15,7 +15,8 @@ use piforge_config::ClusterKey;
 use rand_node::rngs::StdRng;
 use rand_node::{RngExt, SeedableRng};
 
-use crate::membership::{Event, EventKind, MemberState, Membership, NodeId, Settings};
+use crate::id::NodeId;
+use crate::membership::{Event, EventKind, MemberState, Membership, Settings};
 
 /// One step of a scenario.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::NodeId;
+use crate::id::NodeId;
 
 /// Kind byte of a datagram carrying a foca packet.
 pub const KIND_SWIM: u8 = 0;
