@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::apply::{Dirs, Loc};
+use crate::action::{Dirs, Loc};
 
 /// Raspberry Pi OS release, from `VERSION_CODENAME` of `/etc/os-release`.
 #[derive(Debug, Clone, PartialEq, Eq)]

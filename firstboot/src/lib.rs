@@ -5,7 +5,8 @@
 //! Everything works on a root prefix and a boot directory, so tests run it on fake roots
 //! without root privileges. The shape is facts → plan (pure) → apply (idempotent actions):
 //! - [`facts`]: serial, MACs, release, network stack, and the current text of the files;
-//! - [`plan`]: the ordered [`apply::Action`]s, built from [`identity`], [`access`],
+//! - [`action`]: what a plan is made of (paths, owners, idempotent steps);
+//! - [`plan`]: the ordered [`action::Action`]s, built from [`identity`], [`access`],
 //!   [`locale`], [`network`], [`overlay`], [`units`] and [`finish`];
 //! - [`apply`]: converging execution through the small [`apply::System`] trait.
 //!
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod action;
 pub mod apply;
 pub mod facts;
 pub mod finish;
@@ -36,7 +38,8 @@ use anyhow::{Context, Result};
 use piforge_config::{CARD_PATH, Card, FIRSTBOOT_LOG_PATH};
 use tracing::{error, info, warn};
 
-use apply::{Base, Dirs, Loc, Owner, System};
+use action::{Action, Base, Dirs, Loc, Owner};
+use apply::System;
 use plan::{Knobs, Plan};
 
 /// Hooks for tests (a simulated power cut, fixed randomness, small RSA keys). Production
@@ -377,7 +380,7 @@ fn apply_settled(
             waited = true;
         }
         let before_wait = !waited;
-        let actions: Vec<apply::Action> = p.actions[start..end]
+        let actions: Vec<Action> = p.actions[start..end]
             .iter()
             .filter(|a| !(before_wait && mid_mounted && writes_machine_id(a)))
             .cloned()
@@ -462,7 +465,7 @@ fn settle_machine_id(
         sys.unmount(&mid)
             .with_context(|| format!("unmounting the transient {}", mid.display()))?;
     }
-    let write_mid: Vec<apply::Action> = p
+    let write_mid: Vec<Action> = p
         .actions
         .iter()
         .filter(|a| writes_machine_id(a))
@@ -477,8 +480,8 @@ fn settle_machine_id(
     Ok((lines, again.changed))
 }
 
-fn writes_machine_id(a: &apply::Action) -> bool {
-    matches!(a, apply::Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id"))
+fn writes_machine_id(a: &Action) -> bool {
+    matches!(a, Action::Write { loc, .. } if *loc == Loc::root("etc/machine-id"))
 }
 
 /// Longest first boot and the clone check wait for a wired network interface when its MAC is

@@ -6,9 +6,8 @@
 
 use piforge_config::card::Card;
 
-use crate::apply::Action;
+use crate::action::{Action, link, r, write};
 use crate::facts::State;
-use crate::plan::{link, r, write};
 
 /// `/etc/default/keyboard` with `XKBLAYOUT` set (other lines kept).
 pub fn keyboard_with(text: Option<&str>, layout: &str) -> String {

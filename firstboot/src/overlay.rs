@@ -15,10 +15,19 @@ use piforge_config::node::{EventHandler, MqttSettings, Webhook};
 use piforge_config::overlay::Escape;
 use piforge_config::{NodeConfig, OverlayManifest};
 
-use crate::apply::{Action, Loc, Owner};
+use crate::action::{Action, Loc, Owner, b, link, mkdir, r, write};
 use crate::facts::State;
-use crate::plan::{DONE_MARKER, PlanError, b, link, mkdir, r, write};
 use crate::units;
+
+/// Why an overlay named by the card cannot be planned (`plan` reports it as
+/// `PlanError::Overlay`).
+#[derive(Debug)]
+pub(crate) struct OverlayError {
+    /// Overlay name.
+    pub(crate) name: String,
+    /// What is wrong.
+    pub(crate) reason: String,
+}
 
 /// What the overlays add to the node.
 pub(crate) struct OverlayPlan {
@@ -98,13 +107,17 @@ pub fn template_sources(overlays: &[String], state: &State) -> Vec<Loc> {
     out
 }
 
+/// The actions of the card's overlays, appended to `out`. `done`: an earlier run finished every
+/// root change (`plan::DONE_MARKER` exists), so overlay files already cleaned off the card are
+/// skipped rather than missing.
 pub(crate) fn overlay_actions(
     card: &Card,
     state: &State,
+    done: bool,
     hostname: &str,
     out: &mut Vec<Action>,
     notes: &mut Vec<String>,
-) -> Result<OverlayPlan, PlanError> {
+) -> Result<OverlayPlan, OverlayError> {
     let all_tags = &merged_tags(card, state);
     let mut tags = BTreeMap::new();
     let mut packages: Vec<String> = vec![];
@@ -112,14 +125,14 @@ pub(crate) fn overlay_actions(
     let payload = state.tree(&b("piforge"));
     for name in &card.overlays {
         let dir = format!("piforge/overlays/{name}");
-        let err = |reason: String| PlanError::Overlay {
+        let err = |reason: String| OverlayError {
             name: name.clone(),
             reason,
         };
         let Some(text) = state.text(&b(&format!("{dir}/overlay.toml"))) else {
             // Already applied and cleaned up by an interrupted earlier run? Then the files
             // are in place; otherwise the card is inconsistent.
-            if state.has(&r(DONE_MARKER)) {
+            if done {
                 notes.push(format!(
                     "overlay {name}: no overlay.toml on the card, skipped"
                 ));
@@ -204,7 +217,7 @@ pub(crate) fn overlay_actions(
             }
             let src = b(&format!("{dir}/templates/{}", t.source));
             let Some(tmpl) = state.text(&src) else {
-                if state.has(&r(DONE_MARKER)) {
+                if done {
                     continue;
                 }
                 return Err(err(format!("template {} is missing on the card", t.source)));

@@ -13,7 +13,7 @@ use piforge_config::host_keys::HostKeys;
 use piforge_config::{NodeConfig, cmdline};
 
 use crate::access::{self, Accounts};
-use crate::apply::{Action, Loc, Owner};
+use crate::action::{Action, Loc, Owner, b, link, mkdir, r, write};
 use crate::facts::{Facts, NetStack, State, Wanted};
 use crate::finish;
 use crate::identity::{self, IDENTITY_PATH, Identity, IdentityRecord, NamePolicy};
@@ -43,6 +43,15 @@ pub enum PlanError {
     /// The card's SSH host keys are unusable.
     #[error(transparent)]
     HostKeys(#[from] piforge_config::host_keys::HostKeyError),
+}
+
+impl From<crate::overlay::OverlayError> for PlanError {
+    fn from(e: crate::overlay::OverlayError) -> PlanError {
+        PlanError::Overlay {
+            name: e.name,
+            reason: e.reason,
+        }
+    }
 }
 
 /// A plan and what it decided, for the log.
@@ -112,38 +121,6 @@ const OLD_CLOUD_CFG: &str = "99_piforge.cfg";
 const HOST_KEY_KINDS: [&str; 3] = ["ed25519", "ecdsa", "rsa"];
 const NM_FILES: [&str; 3] = ["eth0", "eth0-link-local", "wlan0"];
 const SSH_UNIT: &str = "/lib/systemd/system/ssh.service";
-
-pub(crate) fn r(p: &str) -> Loc {
-    Loc::root(p)
-}
-pub(crate) fn b(p: &str) -> Loc {
-    Loc::boot(p)
-}
-
-pub(crate) fn write(loc: Loc, contents: impl Into<Vec<u8>>, mode: u32) -> Action {
-    Action::Write {
-        loc,
-        contents: contents.into(),
-        mode,
-        owner: Owner::ROOT,
-        create_only: false,
-    }
-}
-
-pub(crate) fn mkdir(p: &str, mode: u32) -> Action {
-    Action::Mkdir {
-        loc: r(p),
-        mode,
-        owner: Owner::ROOT,
-    }
-}
-
-pub(crate) fn link(p: &str, target: &str) -> Action {
-    Action::Symlink {
-        loc: r(p),
-        target: target.to_string(),
-    }
-}
 
 fn nm_path(name: &str) -> String {
     format!("{}/piforge-{name}.nmconnection", network::NM_DIR)
@@ -820,7 +797,9 @@ pub fn plan_firstboot(
     phases.push(("network", out.len()));
     network_actions(card, facts, state, &id, &mut out);
     phases.push(("overlays", out.len()));
-    let ov = crate::overlay::overlay_actions(card, state, &id.hostname, &mut out, &mut notes)?;
+    let done = state.has(&r(DONE_MARKER));
+    let ov =
+        crate::overlay::overlay_actions(card, state, done, &id.hostname, &mut out, &mut notes)?;
     phases.push(("install", out.len()));
     install_actions(card, state, &id, ov, &mut out, &mut notes);
     cloud_init_actions(facts, state, &id, &mut out);
@@ -854,7 +833,7 @@ fn disabled_links(actions: &[Action]) -> Vec<String> {
         .iter()
         .filter_map(|a| match a {
             Action::Remove { loc }
-                if loc.base == crate::apply::Base::Root
+                if loc.base == crate::action::Base::Root
                     && loc.rel.starts_with(units::UNIT_DIR)
                     && loc.rel.contains(".wants/") =>
             {

@@ -12,7 +12,8 @@ use std::time::Instant;
 use piforge_config::status::{FIRSTBOOT_REPORT_PATH, Phase, RunReport};
 use tracing::warn;
 
-use crate::apply::{self, Base, Dirs, Owner, System};
+use crate::action::{Base, Dirs, Owner};
+use crate::apply::{self, System};
 
 /// Times the phases of one run.
 #[derive(Debug)]

@@ -211,11 +211,11 @@ impl piforge_firstboot::apply::System for LateNic {
     fn chown(
         &mut self,
         path: &std::path::Path,
-        owner: piforge_firstboot::apply::Owner,
+        owner: piforge_firstboot::action::Owner,
     ) -> std::io::Result<()> {
         self.inner.chown(path, owner)
     }
-    fn owner(&self, path: &std::path::Path) -> std::io::Result<piforge_firstboot::apply::Owner> {
+    fn owner(&self, path: &std::path::Path) -> std::io::Result<piforge_firstboot::action::Owner> {
         self.inner.owner(path)
     }
     fn sync(&mut self) -> std::io::Result<()> {

@@ -7,7 +7,8 @@ use std::fs;
 
 use common::*;
 use piforge_config::{NodeConfig, cmdline};
-use piforge_firstboot::apply::{Owner, RecordingSystem};
+use piforge_firstboot::action::Owner;
+use piforge_firstboot::apply::RecordingSystem;
 use piforge_firstboot::identity::{IdentityRecord, valid_machine_id};
 use piforge_firstboot::{Outcome, TestHooks, run_firstboot, run_host_keys, run_reidentify};
 

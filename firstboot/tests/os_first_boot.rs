@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use piforge_firstboot::apply::{Owner, RecordingSystem, System};
+use piforge_firstboot::action::Owner;
+use piforge_firstboot::apply::{RecordingSystem, System};
 use piforge_firstboot::identity::{self, IdentityRecord};
 use piforge_firstboot::{Outcome, run_firstboot, run_reidentify};
 

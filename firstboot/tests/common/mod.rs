@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use piforge_config::card::{DbSecrets, StaticIp, Wifi};
 use piforge_config::{Card, ClusterKey, Secret, cmdline};
-use piforge_firstboot::apply::{Owner, RecordingSystem};
+use piforge_firstboot::action::Owner;
+use piforge_firstboot::apply::RecordingSystem;
 use piforge_firstboot::{FirstbootRequest, ReidentifyRequest, TestHooks};
 
 pub const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
