@@ -7,8 +7,8 @@
 use std::io::Cursor;
 
 use libfuzzer_sys::fuzz_target;
-use piforge::image::blockmap;
 use piforge::image;
+use piforge::image::blockmap;
 
 fuzz_target!(|data: &[u8]| {
     let len = data.len() as u64;
