@@ -98,6 +98,10 @@ pub struct Row {
     pub firstboot_phases: Vec<(String, u64)>,
     /// Re-identified on other hardware (a copied card).
     pub reidentified: bool,
+    /// For a member that is not a card of the batch: the batch card it was copied from (its
+    /// first boot ran as that card, and it re-identified since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
     /// Its gossip state as the other members see it.
     pub gossip: Option<MemberState>,
     /// Members the cluster view it belongs to has alive.
@@ -240,6 +244,7 @@ pub fn rows(batch: &Batch, obs: &Observations) -> Report {
                 .map(|r| r.phases.iter().map(|p| (p.name.clone(), p.ms)).collect())
                 .unwrap_or_default(),
             reidentified: node.is_some_and(|(n, _)| n.reidentify.is_some()),
+            copy_of: None,
             gossip,
             members_alive,
             host_key: node.map_or(HostKeyCheck::Unknown, |(n, _)| {
@@ -263,11 +268,22 @@ pub fn rows(batch: &Batch, obs: &Observations) -> Report {
     extra.extend(views.keys().copied());
     for name in extra.into_iter().filter(|n| !in_batch.contains(n)) {
         // Not a card of this batch (a copied card that renamed itself, or another build's).
-        let mut r = row(None, name, true, &[]);
+        // A card copied to another Pi keeps the report of the first boot it ran as the batch's
+        // card: its keys are checked against that card's, and a new key shows as CHANGED.
+        let origin = obs
+            .nodes
+            .iter()
+            .find(|(n, _)| n.name == name && n.reidentify.is_some())
+            .and_then(|(n, _)| n.firstboot.as_ref()?.hostname.as_deref())
+            .and_then(|h| batch.cards.iter().find(|c| c.hostname == h && h != name));
+        let mut r = row(None, name, true, origin.map_or(&[][..], |c| &c.host_keys));
         if r.state == CardState::Flashed {
             continue; // only known from others' lists and not answering: nothing to say
         }
-        r.host_key = HostKeyCheck::Unknown;
+        r.copy_of = origin.map(|c| c.hostname.clone());
+        if origin.is_none() {
+            r.host_key = HostKeyCheck::Unknown;
+        }
         out.push(r);
     }
     Report {
@@ -313,7 +329,9 @@ pub fn render_text(r: &Report) -> String {
             HostKeyCheck::Match => "ok",
             HostKeyCheck::Changed => "CHANGED",
         };
-        let state = if row.card.is_none() {
+        let state = if let Some(c) = &row.copy_of {
+            format!("{} (copy of {c})", row.state.as_str())
+        } else if row.card.is_none() {
             format!("{} (not in batch)", row.state.as_str())
         } else {
             row.state.as_str().to_string()
@@ -592,6 +610,7 @@ mod tests {
         assert_eq!(by("lab-04").state, CardState::NotFlashed);
         let extra = by("pi-abc123");
         assert_eq!((extra.card, extra.state), (None, CardState::Joined));
+        assert_eq!((extra.copy_of.as_deref(), extra.host_key), (None, HostKeyCheck::Unknown));
         assert_eq!(r.not_joined(), ["lab-01", "lab-03"]);
         let text = render_text(&r);
         assert!(text.contains("CHANGED"), "{text}");
@@ -604,6 +623,51 @@ mod tests {
         assert!(
             lab1.contains("configured in 1.2 s") && lab1.contains("alive, cluster of 3"),
             "{lab1}"
+        );
+    }
+
+    #[test]
+    fn a_copied_card_is_named_after_its_origin_and_its_new_key_shows_changed() {
+        let b = batch();
+        // Card 2's disk copied to another Pi: it renamed itself, made new keys, and still
+        // carries card 2's first-boot report.
+        let mut copy = node("pi-0a0b0c", "10.0.0.7", "NEWKEY");
+        copy.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
+        copy.reidentify = copy.firstboot.clone();
+        let view = vec![
+            m("lab-01", "10.0.0.1", MemberState::Alive),
+            m("pi-0a0b0c", "10.0.0.7", MemberState::Alive),
+        ];
+        let mut same = node("pi-0d0e0f", "10.0.0.8", "KEY2");
+        same.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
+        same.reidentify = same.firstboot.clone();
+        // Not re-identified: a name claim alone proves nothing about being a copy.
+        let mut claim = node("pi-111111", "10.0.0.9", "X");
+        claim.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
+        let obs = Observations {
+            nodes: vec![
+                (node("lab-01", "10.0.0.1", "KEY1"), view.clone()),
+                (copy, view.clone()),
+                (same, view.clone()),
+                (claim, view),
+            ],
+            strangers: vec![],
+        };
+        let r = rows(&b, &obs);
+        let by = |h: &str| r.rows.iter().find(|x| x.hostname == h).unwrap();
+        let c = by("pi-0a0b0c");
+        assert_eq!(c.copy_of.as_deref(), Some("lab-02"));
+        assert_eq!(c.host_key, HostKeyCheck::Changed);
+        assert!(c.reidentified);
+        assert_eq!(by("pi-0d0e0f").host_key, HostKeyCheck::Match);
+        assert_eq!(by("pi-111111").copy_of, None);
+        assert_eq!(by("pi-111111").host_key, HostKeyCheck::Unknown);
+        assert_eq!(by("lab-02").state, CardState::Flashed, "the original is not the copy");
+        let text = render_text(&r);
+        let line = text.lines().find(|l| l.contains("pi-0a0b0c")).unwrap();
+        assert!(
+            line.contains("(copy of lab-02)") && line.contains("CHANGED"),
+            "{line}"
         );
     }
 }
