@@ -610,7 +610,10 @@ mod tests {
         assert_eq!(by("lab-04").state, CardState::NotFlashed);
         let extra = by("pi-abc123");
         assert_eq!((extra.card, extra.state), (None, CardState::Joined));
-        assert_eq!((extra.copy_of.as_deref(), extra.host_key), (None, HostKeyCheck::Unknown));
+        assert_eq!(
+            (extra.copy_of.as_deref(), extra.host_key),
+            (None, HostKeyCheck::Unknown)
+        );
         assert_eq!(r.not_joined(), ["lab-01", "lab-03"]);
         let text = render_text(&r);
         assert!(text.contains("CHANGED"), "{text}");
@@ -662,7 +665,11 @@ mod tests {
         assert_eq!(by("pi-0d0e0f").host_key, HostKeyCheck::Match);
         assert_eq!(by("pi-111111").copy_of, None);
         assert_eq!(by("pi-111111").host_key, HostKeyCheck::Unknown);
-        assert_eq!(by("lab-02").state, CardState::Flashed, "the original is not the copy");
+        assert_eq!(
+            by("lab-02").state,
+            CardState::Flashed,
+            "the original is not the copy"
+        );
         let text = render_text(&r);
         let line = text.lines().find(|l| l.contains("pi-0a0b0c")).unwrap();
         assert!(
