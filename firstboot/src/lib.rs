@@ -590,13 +590,13 @@ pub fn run_reidentify(req: &ReidentifyRequest, sys: &mut dyn System) -> Result<O
     }
     let applied = apply::apply(&p.actions, &dirs, sys, req.hooks.step_limit)?;
     timer.phase("apply");
-    if !applied.stopped_early {
+    if let (false, Some(outcome)) = (applied.stopped_early, p.report) {
         let pending = pending_host_keys(&dirs.root);
         timer.save_as(
             &dirs,
             sys,
             piforge_config::status::REIDENTIFY_REPORT_PATH,
-            "re-identified",
+            outcome,
             None,
             p.hostname.as_deref(),
             pending,

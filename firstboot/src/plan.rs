@@ -72,6 +72,10 @@ pub struct Plan {
     pub settle_at: Option<usize>,
     /// A headline for `firstboot.log` even when there is nothing to do (a loud finding).
     pub headline: Option<String>,
+    /// The clone check: the outcome its report ([`piforge_config::status::REIDENTIFY_REPORT_PATH`])
+    /// records, `re-identified` or `repaired`; `None` for a plain verification, which is no
+    /// re-identification and leaves the last report as it was.
+    pub report: Option<&'static str>,
 }
 
 /// Inputs of a plan besides card, facts and state.
@@ -824,6 +828,7 @@ pub fn plan_firstboot(
         phases,
         settle_at,
         headline: None,
+        report: None,
     })
 }
 
@@ -971,6 +976,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         actions: out,
         hostname: Some(id.hostname),
         notes,
+        report: Some("re-identified"),
         ..Plan::default()
     })
 }
@@ -1116,6 +1122,7 @@ fn plan_verify(
         hostname: Some(id.hostname),
         notes,
         headline: Some("REPAIRED after the reboot: identity had changed".into()),
+        report: Some("repaired"),
         ..Plan::default()
     })
 }

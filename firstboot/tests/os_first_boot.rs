@@ -293,6 +293,12 @@ fn boot_two_repairs_what_changed_once_and_says_so() {
         Some(rec.hostname.as_str())
     );
     assert_eq!(record(&f), rec, "the record itself is unchanged");
+    let report = || f.read("var/lib/piforge/reidentify-report.json");
+    assert!(
+        report().contains("\"outcome\": \"repaired\""),
+        "a repair is reported as such, not as a re-identification: {}",
+        report()
+    );
     let l = log(&f);
     for want in [
         "REPAIRED after the reboot",
@@ -310,6 +316,11 @@ fn boot_two_repairs_what_changed_once_and_says_so() {
     run_reidentify(&f.reidentify_request(hooks(6)), &mut sys).unwrap();
     assert!(log(&f).contains("verified after the reboot"), "{}", log(&f));
     assert!(f.root.join("var/lib/piforge/verified").is_file());
+    assert!(
+        report().contains("\"outcome\": \"repaired\""),
+        "a verification leaves the last report alone: {}",
+        report()
+    );
     fs::write(f.root.join("etc/hostname"), "renamed-by-admin\n").unwrap();
     let out = run_reidentify(&f.reidentify_request(hooks(7)), &mut sys).unwrap();
     assert!(matches!(&out, Outcome::Reidentify { changed, .. } if changed.is_empty()));

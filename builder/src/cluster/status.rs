@@ -185,6 +185,14 @@ fn ip_of(addr: &str) -> Option<String> {
         .map(|ip| ip.to_string())
 }
 
+/// The card was copied to another Pi and took a new identity there (not a repair on its own
+/// hardware, which the clone check reports as `repaired`).
+fn reidentified(n: &NodeStatus) -> bool {
+    n.reidentify
+        .as_ref()
+        .is_some_and(|r| r.outcome == "re-identified")
+}
+
 fn secs(r: &RunReport) -> f64 {
     (r.total_ms as f64 / 100.0).round() / 10.0
 }
@@ -243,7 +251,7 @@ pub fn rows(batch: &Batch, obs: &Observations) -> Report {
             firstboot_phases: fb
                 .map(|r| r.phases.iter().map(|p| (p.name.clone(), p.ms)).collect())
                 .unwrap_or_default(),
-            reidentified: node.is_some_and(|(n, _)| n.reidentify.is_some()),
+            reidentified: node.is_some_and(|(n, _)| reidentified(n)),
             copy_of: None,
             gossip,
             members_alive,
@@ -273,7 +281,7 @@ pub fn rows(batch: &Batch, obs: &Observations) -> Report {
         let origin = obs
             .nodes
             .iter()
-            .find(|(n, _)| n.name == name && n.reidentify.is_some())
+            .find(|(n, _)| n.name == name && reidentified(n))
             .and_then(|(n, _)| n.firstboot.as_ref()?.hostname.as_deref())
             .and_then(|h| batch.cards.iter().find(|c| c.hostname == h && h != name));
         let mut r = row(None, name, true, origin.map_or(&[][..], |c| &c.host_keys));
@@ -629,6 +637,13 @@ mod tests {
         );
     }
 
+    fn copy_report(n: &NodeStatus) -> Option<RunReport> {
+        n.firstboot.clone().map(|mut r| {
+            r.outcome = "re-identified".into();
+            r
+        })
+    }
+
     #[test]
     fn a_copied_card_is_named_after_its_origin_and_its_new_key_shows_changed() {
         let b = batch();
@@ -636,17 +651,22 @@ mod tests {
         // carries card 2's first-boot report.
         let mut copy = node("pi-0a0b0c", "10.0.0.7", "NEWKEY");
         copy.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
-        copy.reidentify = copy.firstboot.clone();
+        copy.reidentify = copy_report(&copy);
         let view = vec![
             m("lab-01", "10.0.0.1", MemberState::Alive),
             m("pi-0a0b0c", "10.0.0.7", MemberState::Alive),
         ];
         let mut same = node("pi-0d0e0f", "10.0.0.8", "KEY2");
         same.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
-        same.reidentify = same.firstboot.clone();
-        // Not re-identified: a name claim alone proves nothing about being a copy.
+        same.reidentify = copy_report(&same);
+        // Not re-identified: a name claim alone proves nothing about being a copy, nor does
+        // a repair on its own hardware.
         let mut claim = node("pi-111111", "10.0.0.9", "X");
         claim.firstboot.as_mut().unwrap().hostname = Some("lab-02".into());
+        claim.reidentify = copy_report(&claim).map(|mut r| {
+            r.outcome = "repaired".into();
+            r
+        });
         let obs = Observations {
             nodes: vec![
                 (node("lab-01", "10.0.0.1", "KEY1"), view.clone()),
@@ -664,6 +684,7 @@ mod tests {
         assert!(c.reidentified);
         assert_eq!(by("pi-0d0e0f").host_key, HostKeyCheck::Match);
         assert_eq!(by("pi-111111").copy_of, None);
+        assert!(!by("pi-111111").reidentified);
         assert_eq!(by("pi-111111").host_key, HostKeyCheck::Unknown);
         assert_eq!(
             by("lab-02").state,
