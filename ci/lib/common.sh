@@ -144,8 +144,8 @@ ensure_debs() {
     [ "$(id -u)" = 0 ] || sudo=(sudo -n)
     if have apt-get && { [ ${#sudo[@]} -eq 0 ] || sudo -n true 2>/dev/null; }; then
         log "installing ${missing[*]}"
-        "${sudo[@]}" apt-get update -qq >&2 || true
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+        "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=900 update -qq >&2 || true
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq "${missing[@]}" >&2
     else
         die "missing tools: install the Debian packages ${missing[*]}"
     fi
