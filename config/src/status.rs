@@ -14,6 +14,14 @@ pub const FIRSTBOOT_REPORT_PATH: &str = "var/lib/piforge/firstboot-report.json";
 /// Where the clone check leaves the report of a re-identification (relative to the root).
 pub const REIDENTIFY_REPORT_PATH: &str = "var/lib/piforge/reidentify-report.json";
 
+/// [`RunReport::outcome`] of the clone check when the card took a new identity on other
+/// hardware (a copied card).
+pub const OUTCOME_REIDENTIFIED: &str = "re-identified";
+
+/// [`RunReport::outcome`] of the clone check when it repaired a changed identity on the
+/// recorded hardware.
+pub const OUTCOME_REPAIRED: &str = "repaired";
+
 /// Path of the node API endpoint serving [`NodeStatus`].
 pub const NODE_STATUS_PATH: &str = "/api/node";
 

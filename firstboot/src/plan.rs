@@ -73,8 +73,8 @@ pub struct Plan {
     /// A headline for `firstboot.log` even when there is nothing to do (a loud finding).
     pub headline: Option<String>,
     /// The clone check: the outcome its report ([`piforge_config::status::REIDENTIFY_REPORT_PATH`])
-    /// records, `re-identified` or `repaired`; `None` for a plain verification, which is no
-    /// re-identification and leaves the last report as it was.
+    /// records ([`piforge_config::status::OUTCOME_REIDENTIFIED`] or `OUTCOME_REPAIRED`); `None`
+    /// for a plain verification, which is no re-identification and leaves the last report.
     pub report: Option<&'static str>,
 }
 
@@ -976,7 +976,7 @@ pub fn plan_reidentify(facts: &Facts, state: &State, knobs: &Knobs) -> Result<Pl
         actions: out,
         hostname: Some(id.hostname),
         notes,
-        report: Some("re-identified"),
+        report: Some(piforge_config::status::OUTCOME_REIDENTIFIED),
         ..Plan::default()
     })
 }
@@ -1122,7 +1122,7 @@ fn plan_verify(
         hostname: Some(id.hostname),
         notes,
         headline: Some("REPAIRED after the reboot: identity had changed".into()),
-        report: Some("repaired"),
+        report: Some(piforge_config::status::OUTCOME_REPAIRED),
         ..Plan::default()
     })
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use piforge_config::api_auth::ApiKey;
 use piforge_config::members::{ApiMember, MemberState, parse_members};
-use piforge_config::status::{NODE_STATUS_PATH, NodeStatus, RunReport};
+use piforge_config::status::{NODE_STATUS_PATH, NodeStatus, OUTCOME_REIDENTIFIED, RunReport};
 use serde::Serialize;
 
 use crate::build::batch::{self, Batch};
@@ -190,7 +190,7 @@ fn ip_of(addr: &str) -> Option<String> {
 fn reidentified(n: &NodeStatus) -> bool {
     n.reidentify
         .as_ref()
-        .is_some_and(|r| r.outcome == "re-identified")
+        .is_some_and(|r| r.outcome == OUTCOME_REIDENTIFIED)
 }
 
 fn secs(r: &RunReport) -> f64 {
