@@ -8,7 +8,12 @@
 //! per member on stdin: `name<TAB>ip<TAB>port<TAB>state<TAB>tags` with tags as `k=v,k=v`
 //! ([`member_line`]: `%`, control characters, `,` and `=` inside a field are `%XX`).
 //! At most [`MAX_CONCURRENT_HANDLERS`] handler processes run at once; further invocations
-//! wait in the event channel (bounded: overflow is dropped and logged).
+//! wait in the event channel (bounded: overflow is dropped and logged). Events of one kind
+//! that queued up while a node-scoped handler waited for its turn go to one run, one stdin line
+//! per member (the latest event per member), as Serf coalesces member events: a burst of 99
+//! joins costs a few processes, not 99, and a lone event waits for nothing
+//! ([`MAX_MEMBERS_PER_RUN`]). `PIFORGE_EVENT_ID` and `PIFORGE_OBSERVER_RANK` are those of the
+//! first line.
 //!
 //! Sinks with `scope = "cluster"` (webhooks by default) fire once per event for the whole
 //! cluster ([`crate::alerts`]); `scope = "node"` sinks (handlers by default: an LED, a local
@@ -34,6 +39,8 @@ use crate::shared::{AgentRequest, Shared};
 
 /// How many handler processes may run at once on a node (all handlers together).
 pub const MAX_CONCURRENT_HANDLERS: usize = 4;
+/// Most member lines one handler run gets (the rest of a burst goes to the next run).
+pub const MAX_MEMBERS_PER_RUN: usize = 256;
 /// How often a webhook is tried before the event is given up (1+2+4+8 s between tries).
 pub const WEBHOOK_ATTEMPTS: u32 = 5;
 
@@ -325,19 +332,38 @@ async fn next(rx: &mut broadcast::Receiver<(u64, Event)>, sink: &str) -> Option<
     }
 }
 
-/// Environment and stdin of a handler run for `event` on this node.
-fn handler_input(event: &Event, shared: &Shared) -> (Vec<(String, String)>, String) {
+/// Environment and stdin of a handler run for `events` (one kind, at least one) on this node:
+/// the environment of the first, one line per event.
+fn handler_input(events: &[Event], shared: &Shared) -> (Vec<(String, String)>, String) {
     let (me, members) = {
         let now = shared.now();
         let ms = shared.core().members(now);
         (ms[0].clone(), ms)
     };
-    let rank = observer_rank(&me.name, &event.member.name, &members);
-    // Reaped members are gone from the list: the line comes from the event itself.
+    let first = &events[0];
+    let rank = observer_rank(&me.name, &first.member.name, &members);
+    // Reaped members are gone from the list: the lines come from the events themselves.
     (
-        handler_env(event, &me, &shared.cluster, rank),
-        member_line(&event.member),
+        handler_env(first, &me, &shared.cluster, rank),
+        events.iter().map(|e| member_line(&e.member)).collect(),
     )
+}
+
+/// Adds `event` to a handler run's `batch` if it is of the batch's kind: replacing an earlier
+/// event about the same member (its latest state is what the handler should see), else
+/// appended. Returns the event back if it is of another kind (it starts the next run).
+pub fn coalesce(batch: &mut Vec<Event>, event: Event) -> Option<Event> {
+    if batch.first().is_some_and(|f| f.kind != event.kind) {
+        return Some(event);
+    }
+    match batch
+        .iter_mut()
+        .find(|e| e.member.name == event.member.name)
+    {
+        Some(e) => *e = event,
+        None => batch.push(event),
+    }
+    None
 }
 
 async fn run_handler(
@@ -346,15 +372,40 @@ async fn run_handler(
     shared: Arc<Shared>,
     pool: Arc<Semaphore>,
 ) {
-    while let Some((_, event)) = next(&mut rx, &h.command).await {
+    let mut carried: Option<Event> = None;
+    loop {
+        let event = match carried.take() {
+            Some(e) => e,
+            None => match next(&mut rx, &h.command).await {
+                Some((_, e)) => e,
+                None => return,
+            },
+        };
         if !wants(&h.events, &event) {
             continue;
         }
-        let (env, stdin) = handler_input(&event, &shared);
         // Wait for a free slot: the event channel is the (bounded) queue meanwhile.
         let Ok(permit) = pool.clone().acquire_owned().await else {
             return;
         };
+        // What queued up meanwhile, of the same kind, goes to this run.
+        let mut batch = vec![event];
+        while batch.len() < MAX_MEMBERS_PER_RUN {
+            match rx.try_recv() {
+                Ok((_, e)) if !wants(&h.events, &e) => {}
+                Ok((_, e)) => {
+                    carried = coalesce(&mut batch, e);
+                    if carried.is_some() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::warn!(sink = %h.command, missed = n, "event sink fell behind");
+                }
+                Err(_) => break,
+            }
+        }
+        let (env, stdin) = handler_input(&batch, &shared);
         let h2 = h.clone();
         // One task per invocation: a slow handler delays neither gossip nor the next event.
         tokio::spawn(async move {
@@ -414,7 +465,7 @@ async fn deliver(sink: &ClusterSink, p: Pending, shared: &Shared, pool: &Arc<Sem
             client.deliver(&id, body).await
         }
         ClusterSink::Handler(h) => {
-            let (env, stdin) = handler_input(&p.event, shared);
+            let (env, stdin) = handler_input(std::slice::from_ref(&p.event), shared);
             let Ok(_permit) = pool.acquire().await else {
                 return false;
             };
@@ -515,6 +566,30 @@ mod tests {
         assert!(env.contains(&("PIFORGE_OBSERVER_RANK".into(), "2".into())));
         assert!(env.contains(&("PIFORGE_TAG_X_Y".into(), "1".into())));
         assert!(env.contains(&("PIFORGE_CLUSTER".into(), "lab".into())));
+    }
+
+    #[test]
+    fn a_burst_of_one_kind_is_one_run_with_the_latest_line_per_member() {
+        let ev = |kind, name: &str, role: &str| Event {
+            kind,
+            member: MemberInfo {
+                name: name.into(),
+                tags: [("role".to_string(), role.to_string())].into(),
+                ..member()
+            },
+        };
+        let mut batch = vec![ev(EventKind::MemberJoin, "pi-1", "a")];
+        assert!(coalesce(&mut batch, ev(EventKind::MemberJoin, "pi-2", "a")).is_none());
+        assert!(coalesce(&mut batch, ev(EventKind::MemberJoin, "pi-1", "b")).is_none());
+        let names: Vec<(&str, &str)> = batch
+            .iter()
+            .map(|e| (e.member.name.as_str(), e.member.tags["role"].as_str()))
+            .collect();
+        assert_eq!(names, [("pi-1", "b"), ("pi-2", "a")]);
+        // Another kind is not merged: it comes back and starts the next run.
+        let back = coalesce(&mut batch, ev(EventKind::MemberFailed, "pi-3", "a"));
+        assert_eq!(back.map(|e| e.kind), Some(EventKind::MemberFailed));
+        assert_eq!(batch.len(), 2);
     }
 
     #[test]
