@@ -392,7 +392,8 @@ pub struct FlashArgs {
     /// Don't ask before overwriting a device.
     #[arg(short, long)]
     pub yes: bool,
-    /// Don't read the written blocks back to compare them.
+    /// Don't read the written blocks back to compare them (a card is read back past the
+    /// system's cache; an image file as its readers see it, after fsync).
     #[arg(long, conflicts_with = "verify_only")]
     pub no_verify: bool,
     /// Accept a disk that is not removable or larger than 256 GiB (never a system disk).
