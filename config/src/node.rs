@@ -217,7 +217,7 @@ fn default_probe_rtt_ms() -> u64 {
     500
 }
 fn default_suspect_ms() -> u64 {
-    5000
+    4000
 }
 fn default_phi_threshold() -> f64 {
     8.0

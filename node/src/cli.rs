@@ -209,7 +209,7 @@ role = "web"
 [detector]
 probe-period-ms = 1000
 probe-rtt-ms = 500
-suspect-to-failed-ms = 5000
+suspect-to-failed-ms = 4000
 phi-threshold = 8.0
 reap-after-secs = 86400
 

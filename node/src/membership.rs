@@ -150,7 +150,7 @@ impl Settings {
             seeds: Vec::new(),
             probe_period: Duration::from_millis(1000),
             probe_rtt: Duration::from_millis(500),
-            suspect_to_failed: Duration::from_millis(5000),
+            suspect_to_failed: Duration::from_millis(4000),
             phi_threshold: 8.0,
             reap_after: Duration::from_secs(24 * 3600),
             cluster_size_hint: 8,
