@@ -8,10 +8,8 @@
 //! in sector-aligned transfers only ([`super::sector`]: the raw node refuses anything else).
 //! Windows has its own device target (`windows_target`, same API).
 //! Files are written in place (created if missing, truncated to the image's length: their
-//! holes read back as zeros, so unmapped blocks need no writing). Each write is handed to the
-//! kernel's writeback at once (`posix_fadvise(DONTNEED)` on dirty pages starts it), so the disk
-//! writes overlap the copy instead of all waiting for the final `fsync`. Read-back of a file
-//! goes through the page cache after that `fsync`: it checks that every byte is where the
+//! holes read back as zeros, so unmapped blocks need no writing). Read-back of a file goes
+//! through the page cache after the final `fsync`: it checks that every byte is where the
 //! image puts it, as any reader of the file will see it; the host's own disk is its file
 //! system's business, as for every other file piforge writes. Cards are what verification reads
 //! back uncached, since that is where counterfeit and failing media lie.
@@ -371,9 +369,7 @@ impl FileTarget {
 
 impl TargetIo for FileTarget {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        crate::io::hostfs::write_all_at(&self.file, buf, offset)?;
-        start_writeback(&self.file, offset, buf.len());
-        Ok(())
+        crate::io::hostfs::write_all_at(&self.file, buf, offset)
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         crate::io::hostfs::read_exact_at(&self.file, buf, offset)
@@ -586,18 +582,6 @@ fn set_nocache(f: &File) {
     }
     #[cfg(not(target_os = "macos"))]
     let _ = f;
-}
-
-/// Starts writeback of a range just written (Linux: `DONTNEED` on dirty pages queues them for
-/// writing and leaves them cached; elsewhere nothing, the final `fsync` does it all). Advice
-/// only: an error changes nothing that `fsync` will not catch.
-fn start_writeback(f: &File, offset: u64, len: usize) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(len) = std::num::NonZeroU64::new(len as u64) {
-        let _ = rustix::fs::fadvise(f, offset, Some(len), rustix::fs::Advice::DontNeed);
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (f, offset, len);
 }
 
 fn drop_cache(f: &File) -> io::Result<()> {
