@@ -12,15 +12,16 @@
 //! - [`flash`]: images onto cards, each target judged first by the rules of [`devices`].
 //! - [`cluster`]: the running cards seen from the laptop (`piforge status`, `inventory`).
 //!
-//! Shared by the stages: [`arch`] (CPU architectures), [`io`] (file plumbing) and [`term`]
-//! (progress and tables). [`commands`] runs one subcommand and prints its result. The clap
-//! definitions belong to the binary (`src/cli/`): this library takes checked requests.
+//! Shared by the stages: [`arch`] (CPU architectures, re-exported from `piforge-config`),
+//! [`io`] (file plumbing) and [`term`] (progress and tables). [`commands`] runs one
+//! subcommand and prints its result. The clap definitions belong to the binary (`src/cli/`):
+//! this library takes checked requests.
 // `deny`, not `forbid`: the block-device ioctls are the one place that allows unsafe code,
 // each block with a SAFETY comment: flash::blockdev (Linux) and devices::winapi (Windows).
 #![deny(unsafe_code)]
 
 pub mod acquire;
-pub mod arch;
+pub use piforge_config::arch;
 pub mod build;
 pub mod cluster;
 pub mod commands;

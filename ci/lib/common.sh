@@ -1,7 +1,8 @@
 # ci/lib/common.sh: shell helpers shared by the ci/ scripts (sourced, never run).
 #
-# What it does: logging, tool checks, the workspace version, the Pi target table and the
-# "get this tool, or say exactly how" helpers (zig + cargo-zigbuild, rust-src, apt packages).
+# What it does: logging, tool checks, the workspace version, the Pi target table (from
+# targets.sh) and the "get this tool, or say exactly how" helpers (zig + cargo-zigbuild,
+# rust-src, apt packages).
 # What it deliberately doesn't: build anything by itself, or touch files outside the
 # workspace and the tool cache ($PIFORGE_TOOLS_DIR, default ~/.cache/piforge/tools).
 
@@ -39,38 +40,11 @@ host_triple() { rustc -vV | awk '$1 == "host:" { print $2 }'; }
 sha256_of() { sha256sum "$1" | awk '{ print $1 }'; }
 size_of() { stat -c %s "$1"; }
 
-# Pi targets: short name -> Rust triple, payload dir (the Debian arch of the images they are
-# for), qemu-user binary. armv6hf is the armhf payload built for ARMv6 instead of ARMv7, so it
-# also runs on a Pi Zero/1 (Raspberry Pi OS armhf itself is ARMv6); it replaces armhf.
-target_triple() {
-    case "$1" in
-        arm64 | aarch64) echo aarch64-unknown-linux-musl ;;
-        armhf | armv7) echo armv7-unknown-linux-musleabihf ;;
-        armv6hf | armv6) echo arm-unknown-linux-musleabihf ;;
-        *) return 1 ;;
-    esac
-}
-target_dir_name() {
-    case "$1" in
-        arm64 | aarch64) echo arm64 ;;
-        armhf | armv7) echo armhf ;;
-        armv6hf | armv6) echo armhf ;;
-        *) return 1 ;;
-    esac
-}
-target_qemu() {
-    case "$1" in
-        arm64 | aarch64) echo qemu-aarch64-static ;;
-        *) echo qemu-arm-static ;;
-    esac
-}
-# What `file` must say about a binary of this target.
-target_file_machine() {
-    case "$1" in
-        arm64 | aarch64) echo 'ARM aarch64' ;;
-        *) echo 'ARM, EABI5' ;;
-    esac
-}
+# The Pi targets and architectures (target_triple, target_dir_name, default_targets,
+# arch_multiarch, arch_loader, target_qemu, target_file_machine): one table, twin of
+# config/src/arch.rs.
+# shellcheck source=ci/lib/targets.sh
+. "$PIFORGE_ROOT/ci/lib/targets.sh"
 
 # Is the prebuilt std for a triple installed in the active toolchain?
 has_target_std() {

@@ -16,6 +16,8 @@
 //!   parsing with the `ssh` feature).
 //! - [`api_auth`]: the HMAC proof of cluster membership on node API answers.
 //! - [`status`]: what a node reports about itself to `piforge status`.
+//! - [`arch`]: CPU architectures and their names (Debian, ELF, Rust target triples), the one
+//!   table `ci/lib/targets.sh` mirrors.
 //!
 //! Apart from [`atomic`], this crate does no I/O: it parses and renders strings. It
 //! deliberately knows nothing about disks, images or the network.
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod api_auth;
+pub mod arch;
 pub mod atomic;
 pub mod card;
 pub mod cloudinit;

@@ -421,11 +421,8 @@ fn arch(root: &Root) -> Result<Option<Arch>, ImageError> {
             return Ok(Some(a));
         }
     }
-    let loaders = [
-        (Arch::Arm64, "ld-linux-aarch64.so.1", "aarch64-linux-gnu"),
-        (Arch::Armhf, "ld-linux-armhf.so.3", "arm-linux-gnueabihf"),
-    ];
-    for (arch, ld, triple) in loaders {
+    for arch in Arch::ALL {
+        let (ld, triple) = (arch.dynamic_loader(), arch.multiarch());
         let paths = [
             format!("/lib/{ld}"),
             format!("/usr/lib/{ld}"),

@@ -516,10 +516,7 @@ fn build_rootfs(release: Release, opts: &MiniOpts, dir: &Path, diskid: &str) {
     match (opts.arch, opts.arch_evidence) {
         (None, _) => {}
         (Some(a), ArchEvidence::Loader) => {
-            let (ld, triple) = match a {
-                Arch::Arm64 => ("ld-linux-aarch64.so.1", "aarch64-linux-gnu"),
-                Arch::Armhf => ("ld-linux-armhf.so.3", "arm-linux-gnueabihf"),
-            };
+            let (ld, triple) = (a.dynamic_loader(), a.multiarch());
             put(dir, &format!("{lib}/{triple}/{ld}"), &elf_header(a));
             std::os::unix::fs::symlink(format!("{triple}/{ld}"), dir.join(lib).join(ld)).unwrap();
         }

@@ -1,10 +1,12 @@
 //! The Pi payload: the cross-compiled `piforge-firstboot` and `piforge-node` binaries that
 //! `piforge build` puts on the card, one pair per image architecture.
 //!
-//! A payload is a `manifest.toml` (written by `ci/payload`) plus `<arch>/<binary>` files. It
-//! comes from `--payload DIR`, from the copy embedded at build time (`PIFORGE_EMBED_PAYLOAD`,
-//! see `build.rs`), from `$PIFORGE_PAYLOAD_DIR`, from `payload/` next to the executable, or from
-//! `payload/` in the source tree this `piforge` was built from, in that order.
+//! A payload is a `manifest.toml` ([`Manifest`], in `manifest.rs`: the one type `ci/payload`
+//! writes it with, through `examples/payload_manifest.rs`, and piforge reads it with) plus
+//! `<arch>/<binary>` files. It comes from `--payload DIR`, from the copy embedded at build time
+//! (`PIFORGE_EMBED_PAYLOAD`, see `build.rs`), from `$PIFORGE_PAYLOAD_DIR`, from `payload/` next
+//! to the executable, or from `payload/` in the source tree this `piforge` was built from, in
+//! that order.
 //! [`Payload::binaries`] refuses anything that does not match the manifest (size, sha256) or the
 //! image (ELF class, machine, ARM hard-float ABI, static), so a corrupt or wrong-arch payload is
 //! caught before a single byte goes into an image. [`check_elf`] is the pure header check.
@@ -14,19 +16,18 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::arch::Arch;
 
-/// The binaries every architecture's payload carries, in manifest order.
-pub const BINARY_NAMES: [&str; 2] = ["piforge-firstboot", "piforge-node"];
+mod manifest;
 
-/// The manifest schema this piforge reads.
-pub const MANIFEST_SCHEMA_VERSION: u32 = 1;
+pub use manifest::{
+    BINARY_NAMES, MANIFEST_FILE, MANIFEST_SCHEMA_VERSION, Manifest, ManifestEntry, write_manifest,
+};
 
 /// A payload compiled into the executable by `build.rs` (`include_bytes!`).
 #[derive(Debug)]
@@ -134,59 +135,6 @@ pub enum PayloadError {
     },
 }
 
-/// One line of `manifest.toml`: a binary for one architecture.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct ManifestEntry {
-    /// Payload arch name: `arm64`, `armhf`, `armv6hf`.
-    pub arch: String,
-    /// Rust target triple it was built for.
-    pub triple: String,
-    /// Binary name, one of [`BINARY_NAMES`].
-    pub name: String,
-    /// Path relative to the payload directory.
-    pub file: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Lowercase hex sha256.
-    pub sha256: String,
-    /// piforge version it was built from.
-    pub version: String,
-}
-
-/// `manifest.toml`, as written by `ci/payload`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Manifest {
-    /// Must be [`MANIFEST_SCHEMA_VERSION`].
-    pub schema_version: u32,
-    /// piforge version the payload was built from.
-    pub version: String,
-    /// Every binary.
-    #[serde(default, rename = "binary")]
-    pub binaries: Vec<ManifestEntry>,
-}
-
-impl Manifest {
-    /// Parses and validates a manifest (schema, safe relative paths).
-    pub fn parse(text: &str) -> Result<Manifest, String> {
-        let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
-        if m.schema_version != MANIFEST_SCHEMA_VERSION {
-            return Err(format!(
-                "schema-version {} but this piforge reads {MANIFEST_SCHEMA_VERSION}",
-                m.schema_version
-            ));
-        }
-        for b in &m.binaries {
-            let p = Path::new(&b.file);
-            if b.file.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-                return Err(format!("file {:?} is not a plain relative path", b.file));
-            }
-        }
-        Ok(m)
-    }
-}
-
 /// The Pi binaries for one architecture, verified.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Binaries {
@@ -290,7 +238,7 @@ impl Payload {
             return Payload::from_dir(dir);
         }
         for dir in &search.candidates {
-            if dir.join("manifest.toml").is_file() {
+            if dir.join(MANIFEST_FILE).is_file() {
                 return Payload::from_dir(dir);
             }
         }
@@ -312,7 +260,7 @@ impl Payload {
 
     /// Reads the payload in `dir` (its `manifest.toml`; files are read by [`Payload::binaries`]).
     pub fn from_dir(dir: &Path) -> Result<Payload, PayloadError> {
-        let path = dir.join("manifest.toml");
+        let path = dir.join(MANIFEST_FILE);
         let text = fs::read_to_string(&path).map_err(|e| PayloadError::Manifest {
             path: path.display().to_string(),
             reason: if e.kind() == io::ErrorKind::NotFound {
@@ -729,30 +677,6 @@ mod tests {
         assert_eq!(
             check_elf(&full[..66], Arch::Arm64).unwrap_err(),
             ElfError::Truncated
-        );
-    }
-
-    #[test]
-    fn manifest_rejects_escaping_paths_and_other_schemas() {
-        let entry = |file: &str| {
-            format!(
-                "schema-version = 1\nversion = \"0.1.0\"\n[[binary]]\narch = \"arm64\"\n\
-                 triple = \"t\"\nname = \"piforge-node\"\nfile = \"{file}\"\nsize = 1\n\
-                 sha256 = \"00\"\nversion = \"0.1.0\"\n"
-            )
-        };
-        assert!(Manifest::parse(&entry("arm64/piforge-node")).is_ok());
-        assert!(
-            Manifest::parse(&entry("../etc/passwd"))
-                .unwrap_err()
-                .contains("relative")
-        );
-        assert!(Manifest::parse(&entry("/etc/passwd")).is_err());
-        let v2 = "schema-version = 2\nversion = \"9\"\n";
-        assert!(
-            Manifest::parse(v2)
-                .unwrap_err()
-                .contains("schema-version 2")
         );
     }
 
