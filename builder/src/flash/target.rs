@@ -584,6 +584,8 @@ fn set_nocache(f: &File) {
     let _ = f;
 }
 
+/// Drops the cached pages of a device node (file targets keep theirs: module docs).
+#[cfg(unix)]
 fn drop_cache(f: &File) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
