@@ -81,10 +81,7 @@ pub fn check_target_in(
     image_len: u64,
     policy: &Policy,
 ) -> Result<Target, SafetyError> {
-    let inspect = |source| SafetyError::Inspect {
-        path: path.to_path_buf(),
-        source,
-    };
+    let inspect = inspect_err(path);
     let under_dev = |p: &Path| p.starts_with(&root.dev) || p.starts_with("/dev");
     let meta = match fs::metadata(path) {
         Ok(m) => m,
@@ -118,10 +115,7 @@ pub fn check_opened_in(
     image_len: u64,
     policy: &Policy,
 ) -> Result<Target, SafetyError> {
-    let meta = file.metadata().map_err(|source| SafetyError::Inspect {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = file.metadata().map_err(inspect_err(path))?;
     if created && meta.is_file() {
         return Ok(Target {
             path: path.into(),
@@ -139,10 +133,7 @@ fn check_meta_in(
     image_len: u64,
     policy: &Policy,
 ) -> Result<Target, SafetyError> {
-    let inspect = |source| SafetyError::Inspect {
-        path: path.to_path_buf(),
-        source,
-    };
+    let inspect = inspect_err(path);
     let canonical = fs::canonicalize(path).map_err(inspect)?;
     let dev_dir = fs::canonicalize(&root.dev).unwrap_or_else(|_| root.dev.clone());
     let in_dev_dir = canonical.parent() == Some(dev_dir.as_path());
@@ -344,4 +335,12 @@ fn devnum_of(meta: &fs::Metadata) -> Option<(u32, u32)> {
 #[cfg(not(target_os = "linux"))]
 fn devnum_of(_: &fs::Metadata) -> Option<(u32, u32)> {
     None
+}
+
+/// "Cannot inspect `path`": the error for an I/O failure while judging a target.
+fn inspect_err(path: &Path) -> impl Fn(std::io::Error) -> SafetyError + '_ {
+    move |source| SafetyError::Inspect {
+        path: path.to_path_buf(),
+        source,
+    }
 }
