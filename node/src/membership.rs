@@ -140,19 +140,21 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Settings with the LAN defaults of node.toml.
+    /// Settings with the LAN defaults of node.toml (its `[detector]` defaults, defined once
+    /// in `piforge-config`).
     pub fn new(id: NodeId, cluster: &str, key: ClusterKey) -> Settings {
+        let d = piforge_config::node::DetectorSettings::default();
         Settings {
             id,
             cluster: cluster.to_string(),
             key,
             tags: BTreeMap::new(),
             seeds: Vec::new(),
-            probe_period: Duration::from_millis(1000),
-            probe_rtt: Duration::from_millis(500),
-            suspect_to_failed: Duration::from_millis(4000),
-            phi_threshold: 8.0,
-            reap_after: Duration::from_secs(24 * 3600),
+            probe_period: Duration::from_millis(d.probe_period_ms),
+            probe_rtt: Duration::from_millis(d.probe_rtt_ms),
+            suspect_to_failed: Duration::from_millis(d.suspect_to_failed_ms),
+            phi_threshold: d.phi_threshold,
+            reap_after: Duration::from_secs(d.reap_after_secs),
             cluster_size_hint: 8,
         }
     }

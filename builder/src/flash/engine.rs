@@ -178,10 +178,10 @@ impl Default for WriteOptions {
     }
 }
 
-/// One chunk on its way to the writer thread: `buf[from..to]` goes to byte `at`.
 /// A written range and the sha256 of its bytes (zeros when not hashing).
 type Piece = (ByteRange, [u8; 32]);
 
+/// One chunk on its way to a writer thread: `buf[from..to]` goes to byte `at`.
 struct WriteJob {
     buf: AlignedBuf,
     from: usize,
@@ -253,7 +253,7 @@ pub fn write_image(
     // hashing and writing the target overlap (with the hashing spread over the writers: on
     // one thread, sha256 of 2 GiB held the whole flash back by ~1.5 s). Buffers go round.
     let mut held = vec![0u8; HOLD as usize];
-    let mut pieces: Vec<(ByteRange, [u8; 32])> = Vec::new();
+    let mut pieces: Vec<Piece> = Vec::new();
     let hash = opts.hash;
     let throttle = opts.throttle;
     let queue = if device { DEVICE_QUEUE } else { FILE_QUEUE };
