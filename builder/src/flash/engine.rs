@@ -31,8 +31,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 use thiserror::Error;
+use xxhash_rust::xxh3::{Xxh3Default, xxh3_128};
 
 use super::target::{AlignedBuf, TargetIo};
 use crate::image::blockmap::{self, ByteRange};
