@@ -16,6 +16,8 @@
 //!   parsing with the `ssh` feature).
 //! - [`api_auth`]: the HMAC proof of cluster membership on node API answers.
 //! - [`status`]: what a node reports about itself to `piforge status`.
+//! - [`rootfs`]: what a root file system says (release, boot mount, network stack, cloud-init),
+//!   by the rules the builder and firstboot share.
 //! - [`arch`]: CPU architectures and their names (Debian, ELF, Rust target triples), the one
 //!   table `ci/lib/targets.sh` mirrors.
 //!
@@ -38,6 +40,7 @@ pub mod mountinfo;
 pub mod mqtt;
 pub mod node;
 pub mod overlay;
+pub mod rootfs;
 pub mod secret;
 pub mod status;
 pub mod tags;

@@ -14,29 +14,8 @@ use anyhow::{Context, Result};
 
 use crate::action::{Dirs, Loc};
 
-/// Raspberry Pi OS release, from `VERSION_CODENAME` of `/etc/os-release`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Release {
-    /// Debian 11; dhcpcd, boot at `/boot`.
-    Bullseye,
-    /// Debian 12; NetworkManager, boot at `/boot/firmware`.
-    Bookworm,
-    /// Debian 13; NetworkManager, cloud-init on later images.
-    Trixie,
-    /// Anything else (the codename, possibly empty).
-    Other(String),
-}
-
-/// Which program configures the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NetStack {
-    /// NetworkManager keyfiles in `/etc/NetworkManager/system-connections`.
-    NetworkManager,
-    /// `/etc/dhcpcd.conf` (+ wpa_supplicant for Wi-Fi).
-    Dhcpcd,
-    /// systemd-networkd `.network` files (+ wpa_supplicant@wlan0).
-    Networkd,
-}
+use piforge_config::rootfs::{self, RootView};
+pub use piforge_config::rootfs::{NetworkStack, Release};
 
 /// What firstboot knows about the hardware and the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +28,8 @@ pub struct Facts {
     pub wired_mac: Option<String>,
     /// Release of the image.
     pub release: Release,
-    /// Network stack in use.
-    pub net: NetStack,
+    /// Network stack in use (never [`NetworkStack::Unknown`]: resolved by the release).
+    pub net: NetworkStack,
     /// cloud-init is installed.
     pub cloud_init: bool,
     /// Mount point of the FAT boot partition according to `/etc/fstab`.
@@ -102,31 +81,44 @@ pub fn first_wired(macs: &BTreeMap<String, String>) -> Option<String> {
     })
 }
 
-/// The release named by `/etc/os-release`.
+/// The release named by `/etc/os-release` ([`rootfs::parse_os_release`]).
 pub fn parse_os_release(text: &str) -> Release {
-    let code = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .unwrap_or_default();
-    match code.as_str() {
-        "bullseye" => Release::Bullseye,
-        "bookworm" => Release::Bookworm,
-        "trixie" => Release::Trixie,
-        _ => Release::Other(code),
+    rootfs::parse_os_release(text).release()
+}
+
+/// The mount point of the FAT boot partition in `/etc/fstab` ([`rootfs::boot_mount_from_fstab`]).
+pub fn parse_fstab_boot(text: &str) -> Option<String> {
+    rootfs::boot_mount_from_fstab(text)
+}
+
+/// The root under a prefix, for the rules of [`piforge_config::rootfs`]. A symlink is not
+/// followed: under a prefix an absolute link would point out of the root; the link is
+/// evidence enough. Unreadable means absent (firstboot configures what it can see).
+struct DirRoot<'a>(&'a Path);
+
+impl DirRoot<'_> {
+    fn at(&self, path: &str) -> std::path::PathBuf {
+        self.0.join(path.trim_start_matches('/'))
     }
 }
 
-/// The mount point of the vfat boot partition in `/etc/fstab` (`/boot` or `/boot/firmware`).
-pub fn parse_fstab_boot(text: &str) -> Option<String> {
-    text.lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3).then(|| (f[1], f[2]))
-        })
-        .find(|(mnt, fs)| *fs == "vfat" && mnt.starts_with("/boot"))
-        .map(|(mnt, _)| mnt.to_string())
+impl RootView for DirRoot<'_> {
+    type Error = std::convert::Infallible;
+    fn exists(&self, path: &str) -> Result<bool, Self::Error> {
+        Ok(fs::symlink_metadata(self.at(path)).is_ok())
+    }
+    fn is_dir(&self, path: &str) -> Result<bool, Self::Error> {
+        Ok(fs::symlink_metadata(self.at(path)).is_ok_and(|m| m.is_dir()))
+    }
+    fn list(&self, path: &str) -> Result<Vec<String>, Self::Error> {
+        Ok(fs::read_dir(self.at(path))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
 }
 
 /// Reads the facts under `root`.
@@ -153,25 +145,10 @@ pub fn gather_facts(root: &Path) -> Result<Facts> {
         .or_else(|_| fs::read_to_string(root.join("usr/lib/os-release")))
         .with_context(|| format!("reading {}", root.join("etc/os-release").display()))?;
     let release = parse_os_release(&os_release);
-    let exists = |p: &str| fs::symlink_metadata(root.join(p)).is_ok();
-    let net = if exists("etc/systemd/system/multi-user.target.wants/NetworkManager.service")
-        || (exists("etc/NetworkManager") && !exists("etc/dhcpcd.conf"))
-    {
-        NetStack::NetworkManager
-    } else if exists("etc/dhcpcd.conf") {
-        NetStack::Dhcpcd
-    } else if exists("etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
-        || exists("etc/systemd/network")
-    {
-        NetStack::Networkd
-    } else {
-        match release {
-            Release::Bullseye => NetStack::Dhcpcd,
-            Release::Bookworm | Release::Trixie => NetStack::NetworkManager,
-            Release::Other(_) => NetStack::Networkd,
-        }
-    };
-    let cloud_init = exists("etc/cloud/cloud.cfg.d") || exists("usr/bin/cloud-init");
+    let view = DirRoot(root);
+    let Ok(net) = rootfs::network_stack(&view);
+    let net = net.or_release_default(&release);
+    let Ok(cloud_init) = rootfs::cloud_init(&view);
     let boot_mount = fs::read_to_string(root.join("etc/fstab"))
         .ok()
         .and_then(|t| parse_fstab_boot(&t));
@@ -367,6 +344,59 @@ mod tests {
             let fstab = fs::read_to_string(format!("{FIX}/{rel}/rootfs/etc/fstab")).unwrap();
             assert_eq!(parse_fstab_boot(&fstab).as_deref(), Some(mount));
         }
+    }
+
+    #[test]
+    fn facts_of_the_three_release_fixtures() {
+        // The fixtures carry no network evidence: the release decides, as on a stock card
+        // whose units firstboot cannot see yet.
+        for (rel, release, net, cloud_init) in [
+            ("bullseye", Release::Bullseye, NetworkStack::Dhcpcd, false),
+            (
+                "bookworm",
+                Release::Bookworm,
+                NetworkStack::NetworkManager,
+                false,
+            ),
+            (
+                "trixie",
+                Release::Trixie,
+                NetworkStack::NetworkManager,
+                true,
+            ),
+        ] {
+            let f = gather_facts(Path::new(&format!("{FIX}/{rel}/rootfs"))).unwrap();
+            assert_eq!(
+                (f.release, f.net, f.cloud_init),
+                (release, net, cloud_init),
+                "{rel}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_network_stack_follows_the_builders_rule() {
+        // dhcpcd enabled (a link to a unit outside the prefix: it dangles here) and
+        // NetworkManager's directory present. firstboot's own rule used to say NetworkManager
+        // (the directory, no dhcpcd.conf) where the builder said dhcpcd; both now say dhcpcd.
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("etc/systemd/system/multi-user.target.wants")).unwrap();
+        fs::create_dir_all(r.join("etc/NetworkManager/system-connections")).unwrap();
+        fs::write(r.join("etc/os-release"), "VERSION_CODENAME=bookworm\n").unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/dhcpcd.service",
+            r.join("etc/systemd/system/multi-user.target.wants/dhcpcd.service"),
+        )
+        .unwrap();
+        assert_eq!(gather_facts(r).unwrap().net, NetworkStack::Dhcpcd);
+        fs::remove_file(r.join("etc/systemd/system/multi-user.target.wants/dhcpcd.service"))
+            .unwrap();
+        // No evidence left but an empty directory: Bookworm's default.
+        assert_eq!(gather_facts(r).unwrap().net, NetworkStack::NetworkManager);
+        fs::create_dir_all(r.join("etc/systemd/network")).unwrap();
+        fs::write(r.join("etc/systemd/network/eth.network"), "[Match]\n").unwrap();
+        assert_eq!(gather_facts(r).unwrap().net, NetworkStack::Networkd);
     }
 
     #[test]

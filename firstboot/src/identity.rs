@@ -323,7 +323,7 @@ pub fn private_matches(private: &str, fingerprint: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::{NetStack, Release};
+    use crate::facts::{NetworkStack, Release};
     use std::collections::BTreeMap;
 
     fn facts(serial: Option<&str>, mac: Option<&str>) -> Facts {
@@ -332,7 +332,7 @@ mod tests {
             macs: BTreeMap::new(),
             wired_mac: mac.map(Into::into),
             release: Release::Bookworm,
-            net: NetStack::NetworkManager,
+            net: NetworkStack::NetworkManager,
             cloud_init: false,
             boot_mount: None,
         }

@@ -14,7 +14,7 @@ use piforge_config::{NodeConfig, cmdline};
 
 use crate::access::{self, Accounts};
 use crate::action::{Action, Loc, Owner, b, link, mkdir, r, write};
-use crate::facts::{Facts, NetStack, State, Wanted};
+use crate::facts::{Facts, NetworkStack, State, Wanted};
 use crate::finish;
 use crate::identity::{self, IDENTITY_PATH, Identity, IdentityRecord, NamePolicy};
 use crate::network;
@@ -529,7 +529,7 @@ fn network_actions(
     let cid = |iface: &str| identity::dhcp_client_id(&id.machine_id, iface);
     let st_for = |iface: &str| net.static_ip.as_ref().filter(|s| s.interface == iface);
     match facts.net {
-        NetStack::NetworkManager => {
+        NetworkStack::NetworkManager => {
             out.push(mkdir(network::NM_DIR, 0o755));
             out.push(write(
                 r(&nm_path("eth0")),
@@ -561,7 +561,7 @@ fn network_actions(
                 ));
             }
         }
-        NetStack::Dhcpcd => {
+        NetworkStack::Dhcpcd => {
             let mut ids = vec![("eth0".to_string(), cid("eth0"))];
             if net.wifi.is_some() {
                 ids.push(("wlan0".to_string(), cid("wlan0")));
@@ -582,7 +582,9 @@ fn network_actions(
                 ));
             }
         }
-        NetStack::Networkd => {
+        // Unknown never gets here (gather_facts resolves it by release); networkd is what an
+        // unknown release gets there too.
+        NetworkStack::Networkd | NetworkStack::Unknown => {
             out.push(mkdir("etc/systemd/network", 0o755));
             out.push(write(
                 r("etc/systemd/network/10-piforge-eth0.network"),

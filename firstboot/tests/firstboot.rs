@@ -408,7 +408,14 @@ fn static_address_and_networkd() {
     )
     .unwrap();
     fs::remove_dir_all(f.root.join("etc/NetworkManager")).unwrap();
-    fs::create_dir_all(f.root.join("etc/systemd/network")).unwrap();
+    // networkd enabled, as such an image has it (an empty /etc/systemd/network is no evidence:
+    // every systemd install has one; the rule is piforge_config::rootfs::network_stack).
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/systemd-networkd.service",
+        f.root
+            .join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service"),
+    )
+    .unwrap();
     let mut sys = RecordingSystem::default();
     run_firstboot(&f.request(hooks(7)), &mut sys).unwrap();
     let n = f.read("etc/systemd/network/10-piforge-eth0.network");

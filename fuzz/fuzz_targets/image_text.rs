@@ -11,8 +11,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = piforge::image::ext4::arch_from_elf(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = piforge::image::ext4::parse_os_release(text);
-    let _ = piforge::image::ext4::boot_mount_from_fstab(text);
+    let _ = piforge_config::rootfs::parse_os_release(text);
+    let _ = piforge_config::rootfs::boot_mount_from_fstab(text);
     let _ = piforge::acquire::verify::parse_sha256_file(text, "x.img.xz");
     let _ = piforge::build::payload::Manifest::parse(text);
     let _ = piforge::acquire::catalog::Catalog::parse(text);

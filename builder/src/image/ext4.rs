@@ -2,21 +2,11 @@
 //! partition window: release, boot mount point, network stack, cloud-init, architecture. They
 //! decide what the card and `cmdline.txt` look like.
 //!
-//! How each fact is decided (paths follow symlinks, so merged-/usr images work):
-//! - release: `/etc/os-release`, else `/usr/lib/os-release` ([`parse_os_release`]); a missing
-//!   `VERSION_CODENAME` is taken from the parentheses of `VERSION` ("11 (bullseye)").
-//! - boot mount: the `vfat` line of `/etc/fstab` under `/boot` ([`boot_mount_from_fstab`]);
-//!   without one, `/boot` for bullseye and older, `/boot/firmware` otherwise.
-//! - network stack ([`NetworkStack`]), first match wins, strongest evidence first:
-//!   1. the service enabled in `/etc/systemd/system/*.target.wants/` (`NetworkManager.service`,
-//!      `dhcpcd.service`, `systemd-networkd.service`);
-//!   2. the program installed (`/usr/sbin/NetworkManager`, `/usr/sbin/dhcpcd` or `/sbin/dhcpcd`);
-//!   3. configuration present (`/etc/NetworkManager/NetworkManager.conf`, `/etc/dhcpcd.conf`,
-//!      a `*.network` file in `/etc/systemd/network/`).
-//!
-//!   Within a tier NetworkManager beats dhcpcd beats networkd (a leftover dhcpcd config on a
-//!   NetworkManager image is common, the reverse is not).
-//! - cloud-init: `/usr/bin/cloud-init` or the directory `/etc/cloud/cloud.cfg.d`.
+//! How each fact is decided: release, boot mount, network stack and cloud-init by the rules
+//! of [`piforge_config::rootfs`], which firstboot applies on the Pi too (this module gives them
+//! a [`RootView`] of the image; paths follow symlinks inside it, so merged-/usr images work).
+//! os-release is `/etc/os-release`, else `/usr/lib/os-release`; without a FAT line in
+//! `/etc/fstab` the boot mount is the release's default. The rest is the builder's own:
 //! - passwd: `/etc/passwd` as text, if any (the card's user is checked against it).
 //! - arch: the ELF header of `/usr/bin/dpkg`, else of `/bin/sh` (the native architecture; arm64
 //!   Raspberry Pi OS also carries armhf libraries), else which dynamic loader exists
@@ -28,25 +18,12 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
+use piforge_config::rootfs::{self, RootView, boot_mount_from_fstab, parse_os_release};
 use tracing::{debug, warn};
 
 use super::window::PartitionWindow;
 use super::{FsKind, ImageError, Partition};
 use crate::arch::Arch;
-
-/// The network configuration stack of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum NetworkStack {
-    /// NetworkManager (Raspberry Pi OS Bookworm and later).
-    NetworkManager,
-    /// dhcpcd (Raspberry Pi OS Bullseye and earlier).
-    Dhcpcd,
-    /// systemd-networkd.
-    Networkd,
-    /// None of the above found.
-    Unknown,
-}
 
 /// What the root filesystem says about the image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -60,7 +37,7 @@ pub struct RootFacts {
     /// Where the FAT boot partition is mounted: `/boot/firmware` or `/boot`.
     pub boot_mount: String,
     /// The network stack in charge.
-    pub network: NetworkStack,
+    pub network: rootfs::NetworkStack,
     /// True if cloud-init is installed.
     pub cloud_init: bool,
     /// The userland architecture, if any evidence was found.
@@ -68,121 +45,6 @@ pub struct RootFacts {
     /// `/etc/passwd`, to check the card's user at build time (not shown by `inspect`).
     #[serde(skip)]
     pub passwd: Option<String>,
-}
-
-/// The fields of `/etc/os-release` we use.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OsRelease {
-    /// `ID`.
-    pub id: String,
-    /// `ID_LIKE`.
-    pub id_like: String,
-    /// `VERSION_ID`.
-    pub version_id: String,
-    /// `VERSION_CODENAME`, or the word in parentheses in `VERSION`.
-    pub version_codename: String,
-    /// `PRETTY_NAME`.
-    pub pretty_name: String,
-}
-
-/// Parses os-release(5) text: `KEY=value` lines, values optionally in single or double quotes
-/// with backslash escapes; comments and malformed lines are skipped. Pure; never panics.
-pub fn parse_os_release(text: &str) -> OsRelease {
-    let mut r = OsRelease::default();
-    let mut version = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some((key, raw)) = line.split_once('=') else {
-            continue;
-        };
-        let value = unquote(raw.trim());
-        match key.trim() {
-            "ID" => r.id = value,
-            "ID_LIKE" => r.id_like = value,
-            "VERSION_ID" => r.version_id = value,
-            "VERSION_CODENAME" => r.version_codename = value,
-            "PRETTY_NAME" => r.pretty_name = value,
-            "VERSION" => version = value,
-            _ => {}
-        }
-    }
-    if r.version_codename.is_empty()
-        && let Some((_, rest)) = version.split_once('(')
-        && let Some((word, _)) = rest.split_once(')')
-    {
-        r.version_codename = word.trim().to_lowercase();
-    }
-    r
-}
-
-fn unquote(v: &str) -> String {
-    let mut chars = v.chars();
-    let quote = match v.chars().next() {
-        Some(q @ ('"' | '\'')) => {
-            chars.next();
-            Some(q)
-        }
-        _ => None,
-    };
-    let mut out = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            c if Some(c) == quote => break,
-            '\\' if quote != Some('\'') => {
-                if let Some(n) = chars.next() {
-                    out.push(n);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The mount point of the FAT boot partition in fstab(5) text: the first `vfat`/`msdos`/`fat`
-/// line mounted under `/boot`, else the first such line at all. Octal escapes (`\040`) are
-/// decoded. Pure; never panics.
-pub fn boot_mount_from_fstab(text: &str) -> Option<String> {
-    let fat_mounts: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_, mount, fs) = (f.next()?, f.next()?, f.next()?);
-            matches!(fs, "vfat" | "msdos" | "fat").then(|| decode_octal(mount))
-        })
-        .collect();
-    fat_mounts
-        .iter()
-        .find(|m| *m == "/boot" || m.starts_with("/boot/"))
-        .or(fat_mounts.first())
-        .cloned()
-}
-
-fn decode_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let oct = b
-            .get(i + 1..i + 4)
-            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match oct.map(|d| d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'))) {
-            Some(v) if v <= 255 => {
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The architecture an ELF header (the first 20 bytes of a binary) is for, if it is one of ours.
@@ -258,6 +120,11 @@ impl Root {
             out.extend_from_slice(&buf[..n]);
         }
     }
+}
+
+/// The rules of [`piforge_config::rootfs`] read the image through this.
+impl RootView for Root {
+    type Error = ImageError;
 
     fn exists(&self, path: &str) -> Result<bool, ImageError> {
         match self.0.exists(path) {
@@ -275,7 +142,6 @@ impl Root {
         }
     }
 
-    /// Names in a directory; empty if it does not exist.
     fn list(&self, path: &str) -> Result<Vec<String>, ImageError> {
         let entries = match self.0.read_dir(path) {
             Ok(d) => d,
@@ -288,15 +154,6 @@ impl Root {
             names.push(String::from_utf8_lossy(e.file_name().as_ref()).into_owned());
         }
         Ok(names)
-    }
-
-    fn any_exists(&self, paths: &[&str]) -> Result<bool, ImageError> {
-        for p in paths {
-            if self.exists(p)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
     }
 }
 
@@ -345,11 +202,7 @@ pub fn root_facts<R: Read + Seek + 'static>(
         None => None,
     };
     let boot_mount = boot_mount.unwrap_or_else(|| {
-        let old = matches!(
-            os.version_codename.as_str(),
-            "bullseye" | "buster" | "stretch"
-        );
-        let guess = if old { "/boot" } else { "/boot/firmware" };
+        let guess = os.default_boot_mount();
         warn!(
             guess,
             "no vfat line in /etc/fstab; guessing the boot mount from the release"
@@ -361,8 +214,8 @@ pub fn root_facts<R: Read + Seek + 'static>(
         passwd: root
             .read("/etc/passwd")?
             .map(|b| String::from_utf8_lossy(&b).into_owned()),
-        network: network_stack(&root)?,
-        cloud_init: root.exists("/usr/bin/cloud-init")? || root.is_dir("/etc/cloud/cloud.cfg.d")?,
+        network: rootfs::network_stack(&root)?,
+        cloud_init: rootfs::cloud_init(&root)?,
         arch: arch(&root)?,
         os_id: os.id,
         version_codename: os.version_codename,
@@ -371,46 +224,6 @@ pub fn root_facts<R: Read + Seek + 'static>(
     };
     debug!(?facts, "root facts");
     Ok(facts)
-}
-
-fn network_stack(root: &Root) -> Result<NetworkStack, ImageError> {
-    const UNITS: [(NetworkStack, &str); 3] = [
-        (NetworkStack::NetworkManager, "NetworkManager.service"),
-        (NetworkStack::Dhcpcd, "dhcpcd.service"),
-        (NetworkStack::Networkd, "systemd-networkd.service"),
-    ];
-    let wants: Vec<String> = root
-        .list("/etc/systemd/system")?
-        .into_iter()
-        .filter(|d| d.ends_with(".wants"))
-        .collect();
-    for (stack, unit) in UNITS {
-        for w in &wants {
-            if root.exists(&format!("/etc/systemd/system/{w}/{unit}"))? {
-                return Ok(stack);
-            }
-        }
-    }
-    if root.any_exists(&["/usr/sbin/NetworkManager", "/sbin/NetworkManager"])? {
-        return Ok(NetworkStack::NetworkManager);
-    }
-    if root.any_exists(&["/usr/sbin/dhcpcd", "/sbin/dhcpcd"])? {
-        return Ok(NetworkStack::Dhcpcd);
-    }
-    if root.any_exists(&["/etc/NetworkManager/NetworkManager.conf"])? {
-        return Ok(NetworkStack::NetworkManager);
-    }
-    if root.any_exists(&["/etc/dhcpcd.conf"])? {
-        return Ok(NetworkStack::Dhcpcd);
-    }
-    if root
-        .list("/etc/systemd/network")?
-        .iter()
-        .any(|n| n.ends_with(".network"))
-    {
-        return Ok(NetworkStack::Networkd);
-    }
-    Ok(NetworkStack::Unknown)
 }
 
 fn arch(root: &Root) -> Result<Option<Arch>, ImageError> {
@@ -525,42 +338,6 @@ mod tests {
             descriptors_fit(&ok, 8 << 20)
                 .unwrap_err()
                 .contains("64 KiB")
-        );
-    }
-
-    #[test]
-    fn os_release_quotes_and_fallbacks() {
-        let r = parse_os_release(
-            "# comment\nPRETTY_NAME=\"Raspbian GNU/Linux 11 (bullseye)\"\nID=raspbian\n\
-             VERSION=\"11 (Bullseye)\"\nbroken line\nNAME='a \"b\"'\nVERSION_ID=\"1\\\"1\"\n",
-        );
-        assert_eq!(r.id, "raspbian");
-        assert_eq!(r.pretty_name, "Raspbian GNU/Linux 11 (bullseye)");
-        assert_eq!(r.version_codename, "bullseye");
-        assert_eq!(r.version_id, "1\"1");
-        assert_eq!(parse_os_release(""), OsRelease::default());
-    }
-
-    #[test]
-    fn fstab_boot_mount() {
-        let t = "proc /proc proc defaults 0 0\n# PARTUUID=x /boot vfat\n\
-                 PARTUUID=a-01  /boot/firmware  vfat    defaults          0       2\n";
-        assert_eq!(boot_mount_from_fstab(t).as_deref(), Some("/boot/firmware"));
-        assert_eq!(
-            boot_mount_from_fstab("/dev/sda1 /mnt\\040x vfat\n").as_deref(),
-            Some("/mnt x")
-        );
-        assert_eq!(
-            boot_mount_from_fstab("a /mnt vfat\nb /boot vfat\n").as_deref(),
-            Some("/boot")
-        );
-        assert_eq!(
-            boot_mount_from_fstab("PARTUUID=a-02 / ext4 defaults 0 1\n"),
-            None
-        );
-        assert_eq!(
-            boot_mount_from_fstab("x /b vfat \\1"),
-            Some("/b".to_owned())
         );
     }
 

@@ -26,8 +26,9 @@ use std::io::{self, Cursor, Read, Seek, SeekFrom};
 
 use thiserror::Error;
 
-pub use ext4::{NetworkStack, RootFacts, root_facts};
+pub use ext4::{RootFacts, root_facts};
 pub use fat::BootFs;
+pub use piforge_config::rootfs::NetworkStack;
 pub use window::PartitionWindow;
 
 /// Sector size of every image we handle.
