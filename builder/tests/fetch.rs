@@ -18,6 +18,7 @@ use piforge::arch::Arch;
 use sha2::{Digest, Sha256};
 
 use http::TestServer;
+use piforge_test_support::is_root;
 
 const MIB: usize = 1 << 20;
 
@@ -480,13 +481,6 @@ fn catalog_image_is_downloaded_extracted_once_and_read_only() {
             .iter()
             .all(|p| !p.to_string_lossy().ends_with(".part"))
     );
-}
-
-fn is_root() -> bool {
-    // Root ignores permission bits; the mode check above still holds.
-    fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 #[test]

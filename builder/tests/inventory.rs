@@ -18,9 +18,10 @@
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
+use piforge_test_support::{Netns, Proc, ip, wait_for};
 use serde_json::Value;
 
 const PIFORGE: &str = env!("CARGO_BIN_EXE_piforge");
@@ -49,14 +50,6 @@ fn node_bin() -> PathBuf {
     bin
 }
 
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// node.toml of a test agent (short timings).
 fn node_toml(dir: &Path, name: &str, cluster: &str, role: &str, mdns: bool) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
@@ -82,17 +75,6 @@ fn spawn(mut cmd: Command, log: &Path) -> Proc {
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn ok_stdout(o: Output, what: &str) -> String {
@@ -515,23 +497,6 @@ fn status_shows_each_card_and_who_cannot_prove_membership() {
     let t = ok_stdout(o, "piforge status --watch");
     assert!(t.contains("joined"), "{t}");
     drop(agents);
-}
-
-struct Netns(Vec<String>);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[test]

@@ -16,7 +16,7 @@ mod common;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use common::render::node_render;
 use common::{MiniOpts, Release};
 use piforge::arch::Arch;
 use piforge_config::Card;
+use piforge_test_support::{Proc, free_port};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays")
@@ -382,24 +383,6 @@ fn lb_backend_rendered_by_the_node_passes_haproxy_for_0_1_and_3_web_members() {
     }
 }
 
-/// A free loopback port (bound then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn haproxy_without_web_members_answers_503() {
     let haproxy = common::require_tool("haproxy", "haproxy");
@@ -431,7 +414,7 @@ fn haproxy_without_web_members_answers_503() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starting haproxy");
-    let mut child = Kill(child);
+    let mut child = Proc(child);
     let start = Instant::now();
     let resp = loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {

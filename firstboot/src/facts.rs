@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
+    const FIX: &str = piforge_test_support::RASPIOS_FIXTURES;
 
     #[test]
     fn serials() {

@@ -115,9 +115,9 @@ mod tests {
 
     #[test]
     fn drop_in_sorts_after_every_shipped_one() {
-        let fix = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../tests/fixtures/raspios/trixie/rootfs/etc/cloud/cloud.cfg.d"
+        let fix = format!(
+            "{}/trixie/rootfs/etc/cloud/cloud.cfg.d",
+            piforge_test_support::RASPIOS_FIXTURES
         );
         let mut shipped: Vec<String> = std::fs::read_dir(fix)
             .unwrap()

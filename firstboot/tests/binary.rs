@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::*;
+use piforge_test_support::is_root;
 
 fn bin() -> PathBuf {
     std::env::var_os("PIFORGE_FIRSTBOOT_BIN")
@@ -160,11 +161,6 @@ fn bad_card_exits_zero_and_keeps_the_card() {
         fs::read_to_string(f.boot.join("cmdline.txt")).unwrap(),
         f.stock_cmdline
     );
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 #[test]

@@ -18,6 +18,7 @@ use common::*;
 use piforge_config::NodeConfig;
 use piforge_firstboot::apply::RecordingSystem;
 use piforge_firstboot::{Outcome, run_firstboot};
+use piforge_test_support::{Proc, free_port, require_tool};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays")
@@ -33,16 +34,6 @@ fn copy_tree(from: &Path, to: &Path) {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
-}
-
-/// Panics with the package to install if `tool` is missing.
-fn require_tool(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{tool}` not found: apt-get install {package} (CI installs it)"))
 }
 
 /// A fake bookworm root whose card applies the shipped `overlays`, after first boot.
@@ -189,23 +180,6 @@ fn get(port: u16, path: &str) -> String {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_hostile_role_tag_is_text_in_the_static_web_page() {
     let mut card = full_card();
@@ -254,7 +228,7 @@ fn lighttpd_serves_the_web_page_with_the_hostname() {
         .stdin(Stdio::null())
         .spawn()
         .expect("starting lighttpd");
-    let mut child = Kill(child);
+    let mut child = Proc(child);
     wait_for(port, &mut child.0);
     let resp = get(port, "/");
     assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");

@@ -19,12 +19,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use piforge_node::client;
 use piforge_node::membership::MemberState;
+use piforge_test_support::Proc;
 
 /// The shipped lb overlay.
 const LB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../overlays/lb");
@@ -84,14 +85,6 @@ fn web_backend(ip: &str, name: &'static str) -> u16 {
         }
     });
     port
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Who answers `n` requests through haproxy, in order.

@@ -5,36 +5,12 @@
 //! Needs root (namespaces, veth) and iproute2; skipped with a clear message otherwise. The
 //! namespaces are private to the test (no traffic leaves them) and removed at the end.
 
-use std::process::{Child, Command, Stdio};
+use piforge_test_support::{Netns, Proc, ip};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_piforge-node");
 const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
-
-struct Netns(Vec<String>);
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn agent(
     dir: &std::path::Path,

@@ -13,23 +13,16 @@ mod common;
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use piforge_node::membership::MemberState;
+use piforge_test_support::Proc;
 
 const PASSWORD: &str = "pw-7Hq2xK9";
 const ADMIN_PASSWORD: &str = "admin-pw-4Zt";
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A TLS broker: (process, port with login, port that also requires a client certificate).
 fn broker(dir: &Path, pki: &Pki) -> (Proc, u16, u16) {

@@ -356,8 +356,8 @@ mod tests {
 
     fn stock_cmdline(release: &str) -> String {
         let p = format!(
-            "{}/../tests/fixtures/raspios/{release}/bootfs/cmdline.txt",
-            env!("CARGO_MANIFEST_DIR")
+            "{}/{release}/bootfs/cmdline.txt",
+            piforge_test_support::RASPIOS_FIXTURES
         );
         std::fs::read_to_string(&p)
             .unwrap()
@@ -366,8 +366,8 @@ mod tests {
 
     fn cloud_init_installed(release: &str) -> bool {
         let p = format!(
-            "{}/../tests/fixtures/raspios/{release}/rootfs/etc/cloud/cloud.cfg.d",
-            env!("CARGO_MANIFEST_DIR")
+            "{}/{release}/rootfs/etc/cloud/cloud.cfg.d",
+            piforge_test_support::RASPIOS_FIXTURES
         );
         Path::new(&p).is_dir()
     }

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tempfile::{NamedTempFile, TempDir};
 
 /// The fixtures directory (`tests/fixtures/raspios`).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
+pub const FIXTURES: &str = piforge_test_support::RASPIOS_FIXTURES;
 
 /// The disk signature miniature images get by default (PARTUUIDs `5e3da1b7-01`, `-02`).
 pub const DISK_SIGNATURE: u32 = 0x5e3d_a1b7;
@@ -255,32 +255,8 @@ impl MiniImage {
     }
 }
 
-/// Panics with the package to install if `tool` is not on PATH (or in /sbin, /usr/sbin).
-pub fn require_tool(tool: &str, package: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("`{tool}` not found: install the Debian package `{package}`"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
+pub use piforge_test_support::require_tool;
+use piforge_test_support::run_ok as run;
 
 /// Builds a miniature image of `release`; see the module docs.
 pub fn mini_image(release: Release, opts: &MiniOpts) -> MiniImage {

@@ -13,7 +13,7 @@ use piforge_firstboot::action::Owner;
 use piforge_firstboot::apply::RecordingSystem;
 use piforge_firstboot::{FirstbootRequest, ReidentifyRequest, TestHooks};
 
-pub const FIX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/raspios");
+pub const FIX: &str = piforge_test_support::RASPIOS_FIXTURES;
 pub const KEY: [u8; 32] = [0x5a; 32];
 pub const PSK: &str = "correct horse battery";
 pub const HASH: &str = "$y$j9T$F5Jx5fExrKuJdqUu0qh8o/$SeCrEtHaShVaLuE0123456789abcdefghijkl";

@@ -169,17 +169,7 @@ impl Drop for Agent {
     }
 }
 
-pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
+pub use piforge_test_support::wait_for;
 
 pub fn all_see(observers: &[&Agent], name: &str, state: MemberState, secs: u64) -> Duration {
     wait_for(&format!("everyone to see {name} {state:?}"), secs, || {
