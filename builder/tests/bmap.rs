@@ -17,23 +17,7 @@ use std::process::Command;
 use common::{MiniOpts, Release, extract_range, fill_junk, mini_image, require_tool};
 use piforge::image::blockmap::{BlockMap, ByteRange, FsKind, map_image};
 use piforge::image::bmap::write_bmap;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
+use piforge_test_support::run_ok as run;
 
 fn map_file(path: &Path) -> BlockMap {
     let mut f = File::open(path).unwrap();
