@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,9 +19,12 @@ fn run(image: PathBuf, out: PathBuf) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", image.display()))?
         .len();
     let map = map_image(&mut f, size).with_context(|| format!("mapping {}", image.display()))?;
-    let w = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-    let s = write_bmap(&mut f, &map, BufWriter::new(w))
-        .with_context(|| format!("writing {}", out.display()))?;
+    // Rendered in memory (a bmap is kilobytes), then put in place whole: an interrupted run
+    // leaves no half-written .bmap for a release to publish.
+    let mut text = Vec::new();
+    let s = write_bmap(&mut f, &map, &mut text)
+        .with_context(|| format!("rendering the bmap of {}", image.display()))?;
+    piforge::io::write_atomic(&out, &text, 0o644)?;
     let kinds: Vec<String> = map
         .partitions
         .iter()
