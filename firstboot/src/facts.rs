@@ -86,11 +86,6 @@ pub fn parse_os_release(text: &str) -> Release {
     rootfs::parse_os_release(text).release()
 }
 
-/// The mount point of the FAT boot partition in `/etc/fstab` ([`rootfs::boot_mount_from_fstab`]).
-pub fn parse_fstab_boot(text: &str) -> Option<String> {
-    rootfs::boot_mount_from_fstab(text)
-}
-
 /// The root under a prefix, for the rules of [`piforge_config::rootfs`]. A symlink is not
 /// followed: under a prefix an absolute link would point out of the root; the link is
 /// evidence enough. Unreadable means absent (firstboot configures what it can see).
@@ -151,7 +146,7 @@ pub fn gather_facts(root: &Path) -> Result<Facts> {
     let Ok(cloud_init) = rootfs::cloud_init(&view);
     let boot_mount = fs::read_to_string(root.join("etc/fstab"))
         .ok()
-        .and_then(|t| parse_fstab_boot(&t));
+        .and_then(|t| rootfs::boot_mount_from_fstab(&t));
     Ok(Facts {
         serial,
         wired_mac: first_wired(&macs),
@@ -342,7 +337,10 @@ mod tests {
             let os = fs::read_to_string(format!("{FIX}/{rel}/rootfs/etc/os-release")).unwrap();
             assert_eq!(parse_os_release(&os), want);
             let fstab = fs::read_to_string(format!("{FIX}/{rel}/rootfs/etc/fstab")).unwrap();
-            assert_eq!(parse_fstab_boot(&fstab).as_deref(), Some(mount));
+            assert_eq!(
+                rootfs::boot_mount_from_fstab(&fstab).as_deref(),
+                Some(mount)
+            );
         }
     }
 
@@ -416,7 +414,7 @@ mod tests {
             let _ = parse_cpuinfo_serial(&s);
             let _ = parse_mac(&s);
             let _ = parse_os_release(&s);
-            let _ = parse_fstab_boot(&s);
+            let _ = rootfs::boot_mount_from_fstab(&s);
             let _ = parse_passwd(&s);
             let _ = parse_group(&s);
         }

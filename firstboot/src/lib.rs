@@ -117,7 +117,7 @@ pub fn resolve_boot(root: &Path, explicit: Option<&Path>, exe: Option<&Path>) ->
     }
     if let Some(m) = fs::read_to_string(root.join("etc/fstab"))
         .ok()
-        .and_then(|t| facts::parse_fstab_boot(&t))
+        .and_then(|t| piforge_config::rootfs::boot_mount_from_fstab(&t))
     {
         let p = root.join(m.trim_start_matches('/'));
         if p.is_dir() {
