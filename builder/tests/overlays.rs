@@ -25,7 +25,7 @@ use common::render::node_render;
 use common::{MiniOpts, Release};
 use piforge::arch::Arch;
 use piforge_config::Card;
-use piforge_test_support::{Proc, free_port};
+use piforge_test_support::{Proc, free_port, run_ok};
 
 fn shipped() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays")
@@ -323,15 +323,6 @@ fn lb_conf_dir(dir: &Path) -> (PathBuf, PathBuf) {
     )
     .unwrap();
     (conf, shipped().join("lb/templates/backend.cfg.hbs"))
-}
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(out.status.success(), "{cmd:?} refused:\n{text}");
-    text
 }
 
 #[test]
