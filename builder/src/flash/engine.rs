@@ -20,8 +20,8 @@
 //! (SHA-NI) — on a file target, whose read-back comes from the page cache, sha256 of both
 //! sides was most of the verify time. A card that lies on purpose can't be caught by any hash
 //! of what it returns; the image itself is checked against its published sha256 elsewhere.
-//! [`verify_against`] compares a target with a source byte for byte (`--verify-only`). The fake-capacity check that runs before
-//! all this on a device is [`super::capacity`].
+//! [`verify_against`] compares a target with a source byte for byte (`--verify-only`). The
+//! fake-capacity check that runs before all this on a device is [`super::capacity`].
 //! Deliberately not here: choosing what to write (`flash::source`), opening devices
 //! (`flash::target`), safety checks (`devices`).
 
@@ -231,6 +231,7 @@ pub(super) fn target_err(what: &'static str, offset: u64) -> impl FnOnce(io::Err
     }
 }
 
+/// The hash of a written piece, compared with the read-back's (module docs: why XXH3-128).
 fn digest(b: &[u8]) -> u128 {
     xxh3_128(b)
 }
