@@ -81,11 +81,6 @@ pub fn first_wired(macs: &BTreeMap<String, String>) -> Option<String> {
     })
 }
 
-/// The release named by `/etc/os-release` ([`rootfs::parse_os_release`]).
-pub fn parse_os_release(text: &str) -> Release {
-    rootfs::parse_os_release(text).release()
-}
-
 /// The root under a prefix, for the rules of [`piforge_config::rootfs`]. A symlink is not
 /// followed: under a prefix an absolute link would point out of the root; the link is
 /// evidence enough. Unreadable means absent (firstboot configures what it can see).
@@ -139,7 +134,7 @@ pub fn gather_facts(root: &Path) -> Result<Facts> {
     let os_release = fs::read_to_string(root.join("etc/os-release"))
         .or_else(|_| fs::read_to_string(root.join("usr/lib/os-release")))
         .with_context(|| format!("reading {}", root.join("etc/os-release").display()))?;
-    let release = parse_os_release(&os_release);
+    let release = rootfs::parse_os_release(&os_release).release();
     let view = DirRoot(root);
     let Ok(net) = rootfs::network_stack(&view);
     let net = net.or_release_default(&release);
@@ -335,7 +330,7 @@ mod tests {
             ("trixie", Release::Trixie, "/boot/firmware"),
         ] {
             let os = fs::read_to_string(format!("{FIX}/{rel}/rootfs/etc/os-release")).unwrap();
-            assert_eq!(parse_os_release(&os), want);
+            assert_eq!(rootfs::parse_os_release(&os).release(), want);
             let fstab = fs::read_to_string(format!("{FIX}/{rel}/rootfs/etc/fstab")).unwrap();
             assert_eq!(
                 rootfs::boot_mount_from_fstab(&fstab).as_deref(),
@@ -413,7 +408,6 @@ mod tests {
             let _ = parse_dt_serial(&b);
             let _ = parse_cpuinfo_serial(&s);
             let _ = parse_mac(&s);
-            let _ = parse_os_release(&s);
             let _ = rootfs::boot_mount_from_fstab(&s);
             let _ = parse_passwd(&s);
             let _ = parse_group(&s);

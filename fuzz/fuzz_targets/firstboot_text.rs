@@ -12,7 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = facts::parse_cpuinfo_serial(text);
     let _ = facts::parse_mac(text);
-    let _ = facts::parse_os_release(text);
     let _ = facts::parse_passwd(text);
     let _ = facts::parse_group(text);
     let _ = identity::IdentityRecord::parse(text);
